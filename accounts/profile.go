@@ -1,0 +1,121 @@
+package accounts
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"homeserver/mxhttp"
+)
+
+const (
+	maxProfileBytes = 64 * 1024
+	maxProfileKey   = 255
+)
+
+var profileKeyRe = regexp.MustCompile(`^(avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$`)
+
+// GetProfile returns a user's profile as the JSON object the API serves.
+func (s *Service) GetProfile(ctx context.Context, userID string) (map[string]json.RawMessage, error) {
+	p, err := s.store.GetProfile(ctx, userID)
+	if errors.Is(err, ErrNotFound) {
+		return nil, mxhttp.NotFound("Profile not found")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return profileObject(p), nil
+}
+
+func profileObject(p Profile) map[string]json.RawMessage {
+	out := make(map[string]json.RawMessage, len(p.Fields)+2)
+	for k, v := range p.Fields {
+		out[k] = v
+	}
+	if p.DisplayName != nil {
+		out["displayname"], _ = json.Marshal(*p.DisplayName)
+	}
+	if p.AvatarURL != nil {
+		out["avatar_url"], _ = json.Marshal(*p.AvatarURL)
+	}
+	return out
+}
+
+// SetProfileField sets (value != nil) or deletes (value == nil) one field of
+// the requester's own profile.
+func (s *Service) SetProfileField(ctx context.Context, r *Requester, userID, key string, value json.RawMessage) error {
+	if len(key) > maxProfileKey {
+		return &mxhttp.Error{Status: http.StatusBadRequest, Code: "M_KEY_TOO_LARGE", Message: "Profile key too long"}
+	}
+	if !profileKeyRe.MatchString(key) {
+		return mxhttp.InvalidParam("Invalid profile key %q", key)
+	}
+	if userID != r.UserID && !r.IsAdmin {
+		return mxhttp.Forbidden("Cannot change another user's profile")
+	}
+	if !s.IsLocal(userID) {
+		return mxhttp.Forbidden("Cannot change a remote user's profile")
+	}
+	p, err := s.store.GetProfile(ctx, userID)
+	if errors.Is(err, ErrNotFound) {
+		return mxhttp.NotFound("Profile not found")
+	}
+	if err != nil {
+		return err
+	}
+	isNull := value == nil || bytes.Equal(bytes.TrimSpace(value), []byte("null"))
+	switch key {
+	case "displayname":
+		if isNull {
+			p.DisplayName = nil
+			break
+		}
+		var name string
+		if json.Unmarshal(value, &name) != nil {
+			return mxhttp.BadJSON("displayname must be a string")
+		}
+		if len(name) > MaxDisplayName {
+			return mxhttp.InvalidParam("displayname may not be longer than %d bytes", MaxDisplayName)
+		}
+		p.DisplayName = &name
+	case "avatar_url":
+		if isNull {
+			p.AvatarURL = nil
+			break
+		}
+		var url string
+		if json.Unmarshal(value, &url) != nil {
+			return mxhttp.BadJSON("avatar_url must be a string")
+		}
+		if url != "" && !strings.HasPrefix(url, "mxc://") {
+			return mxhttp.InvalidParam("avatar_url must be an mxc:// URI")
+		}
+		if len(url) > 1000 {
+			return mxhttp.InvalidParam("avatar_url too long")
+		}
+		p.AvatarURL = &url
+	default:
+		if key == "m.tz" && !isNull {
+			var tz string
+			if json.Unmarshal(value, &tz) != nil {
+				return mxhttp.BadJSON("m.tz must be a string")
+			}
+		}
+		if p.Fields == nil {
+			p.Fields = map[string]json.RawMessage{}
+		}
+		if value == nil {
+			delete(p.Fields, key)
+		} else {
+			p.Fields[key] = value
+		}
+	}
+	if size, _ := json.Marshal(profileObject(p)); len(size) > maxProfileBytes {
+		return &mxhttp.Error{Status: http.StatusBadRequest, Code: "M_PROFILE_TOO_LARGE", Message: "Profile would exceed 64 KiB"}
+	}
+	return s.store.PutProfile(ctx, userID, p)
+}

@@ -1,0 +1,115 @@
+package accounts
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+)
+
+// Errors the store returns for the service to translate.
+var (
+	ErrNotFound   = errors.New("accounts: not found")
+	ErrUserExists = errors.New("accounts: user exists")
+)
+
+// Account is a local user.
+type Account struct {
+	UserID       string
+	Localpart    string
+	PasswordHash string
+	IsAdmin      bool
+	IsGuest      bool
+	Deactivated  bool
+	AppServiceID string
+	CreatedTS    int64
+}
+
+// Device is a logged-in client of a user.
+type Device struct {
+	UserID      string
+	DeviceID    string
+	DisplayName string
+	CreatedTS   int64
+	LastSeenTS  int64
+	LastSeenIP  string
+}
+
+// Profile is a user's public profile: the two classic fields and any
+// custom ones (Matrix 1.16 profile fields).
+type Profile struct {
+	DisplayName *string
+	AvatarURL   *string
+	Fields      map[string]json.RawMessage
+}
+
+// IssuedTokens are the hashes of the tokens handed to one device.
+type IssuedTokens struct {
+	AccessHash  string
+	ExpiresTS   int64 // 0: never
+	RefreshHash string
+}
+
+// TokenOwner is what an access token resolves to.
+type TokenOwner struct {
+	UserID      string
+	DeviceID    string
+	IsAdmin     bool
+	IsGuest     bool
+	Deactivated bool
+	ExpiresTS   int64
+	LastSeenTS  int64
+	// StaleRefresh is a replaced refresh token that dies when this token is
+	// first used.
+	StaleRefresh string
+}
+
+// UIASession is a user-interactive authentication session, bound to one
+// request (method and path) and, for authenticated endpoints, one user.
+type UIASession struct {
+	ID        string
+	Method    string
+	Path      string
+	UserID    string
+	Completed []string
+	CreatedTS int64
+}
+
+// Store is the persistence the accounts service needs.
+type Store interface {
+	CreateAccount(ctx context.Context, acc Account, displayName string, dev *Device, tok *IssuedTokens) error
+	GetAccount(ctx context.Context, userID string) (Account, error)
+	SetPassword(ctx context.Context, userID, hash string) error
+	SetAdmin(ctx context.Context, userID string, admin bool) error
+	Deactivate(ctx context.Context, userID string) error
+
+	// IssueDevice creates the device (or reuses it, keeping its name when
+	// none is given) and replaces all its tokens with tok.
+	IssueDevice(ctx context.Context, dev Device, tok IssuedTokens) error
+	LookupAccessToken(ctx context.Context, hash string) (TokenOwner, error)
+	DropStaleRefresh(ctx context.Context, refreshHash string) error
+	// RotateRefresh replaces the tokens issued from refresh token old with
+	// tok; ErrNotFound for an unknown refresh token.
+	RotateRefresh(ctx context.Context, oldRefreshHash string, tok IssuedTokens, now int64) (userID, deviceID string, err error)
+	TouchDevice(ctx context.Context, userID, deviceID, ip string, ts int64) error
+	DeleteAccessToken(ctx context.Context, hash string) error
+	ListDevices(ctx context.Context, userID string) ([]Device, error)
+	GetDevice(ctx context.Context, userID, deviceID string) (Device, error)
+	RenameDevice(ctx context.Context, userID, deviceID, name string) error
+	DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error
+	// DeleteOtherDevices deletes every device of the user but keep ("" for all).
+	DeleteOtherDevices(ctx context.Context, userID, keep string) error
+
+	GetProfile(ctx context.Context, userID string) (Profile, error)
+	PutProfile(ctx context.Context, userID string, p Profile) error
+
+	CreateUIASession(ctx context.Context, s UIASession) error
+	GetUIASession(ctx context.Context, id string) (UIASession, error)
+	SetUIACompleted(ctx context.Context, id string, completed []string) error
+	DeleteUIASession(ctx context.Context, id string) error
+	DeleteUIASessionsBefore(ctx context.Context, ts int64) error
+
+	CreateNonce(ctx context.Context, nonce string, ts int64) error
+	// ConsumeNonce deletes the nonce and reports whether it existed and was
+	// created at or after notBefore.
+	ConsumeNonce(ctx context.Context, nonce string, notBefore int64) (bool, error)
+}

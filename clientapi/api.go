@@ -1,0 +1,200 @@
+// Package clientapi serves the Matrix Client-Server API: thin handlers that
+// decode and validate requests, call the packages that own the logic, and
+// encode the answers.
+package clientapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"homeserver/accounts"
+	"homeserver/mxhttp"
+	"homeserver/ratelimit"
+)
+
+// RateLimit is one rc_* setting.
+type RateLimit struct {
+	PerSecond float64
+	Burst     int
+}
+
+// Config is what the client API needs to know of homeserver.yaml.
+type Config struct {
+	ServerName                string
+	PublicBaseURL             string
+	ExtraWellKnown            map[string]any
+	EnableRegistration        bool
+	RegistrationRequiresToken bool
+	RegistrationTokens        []string
+	AllowGuestAccess          bool
+	SharedSecret              string
+	DefaultRoomVersion        string
+	RcRegistration            RateLimit
+	RcLoginAddress            RateLimit
+	RcLoginAccount            RateLimit
+	RcLoginFailed             RateLimit
+	RcMessage                 RateLimit
+}
+
+// API is the client API over the services it calls.
+type API struct {
+	cfg      Config
+	accounts *accounts.Service
+	log      *slog.Logger
+
+	rcRegistration *ratelimit.Limiter
+	rcLoginAddress *ratelimit.Limiter
+	rcLoginAccount *ratelimit.Limiter
+	rcLoginFailed  *ratelimit.Limiter
+	rcMessage      *ratelimit.Limiter
+}
+
+// New returns the client API.
+func New(cfg Config, acc *accounts.Service, log *slog.Logger) *API {
+	lim := func(r RateLimit) *ratelimit.Limiter { return ratelimit.New(r.PerSecond, r.Burst) }
+	return &API{
+		cfg: cfg, accounts: acc, log: log,
+		rcRegistration: lim(cfg.RcRegistration),
+		rcLoginAddress: lim(cfg.RcLoginAddress),
+		rcLoginAccount: lim(cfg.RcLoginAccount),
+		rcLoginFailed:  lim(cfg.RcLoginFailed),
+		rcMessage:      lim(cfg.RcMessage),
+	}
+}
+
+// Mount registers the client API's routes on r, which is the root router of
+// a listener with the "client" resource.
+func (a *API) Mount(r chi.Router) {
+	r.Get("/_matrix/client/versions", a.versions)
+	r.Get("/.well-known/matrix/client", a.wellKnownClient)
+
+	// One set of handlers, served under every prefix clients use.
+	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0", "/_matrix/client/api/v1"} {
+		r.Route(prefix, a.clientRoutes)
+	}
+	r.Route("/_matrix/client/v1", func(r chi.Router) {
+		r.Get("/register/m.login.registration_token/validity", a.registrationTokenValidity)
+	})
+	r.Route("/_synapse/admin/v1", func(r chi.Router) {
+		r.Get("/register", a.sharedSecretNonce)
+		r.Post("/register", a.sharedSecretRegister)
+	})
+}
+
+func (a *API) clientRoutes(r chi.Router) {
+	// Unauthenticated.
+	r.Post("/register", a.register)
+	r.Get("/register/available", a.registerAvailable)
+	r.Post("/register/email/requestToken", a.threePIDUnsupported)
+	r.Post("/register/msisdn/requestToken", a.threePIDUnsupported)
+	r.Get("/login", a.loginFlows)
+	r.Post("/login", a.login)
+	r.Post("/refresh", a.refresh)
+	r.Post("/account/password/email/requestToken", a.threePIDUnsupported)
+	r.Post("/account/password/msisdn/requestToken", a.threePIDUnsupported)
+	r.Get("/profile/{userID}", a.getProfile)
+	r.Get("/profile/{userID}/{key}", a.getProfileField)
+
+	// Authenticated.
+	r.Group(func(r chi.Router) {
+		r.Use(a.requireAuth)
+		r.Get("/capabilities", a.capabilities)
+		r.Post("/logout", a.logout)
+		r.Post("/logout/all", a.logoutAll)
+		r.Get("/account/whoami", a.whoami)
+		r.Post("/account/password", a.changePassword)
+		r.Post("/account/deactivate", a.deactivate)
+		r.Get("/account/3pid", a.listThreePIDs)
+		r.Post("/account/3pid", a.threePIDUnsupported)
+		r.Post("/account/3pid/add", a.threePIDUnsupported)
+		r.Post("/account/3pid/bind", a.threePIDUnsupported)
+		r.Post("/account/3pid/delete", a.threePIDNoSupport)
+		r.Post("/account/3pid/unbind", a.threePIDNoSupport)
+		r.Post("/account/3pid/email/requestToken", a.threePIDUnsupported)
+		r.Post("/account/3pid/msisdn/requestToken", a.threePIDUnsupported)
+		r.Get("/devices", a.listDevices)
+		r.Get("/devices/{deviceID}", a.getDevice)
+		r.Put("/devices/{deviceID}", a.updateDevice)
+		r.Delete("/devices/{deviceID}", a.deleteDevice)
+		r.Post("/delete_devices", a.deleteDevices)
+		r.Put("/profile/{userID}/{key}", a.setProfileField)
+		r.Delete("/profile/{userID}/{key}", a.deleteProfileField)
+	})
+}
+
+type ctxKey int
+
+const (
+	requesterKey ctxKey = iota
+	clientIPKey
+)
+
+// WithClientIP records the client's address for handlers (rate limits,
+// device last-seen); the listener decides whether to trust X-Forwarded-For.
+func WithClientIP(ctx context.Context, ip string) context.Context {
+	return context.WithValue(ctx, clientIPKey, ip)
+}
+
+func clientIP(r *http.Request) string {
+	if ip, ok := r.Context().Value(clientIPKey).(string); ok {
+		return ip
+	}
+	return r.RemoteAddr
+}
+
+func requester(r *http.Request) *accounts.Requester {
+	req, _ := r.Context().Value(requesterKey).(*accounts.Requester)
+	return req
+}
+
+// accessToken takes the token from the Authorization header or, for older
+// clients and application services, the access_token query parameter.
+func accessToken(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if tok, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(tok)
+		}
+		return ""
+	}
+	return r.URL.Query().Get("access_token")
+}
+
+func (a *API) requireAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok := accessToken(r)
+		if tok == "" {
+			if r.Header.Get("Authorization") != "" {
+				a.fail(w, r, mxhttp.UnknownToken(false).With("error", "Malformed Authorization header"))
+				return
+			}
+			a.fail(w, r, mxhttp.MissingToken())
+			return
+		}
+		req, err := a.accounts.Authenticate(r.Context(), tok, clientIP(r))
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requesterKey, req)))
+	})
+}
+
+// fail writes err, logging it when it is not a Matrix error meant for the
+// client.
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var me *mxhttp.Error
+	var resp mxhttp.Response
+	if !errors.As(err, &me) && !errors.As(err, &resp) {
+		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	mxhttp.WriteError(w, err)
+}
+
+func ok(w http.ResponseWriter, v any) { mxhttp.WriteJSON(w, http.StatusOK, v) }
+
+var empty = struct{}{}

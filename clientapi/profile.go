@@ -1,0 +1,99 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"homeserver/accounts"
+	"homeserver/mxhttp"
+)
+
+// validUserID checks the shape of a user ID taken from a path.
+func validUserID(id string) error {
+	if !strings.HasPrefix(id, "@") || !strings.Contains(id, ":") || len(id) > accounts.MaxUserIDLength {
+		return mxhttp.InvalidParam("Invalid user ID %q", id)
+	}
+	return nil
+}
+
+func (a *API) profileOf(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, bool) {
+	userID := chi.URLParam(r, "userID")
+	if err := validUserID(userID); err != nil {
+		a.fail(w, r, err)
+		return nil, false
+	}
+	if !a.accounts.IsLocal(userID) {
+		a.fail(w, r, mxhttp.NotFound("Profile not found"))
+		return nil, false
+	}
+	p, err := a.accounts.GetProfile(r.Context(), userID)
+	if err != nil {
+		a.fail(w, r, err)
+		return nil, false
+	}
+	return p, true
+}
+
+func (a *API) getProfile(w http.ResponseWriter, r *http.Request) {
+	if p, found := a.profileOf(w, r); found {
+		ok(w, p)
+	}
+}
+
+func (a *API) getProfileField(w http.ResponseWriter, r *http.Request) {
+	p, found := a.profileOf(w, r)
+	if !found {
+		return
+	}
+	key := chi.URLParam(r, "key")
+	v, set := p[key]
+	if !set {
+		a.fail(w, r, mxhttp.NotFound("Profile field %s not set", key))
+		return
+	}
+	ok(w, map[string]json.RawMessage{key: v})
+}
+
+func (a *API) setProfileField(w http.ResponseWriter, r *http.Request) {
+	userID, key := chi.URLParam(r, "userID"), chi.URLParam(r, "key")
+	if err := validUserID(userID); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var body map[string]json.RawMessage
+	if err := mxhttp.DecodeJSON(r, mxhttp.DefaultBodyLimit, &body); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	value, present := body[key]
+	if !present {
+		a.fail(w, r, mxhttp.MissingParam("Missing key %s", key))
+		return
+	}
+	a.writeProfileField(w, r, userID, key, value)
+}
+
+func (a *API) deleteProfileField(w http.ResponseWriter, r *http.Request) {
+	userID := chi.URLParam(r, "userID")
+	if err := validUserID(userID); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.writeProfileField(w, r, userID, chi.URLParam(r, "key"), nil)
+}
+
+func (a *API) writeProfileField(w http.ResponseWriter, r *http.Request, userID, key string, value json.RawMessage) {
+	me := requester(r)
+	if ok, retry := a.rcMessage.Allow(me.UserID); !ok {
+		a.fail(w, r, mxhttp.LimitExceeded(retry))
+		return
+	}
+	if err := a.accounts.SetProfileField(r.Context(), me, userID, key, value); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	ok(w, empty)
+}

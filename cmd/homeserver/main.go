@@ -1,0 +1,149 @@
+// Command homeserver runs the Matrix homeserver, generates its configuration
+// and registers users, with Synapse's command-line habits.
+//
+//	homeserver --server-name example.org -c homeserver.yaml --generate-config
+//	homeserver -c homeserver.yaml
+//	homeserver register-user -c homeserver.yaml [-u NAME] [-p PASSWORD] [-a] [URL]
+//	homeserver version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strconv"
+	"syscall"
+	"time"
+
+	"homeserver/config"
+	"homeserver/server"
+)
+
+// version is set at build time with -ldflags "-X main.version=..."; the VCS
+// revision is appended when the build has one.
+var version = "0.1.0-dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "version", "--version", "-v":
+			fmt.Fprintln(stdout, "homeserver", fullVersion())
+			return 0
+		case "register-user":
+			return registerUser(args[1:], stdin, stdout, stderr)
+		}
+	}
+	fs := flag.NewFlagSet("homeserver", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var configPath, serverName string
+	var generate, enableRegistration bool
+	var port int
+	fs.StringVar(&configPath, "config-path", "", "path to homeserver.yaml")
+	fs.StringVar(&configPath, "c", "", "shorthand for --config-path")
+	fs.StringVar(&serverName, "server-name", "", "server name for --generate-config")
+	fs.StringVar(&serverName, "H", "", "shorthand for --server-name")
+	fs.BoolVar(&generate, "generate-config", false, "write a new config and signing key, then exit")
+	fs.BoolVar(&enableRegistration, "enable-registration", false, "with --generate-config: open registration (dummy flow)")
+	fs.IntVar(&port, "port", 0, "with --generate-config: client listener port (default 8008)")
+	fs.String("report-stats", "no", "accepted for Synapse compatibility; statistics are never reported")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, `usage:
+  homeserver --server-name NAME -c homeserver.yaml --generate-config
+  homeserver -c homeserver.yaml
+  homeserver register-user -c homeserver.yaml [-u USER] [-p PASSWORD] [-a] [SERVER_URL]
+  homeserver version`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if configPath == "" {
+		fmt.Fprintln(stderr, "homeserver: --config-path (-c) is required")
+		fs.Usage()
+		return 2
+	}
+	if generate {
+		if serverName == "" {
+			fmt.Fprintln(stderr, "homeserver: --generate-config needs --server-name")
+			return 2
+		}
+		err := config.Generate(config.GenerateOptions{
+			ServerName: serverName, ConfigPath: configPath, EnableRegistration: enableRegistration, Port: port,
+		})
+		if err != nil {
+			fmt.Fprintln(stderr, "homeserver:", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "A config file has been generated in %s for server name %q.\nEdit it, then start the server with: homeserver -c %s\n",
+			configPath, serverName, configPath)
+		return 0
+	}
+	return serve(configPath, stderr)
+}
+
+func serve(configPath string, stderr io.Writer) int {
+	cfg, warnings, err := config.Load(configPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.SlogLevel()}))
+	for _, w := range warnings {
+		log.Warn("config: " + w)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	srv, err := server.New(ctx, cfg, log)
+	if err != nil {
+		log.Error("start-up failed", "err", err)
+		return 1
+	}
+	if err := srv.Start(); err != nil {
+		log.Error("start-up failed", "err", err)
+		_ = srv.Shutdown(context.Background())
+		return 1
+	}
+	if cfg.PidFile != "" {
+		if err := os.WriteFile(cfg.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			log.Warn("writing pid_file", "path", cfg.PidFile, "err", err)
+		} else {
+			defer os.Remove(cfg.PidFile)
+		}
+	}
+	log.Info("homeserver running", "server_name", cfg.ServerName, "version", fullVersion())
+	<-ctx.Done()
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Error("shutdown", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func fullVersion() string {
+	v := version
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += "+" + s.Value[:12]
+			}
+		}
+	}
+	return v
+}

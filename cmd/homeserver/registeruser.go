@@ -1,0 +1,242 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+
+	"homeserver/accounts"
+	"homeserver/config"
+)
+
+// registerUser is Synapse's register_new_matrix_user: it registers a user
+// through the shared-secret admin API of a running server.
+func registerUser(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("register-user", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var configPath, user, password, secret, userType string
+	var admin, noAdmin, existsOK bool
+	fs.StringVar(&configPath, "config-path", "", "homeserver.yaml to read registration_shared_secret and the listener from")
+	fs.StringVar(&configPath, "c", "", "shorthand for --config-path")
+	fs.StringVar(&user, "user", "", "localpart of the new user")
+	fs.StringVar(&user, "u", "", "shorthand for --user")
+	fs.StringVar(&password, "password", "", "password of the new user (prompted for if absent)")
+	fs.StringVar(&password, "p", "", "shorthand for --password")
+	fs.StringVar(&secret, "shared-secret", "", "registration shared secret (instead of reading the config)")
+	fs.StringVar(&secret, "k", "", "shorthand for --shared-secret")
+	fs.StringVar(&userType, "user_type", "", "user type: bot or support")
+	fs.StringVar(&userType, "t", "", "shorthand for --user_type")
+	fs.BoolVar(&admin, "admin", false, "make the user a server admin")
+	fs.BoolVar(&admin, "a", false, "shorthand for --admin")
+	fs.BoolVar(&noAdmin, "no-admin", false, "do not make the user an admin (no prompt)")
+	fs.BoolVar(&existsOK, "exists-ok", false, "do not fail if the user already exists")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: homeserver register-user -c homeserver.yaml [-u USER] [-p PASSWORD] [-a|--no-admin] [SERVER_URL]")
+		fs.PrintDefaults()
+	}
+	// Flags may follow the positional URL, as Python's argparse allows.
+	var positional []string
+	rest := args
+	for {
+		if err := fs.Parse(rest); err != nil {
+			if err == flag.ErrHelp {
+				return 0
+			}
+			return 2
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+	if len(positional) > 1 {
+		fmt.Fprintln(stderr, "register-user: too many arguments")
+		return 2
+	}
+	serverURL := ""
+	if len(positional) == 1 {
+		serverURL = positional[0]
+	}
+	if configPath != "" {
+		cfg, _, err := config.Load(configPath)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		if secret == "" {
+			secret = cfg.RegistrationSharedSecret
+		}
+		if serverURL == "" {
+			serverURL = clientURL(cfg)
+		}
+	}
+	if secret == "" {
+		fmt.Fprintln(stderr, "register-user: no registration_shared_secret in the config and no --shared-secret given")
+		return 1
+	}
+	if serverURL == "" {
+		serverURL = "http://localhost:8008"
+	}
+
+	in := bufio.NewReader(stdin)
+	var err error
+	if user == "" {
+		if user, err = prompt(in, stdout, "New user localpart: "); err != nil || user == "" {
+			fmt.Fprintln(stderr, "register-user: a localpart is required")
+			return 1
+		}
+	}
+	if password == "" {
+		if password, err = promptPassword(in, stdin, stdout, "Password: "); err != nil || password == "" {
+			fmt.Fprintln(stderr, "register-user: a password is required")
+			return 1
+		}
+		confirm, err := promptPassword(in, stdin, stdout, "Confirm password: ")
+		if err != nil || confirm != password {
+			fmt.Fprintln(stderr, "register-user: passwords do not match")
+			return 1
+		}
+	}
+	if !admin && !noAdmin {
+		answer, _ := prompt(in, stdout, "Make admin [no]: ")
+		admin = slices.Contains([]string{"y", "yes", "true"}, strings.ToLower(answer))
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	userID, err := sharedSecretRegister(ctx, serverURL, secret, user, password, userType, admin)
+	if err != nil {
+		if existsOK && strings.Contains(err.Error(), "M_USER_IN_USE") {
+			fmt.Fprintln(stdout, "User already exists; continuing.")
+			return 0
+		}
+		fmt.Fprintln(stderr, "register-user:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "Success! Registered %s\n", userID)
+	return 0
+}
+
+// clientURL is the address of the first listener serving the client API.
+func clientURL(cfg *config.Config) string {
+	for _, l := range cfg.Listeners {
+		if l.Type != "http" {
+			continue
+		}
+		for _, r := range l.Resources {
+			if !slices.Contains(r.Names, "client") {
+				continue
+			}
+			host := "127.0.0.1"
+			if len(l.BindAddresses) > 0 {
+				host = l.BindAddresses[0]
+			}
+			switch host {
+			case "0.0.0.0", "":
+				host = "127.0.0.1"
+			case "::":
+				host = "::1"
+			}
+			scheme := "http"
+			if l.TLS {
+				scheme = "https"
+			}
+			return scheme + "://" + net.JoinHostPort(host, strconv.Itoa(l.Port))
+		}
+	}
+	return ""
+}
+
+func prompt(in *bufio.Reader, out io.Writer, question string) (string, error) {
+	fmt.Fprint(out, question)
+	line, err := in.ReadString('\n')
+	if err != nil && line == "" {
+		return "", err
+	}
+	return strings.TrimSpace(line), nil
+}
+
+// promptPassword reads without echo from a terminal, or a plain line otherwise.
+func promptPassword(in *bufio.Reader, stdin io.Reader, out io.Writer, question string) (string, error) {
+	if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(out, question)
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(out)
+		return string(b), err
+	}
+	return prompt(in, out, question)
+}
+
+func sharedSecretRegister(ctx context.Context, baseURL, secret, user, password, userType string, admin bool) (string, error) {
+	endpoint := strings.TrimRight(baseURL, "/") + "/_synapse/admin/v1/register"
+	var nonce struct {
+		Nonce string `json:"nonce"`
+	}
+	if err := doJSON(ctx, http.MethodGet, endpoint, nil, &nonce); err != nil {
+		return "", err
+	}
+	body := map[string]any{
+		"nonce": nonce.Nonce, "username": user, "password": password, "admin": admin,
+		"mac": accounts.SharedSecretMAC(secret, nonce.Nonce, user, password, admin, userType),
+	}
+	if userType != "" {
+		body["user_type"] = userType
+	}
+	var resp struct {
+		UserID string `json:"user_id"`
+	}
+	if err := doJSON(ctx, http.MethodPost, endpoint, body, &resp); err != nil {
+		return "", err
+	}
+	return resp.UserID, nil
+}
+
+func doJSON(ctx context.Context, method, url string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("contacting the homeserver: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("reading the answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Code    string `json:"errcode"`
+			Message string `json:"error"`
+		}
+		if json.Unmarshal(data, &e) == nil && e.Code != "" {
+			return fmt.Errorf("%s: %s (HTTP %d)", e.Code, e.Message, resp.StatusCode)
+		}
+		return fmt.Errorf("HTTP %d from %s", resp.StatusCode, url)
+	}
+	return json.Unmarshal(data, out)
+}

@@ -1,0 +1,282 @@
+// Package config loads homeserver.yaml. Key names follow Synapse's wherever
+// Synapse has the same setting, so that admins' habits and tools carry over;
+// unknown keys are reported as warnings rather than silently ignored.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the parsed homeserver.yaml. After Load or Parse, relative paths
+// are already resolved against the directory of the configuration file.
+type Config struct {
+	// Path is the file the configuration was loaded from.
+	Path string `yaml:"-"`
+
+	ServerName    string `yaml:"server_name"`
+	PublicBaseURL string `yaml:"public_baseurl"` // empty if unset; otherwise ends in "/"
+	PidFile       string `yaml:"pid_file"`
+
+	Listeners          []Listener `yaml:"listeners"`
+	TLSCertificatePath string     `yaml:"tls_certificate_path"`
+	TLSPrivateKeyPath  string     `yaml:"tls_private_key_path"`
+
+	Database       Database `yaml:"database"`
+	SigningKeyPath string   `yaml:"signing_key_path"`
+
+	RegistrationSharedSecret              string `yaml:"registration_shared_secret"`
+	EnableRegistration                    bool   `yaml:"enable_registration"`
+	EnableRegistrationWithoutVerification bool   `yaml:"enable_registration_without_verification"`
+	RegistrationRequiresToken             bool   `yaml:"registration_requires_token"`
+	// RegistrationTokens are static tokens accepted by
+	// m.login.registration_token. This is our extension: Synapse keeps
+	// registration tokens in its database and manages them with an admin API.
+	RegistrationTokens []string `yaml:"registration_tokens"`
+	AllowGuestAccess   bool     `yaml:"allow_guest_access"`
+	BcryptRounds       int      `yaml:"bcrypt_rounds"`
+
+	MediaStorePath string   `yaml:"media_store_path"`
+	MaxUploadSize  ByteSize `yaml:"max_upload_size"`
+
+	AppServiceConfigFiles []string `yaml:"app_service_config_files"`
+	DefaultRoomVersion    string   `yaml:"default_room_version"`
+	// FederationDomainWhitelist is nil when unset (federate with everyone);
+	// an empty, non-nil list disables federation, as in Synapse.
+	FederationDomainWhitelist []string `yaml:"federation_domain_whitelist"`
+
+	EnableMetrics bool `yaml:"enable_metrics"`
+	// ReportStats is accepted for compatibility and ignored: we never phone home.
+	ReportStats bool `yaml:"report_stats"`
+	// LogLevel is one of debug, info, warn, warning or error, lower-cased.
+	LogLevel string `yaml:"log_level"`
+
+	ServeServerWellknown        bool           `yaml:"serve_server_wellknown"`
+	ExtraWellKnownClientContent map[string]any `yaml:"extra_well_known_client_content"`
+
+	RefreshableAccessTokenLifetime Duration `yaml:"refreshable_access_token_lifetime"`
+
+	RcMessage      RateLimit `yaml:"rc_message"`
+	RcRegistration RateLimit `yaml:"rc_registration"`
+	RcLogin        RcLogin   `yaml:"rc_login"`
+	RcJoins        RcJoins   `yaml:"rc_joins"`
+	RcInvites      RcInvites `yaml:"rc_invites"`
+	RcMediaCreate  RateLimit `yaml:"rc_media_create"`
+}
+
+// Listener is one port the server listens on.
+type Listener struct {
+	Port int `yaml:"port"`
+	// BindAddresses defaults to ["127.0.0.1"], so that nothing is exposed
+	// beyond the machine unless asked for.
+	BindAddresses []string   `yaml:"bind_addresses"`
+	Type          string     `yaml:"type"` // "http" or "metrics"
+	TLS           bool       `yaml:"tls"`
+	XForwarded    bool       `yaml:"x_forwarded"`
+	Resources     []Resource `yaml:"resources"`
+}
+
+// Resource is a group of APIs served by an http listener.
+type Resource struct {
+	// Names are Synapse's resource names: client, federation, media, keys,
+	// metrics, health, openid, static, consent or replication.
+	Names    []string `yaml:"names"`
+	Compress bool     `yaml:"compress"`
+}
+
+// Database selects and configures the database.
+type Database struct {
+	Name string       `yaml:"name"` // sqlite3, psycopg2 or postgres
+	Args DatabaseArgs `yaml:"args"`
+}
+
+// DatabaseArgs holds the connection parameters. For sqlite3 only Database
+// (the file name, or ":memory:") is used.
+type DatabaseArgs struct {
+	Database string `yaml:"database"`
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	Host     string `yaml:"host"`
+	Port     int    `yaml:"port"`
+	SSLMode  string `yaml:"sslmode"`
+	CPMin    int    `yaml:"cp_min"`
+	CPMax    int    `yaml:"cp_max"`
+}
+
+// RateLimit is a token bucket: BurstCount actions at once, refilling at
+// PerSecond actions per second.
+type RateLimit struct {
+	PerSecond  float64 `yaml:"per_second"`
+	BurstCount int     `yaml:"burst_count"`
+}
+
+// RcLogin limits logins per client address, per account, and failed
+// attempts per account.
+type RcLogin struct {
+	Address        RateLimit `yaml:"address"`
+	Account        RateLimit `yaml:"account"`
+	FailedAttempts RateLimit `yaml:"failed_attempts"`
+}
+
+// RcJoins limits joins to rooms this server is in (Local) and joins that
+// need another server (Remote).
+type RcJoins struct {
+	Local  RateLimit `yaml:"local"`
+	Remote RateLimit `yaml:"remote"`
+}
+
+// RcInvites limits invites sent into one room (PerRoom) and invites
+// received by one user (PerUser).
+type RcInvites struct {
+	PerRoom RateLimit `yaml:"per_room"`
+	PerUser RateLimit `yaml:"per_user"`
+}
+
+// Defaults returns a Config holding the default of every key that has one.
+// It is not valid on its own: server_name, listeners and signing_key_path
+// have no defaults.
+func Defaults() *Config {
+	return &Config{
+		Database:                       Database{Name: "sqlite3"},
+		BcryptRounds:                   12,
+		MediaStorePath:                 "media_store",
+		MaxUploadSize:                  50 << 20,
+		DefaultRoomVersion:             "10",
+		LogLevel:                       "info",
+		RefreshableAccessTokenLifetime: Duration(5 * time.Minute),
+		// Synapse's defaults.
+		RcMessage:      RateLimit{PerSecond: 0.2, BurstCount: 10},
+		RcRegistration: RateLimit{PerSecond: 0.17, BurstCount: 3},
+		RcLogin: RcLogin{
+			Address:        RateLimit{PerSecond: 0.003, BurstCount: 5},
+			Account:        RateLimit{PerSecond: 0.003, BurstCount: 5},
+			FailedAttempts: RateLimit{PerSecond: 0.17, BurstCount: 3},
+		},
+		RcJoins: RcJoins{
+			Local:  RateLimit{PerSecond: 0.1, BurstCount: 10},
+			Remote: RateLimit{PerSecond: 0.01, BurstCount: 10},
+		},
+		RcInvites: RcInvites{
+			PerRoom: RateLimit{PerSecond: 0.3, BurstCount: 10},
+			PerUser: RateLimit{PerSecond: 0.003, BurstCount: 5},
+		},
+		RcMediaCreate: RateLimit{PerSecond: 10, BurstCount: 50},
+	}
+}
+
+// Load reads the configuration file at path; see Parse.
+func Load(path string) (*Config, []string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading config: %w", err)
+	}
+	return Parse(data, path)
+}
+
+// Parse parses a configuration file's contents: it applies defaults,
+// validates, and resolves relative paths against the directory of path.
+// path is also used to name the file in messages.
+//
+// The warnings are about keys that are not understood (typos, or Synapse
+// settings this server does not have) and about settings that are valid but
+// probably not what was meant. Errors are always a single line naming the
+// file and the key.
+func Parse(data []byte, path string) (*Config, []string, error) {
+	name := path
+	if name == "" {
+		name = "config"
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", name, err)
+	}
+
+	c := Defaults()
+	d := &decoder{file: name}
+	// An empty file has no content node; it gets the defaults, and validation
+	// then names the first missing key.
+	if len(root.Content) > 0 {
+		doc := resolveAlias(root.Content[0])
+		if !isNull(doc) && doc.Kind != yaml.MappingNode {
+			return nil, nil, fmt.Errorf("%s: want a mapping of keys at the top level, got %s", name, describe(doc))
+		}
+		if err := d.decode(doc, reflect.ValueOf(c).Elem(), ""); err != nil {
+			return nil, d.warnings, err
+		}
+	}
+	c.Path = path
+
+	c.applyImplicitDefaults()
+	if err := c.validate(d); err != nil {
+		return nil, d.warnings, err
+	}
+	c.resolvePaths(filepath.Dir(path))
+	return c, d.warnings, nil
+}
+
+// applyImplicitDefaults fills in defaults that depend on other settings or
+// live inside lists, where they cannot be preset before decoding.
+func (c *Config) applyImplicitDefaults() {
+	for i := range c.Listeners {
+		if len(c.Listeners[i].BindAddresses) == 0 {
+			c.Listeners[i].BindAddresses = []string{"127.0.0.1"}
+		}
+	}
+	if c.DatabaseIsSQLite() && c.Database.Args.Database == "" {
+		c.Database.Args.Database = "homeserver.db"
+	}
+	c.LogLevel = strings.ToLower(strings.TrimSpace(c.LogLevel))
+	if c.PublicBaseURL != "" && !strings.HasSuffix(c.PublicBaseURL, "/") {
+		// Synapse does the same, so URLs can be built by appending paths.
+		c.PublicBaseURL += "/"
+	}
+}
+
+// resolvePaths makes relative paths relative to dir, so the server behaves
+// the same whatever directory it is started from.
+func (c *Config) resolvePaths(dir string) {
+	resolve := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	resolve(&c.SigningKeyPath)
+	resolve(&c.MediaStorePath)
+	resolve(&c.TLSCertificatePath)
+	resolve(&c.TLSPrivateKeyPath)
+	resolve(&c.PidFile)
+	for i := range c.AppServiceConfigFiles {
+		resolve(&c.AppServiceConfigFiles[i])
+	}
+	// ":memory:" and "file:" URIs are not file names.
+	if db := c.Database.Args.Database; c.DatabaseIsSQLite() && db != ":memory:" && !strings.HasPrefix(db, "file:") {
+		resolve(&c.Database.Args.Database)
+	}
+}
+
+// SlogLevel returns log_level as a slog.Level.
+func (c *Config) SlogLevel() slog.Level {
+	switch c.LogLevel {
+	case "debug":
+		return slog.LevelDebug
+	case "warn", "warning":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	default:
+		return slog.LevelInfo
+	}
+}
+
+// DatabaseIsSQLite reports whether the database is SQLite rather than
+// PostgreSQL.
+func (c *Config) DatabaseIsSQLite() bool {
+	return c.Database.Name == "sqlite3"
+}

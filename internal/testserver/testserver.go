@@ -1,0 +1,226 @@
+// Package testserver starts the real homeserver in-process on a loopback
+// port for integration tests, and speaks HTTP to it.
+package testserver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"homeserver/config"
+	"homeserver/server"
+)
+
+// ServerName of every test server.
+const ServerName = "test.local"
+
+// BaseConfig is the homeserver.yaml of a test server: open registration,
+// cheap bcrypt and no rate limits unless a test adds them.
+const BaseConfig = `
+server_name: test.local
+public_baseurl: http://test.local/
+listeners:
+  - port: 8008
+    type: http
+    resources:
+      - names: [client, federation, media]
+database:
+  name: sqlite3
+  args:
+    database: homeserver.db
+signing_key_path: test.local.signing.key
+enable_registration: true
+enable_registration_without_verification: true
+registration_shared_secret: test-shared-secret
+bcrypt_rounds: 4
+log_level: error
+rc_message: {per_second: 0, burst_count: 0}
+rc_registration: {per_second: 0, burst_count: 0}
+rc_login:
+  address: {per_second: 0, burst_count: 0}
+  account: {per_second: 0, burst_count: 0}
+  failed_attempts: {per_second: 0, burst_count: 0}
+`
+
+// Server is a running test homeserver.
+type Server struct {
+	t      testing.TB
+	Dir    string
+	Config *config.Config
+	Srv    *server.Server
+	URL    string
+	Client *http.Client
+	yaml   string
+}
+
+// Start starts a server configured with BaseConfig plus extra YAML. YAML
+// forbids duplicate keys, so extra may only add keys BaseConfig lacks; use
+// StartYAML for anything else.
+func Start(t testing.TB, extra string) *Server {
+	return StartYAML(t, BaseConfig+extra)
+}
+
+// StartYAML starts a server with exactly this homeserver.yaml.
+func StartYAML(t testing.TB, yaml string) *Server {
+	t.Helper()
+	s := &Server{t: t, Dir: t.TempDir(), yaml: yaml, Client: &http.Client{Timeout: 30 * time.Second}}
+	path := filepath.Join(s.Dir, "homeserver.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func (s *Server) start() {
+	s.t.Helper()
+	cfg, _, err := config.Load(filepath.Join(s.Dir, "homeserver.yaml"))
+	if err != nil {
+		s.t.Fatalf("test config: %v", err)
+	}
+	s.Config = cfg
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	srv, err := server.New(context.Background(), cfg, log)
+	if err != nil {
+		s.t.Fatalf("starting test server: %v", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if err := srv.Serve(l, cfg.Listeners[0]); err != nil {
+		s.t.Fatal(err)
+	}
+	s.Srv = srv
+	s.URL = "http://" + l.Addr().String()
+}
+
+// Stop shuts the server down; safe to call twice.
+func (s *Server) Stop() {
+	if s.Srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Srv.Shutdown(ctx); err != nil {
+		s.t.Errorf("shutdown: %v", err)
+	}
+	s.Srv = nil
+}
+
+// Restart stops the server and starts it again on the same data directory
+// (on a new port).
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.start()
+}
+
+// Response is a decoded answer.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+	JSON   map[string]any
+}
+
+// Errcode is the Matrix errcode of the answer, if any.
+func (r *Response) Errcode() string {
+	c, _ := r.JSON["errcode"].(string)
+	return c
+}
+
+// String returns JSON field k as a string.
+func (r *Response) String(k string) string {
+	v, _ := r.JSON[k].(string)
+	return v
+}
+
+// Do sends a request. body may be nil, a string or []byte (sent as is), or
+// any value (sent as JSON). token, when set, goes in the Authorization header.
+func (s *Server) Do(method, path, token string, body any) *Response {
+	s.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequest(method, s.URL+path, rd)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := s.Client.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	r := &Response{Status: resp.StatusCode, Header: resp.Header, Body: data}
+	_ = json.Unmarshal(data, &r.JSON)
+	return r
+}
+
+// MustDo is Do that fails the test unless the status is want.
+func (s *Server) MustDo(want int, method, path, token string, body any) *Response {
+	s.t.Helper()
+	r := s.Do(method, path, token, body)
+	if r.Status != want {
+		s.t.Fatalf("%s %s: status %d, want %d: %s", method, path, r.Status, want, r.Body)
+	}
+	return r
+}
+
+// User is a registered, logged-in test user.
+type User struct {
+	ID, Token, DeviceID, Password string
+}
+
+// Register registers localpart through the dummy flow.
+func (s *Server) Register(localpart, password string) User {
+	s.t.Helper()
+	body := map[string]any{"username": localpart, "password": password}
+	first := s.MustDo(http.StatusUnauthorized, "POST", "/_matrix/client/v3/register", "", body)
+	body["auth"] = map[string]any{"type": "m.login.dummy", "session": first.String("session")}
+	r := s.MustDo(http.StatusOK, "POST", "/_matrix/client/v3/register", "", body)
+	return User{ID: r.String("user_id"), Token: r.String("access_token"), DeviceID: r.String("device_id"), Password: password}
+}
+
+// Login logs an existing user in on a new device.
+func (s *Server) Login(localpart, password string) User {
+	s.t.Helper()
+	r := s.MustDo(http.StatusOK, "POST", "/_matrix/client/v3/login", "", map[string]any{
+		"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": localpart}, "password": password,
+	})
+	return User{ID: r.String("user_id"), Token: r.String("access_token"), DeviceID: r.String("device_id"), Password: password}
+}

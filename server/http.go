@@ -1,0 +1,112 @@
+package server
+
+import (
+	"net"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"homeserver/clientapi"
+	"homeserver/config"
+	"homeserver/metrics"
+	"homeserver/mxhttp"
+)
+
+// Handler builds the HTTP handler of one listener from its resources.
+func (s *Server) Handler(lc config.Listener) http.Handler {
+	r := chi.NewRouter()
+	r.Use(s.recoverer, clientIPMiddleware(lc.XForwarded), cors, s.requestLog, s.http.Middleware)
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
+		mxhttp.WriteError(w, mxhttp.Unrecognized("Unrecognized request"))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
+		mxhttp.WriteError(w, mxhttp.MethodNotAllowed())
+	})
+	names := resourceNames(lc)
+	if lc.Type == "metrics" || slices.Contains(names, "metrics") {
+		h := metrics.Handler(s.registry)
+		r.Handle("/_synapse/metrics", h)
+		r.Handle("/metrics", h)
+	}
+	if lc.Type == "metrics" {
+		return r
+	}
+	if slices.Contains(names, "client") {
+		s.client.Mount(r)
+	}
+	if slices.Contains(names, "health") || slices.Contains(names, "client") {
+		r.Get("/health", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			_, _ = w.Write([]byte("OK"))
+		})
+	}
+	return r
+}
+
+// recoverer turns a panic into a logged 500 with a Matrix error body, so that
+// a bug in one handler never takes the server down.
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+				mxhttp.WriteError(w, mxhttp.Internal())
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// clientIPMiddleware records the client address; behind a reverse proxy
+// (x_forwarded: true) it is the first X-Forwarded-For hop.
+func clientIPMiddleware(xForwarded bool) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ip, _, err := net.SplitHostPort(r.RemoteAddr)
+			if err != nil {
+				ip = r.RemoteAddr
+			}
+			if xForwarded {
+				if fwd := r.Header.Get("X-Forwarded-For"); fwd != "" {
+					first, _, _ := strings.Cut(fwd, ",")
+					if first = strings.TrimSpace(first); first != "" {
+						ip = first
+					}
+				}
+			}
+			next.ServeHTTP(w, r.WithContext(clientapi.WithClientIP(r.Context(), ip)))
+		})
+	}
+}
+
+// cors adds the headers the spec recommends to every response and answers
+// pre-flight OPTIONS requests without running any endpoint logic.
+func cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization, Date")
+		h.Set("Access-Control-Expose-Headers", "Retry-After")
+		if r.Method == http.MethodOptions {
+			mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) requestLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		next.ServeHTTP(w, r)
+		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "duration", time.Since(start))
+	})
+}

@@ -1,0 +1,189 @@
+// Package server assembles the homeserver from its configuration: storage,
+// keys, the services and the HTTP listeners. cmd/homeserver runs it; the
+// integration tests start it in-process.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"homeserver/accounts"
+	"homeserver/clientapi"
+	"homeserver/config"
+	"homeserver/metrics"
+	"homeserver/serverkey"
+	"homeserver/storage"
+)
+
+// Server is a running (or ready to run) homeserver.
+type Server struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	db       *storage.DB
+	key      serverkey.Key
+	registry *prometheus.Registry
+	http     *metrics.HTTP
+	accounts *accounts.Service
+	client   *clientapi.API
+
+	mu      sync.Mutex
+	servers []*http.Server
+	addrs   []net.Addr
+	wg      sync.WaitGroup
+}
+
+// New opens the database (applying migrations), loads or generates the
+// signing key and builds the services. Nothing listens until Start.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, error) {
+	key, generated, err := serverkey.LoadOrGenerate(cfg.SigningKeyPath)
+	if err != nil {
+		return nil, err
+	}
+	if generated {
+		log.Info("generated a new signing key", "path", cfg.SigningKeyPath, "key_id", key.ID)
+	}
+	reg := metrics.NewRegistry()
+	db, err := storage.Open(ctx, storage.Options{
+		Engine: cfg.Database.Name, Path: cfg.Database.Args.Database,
+		ReadConns: cfg.Database.Args.CPMax, Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	acc := accounts.New(db, accounts.Config{
+		ServerName: cfg.ServerName, BcryptCost: cfg.BcryptRounds,
+		RefreshLifetime: time.Duration(cfg.RefreshableAccessTokenLifetime), Logger: log,
+	})
+	rl := func(r config.RateLimit) clientapi.RateLimit {
+		return clientapi.RateLimit{PerSecond: r.PerSecond, Burst: r.BurstCount}
+	}
+	client := clientapi.New(clientapi.Config{
+		ServerName:                cfg.ServerName,
+		PublicBaseURL:             cfg.PublicBaseURL,
+		ExtraWellKnown:            cfg.ExtraWellKnownClientContent,
+		EnableRegistration:        cfg.EnableRegistration,
+		RegistrationRequiresToken: cfg.RegistrationRequiresToken,
+		RegistrationTokens:        cfg.RegistrationTokens,
+		AllowGuestAccess:          cfg.AllowGuestAccess,
+		SharedSecret:              cfg.RegistrationSharedSecret,
+		DefaultRoomVersion:        cfg.DefaultRoomVersion,
+		RcRegistration:            rl(cfg.RcRegistration),
+		RcLoginAddress:            rl(cfg.RcLogin.Address),
+		RcLoginAccount:            rl(cfg.RcLogin.Account),
+		RcLoginFailed:             rl(cfg.RcLogin.FailedAttempts),
+		RcMessage:                 rl(cfg.RcMessage),
+	}, acc, log)
+	return &Server{
+		cfg: cfg, log: log, db: db, key: key, registry: reg,
+		http: metrics.NewHTTP(reg), accounts: acc, client: client,
+	}, nil
+}
+
+// Accounts exposes the accounts service (for tools and tests).
+func (s *Server) Accounts() *accounts.Service { return s.accounts }
+
+// Start binds every configured listener and serves in the background.
+func (s *Server) Start() error {
+	for _, lc := range s.cfg.Listeners {
+		addrs := lc.BindAddresses
+		if len(addrs) == 0 {
+			addrs = []string{"127.0.0.1"}
+		}
+		for _, host := range addrs {
+			addr := net.JoinHostPort(host, strconv.Itoa(lc.Port))
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				_ = s.Shutdown(context.Background())
+				return fmt.Errorf("listen on %s: %w", addr, err)
+			}
+			if err := s.Serve(l, lc); err != nil {
+				l.Close()
+				_ = s.Shutdown(context.Background())
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Serve serves one listener configured as lc on an already bound socket.
+func (s *Server) Serve(l net.Listener, lc config.Listener) error {
+	if lc.Type == "metrics" && !s.cfg.EnableMetrics {
+		s.log.Warn("metrics listener configured but enable_metrics is false; serving it anyway", "addr", l.Addr())
+	}
+	srv := &http.Server{
+		Handler:           s.Handler(lc),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.mu.Lock()
+	s.servers = append(s.servers, srv)
+	s.addrs = append(s.addrs, l.Addr())
+	s.mu.Unlock()
+	scheme := "http"
+	if lc.TLS {
+		scheme = "https"
+	}
+	s.log.Info("listening", "addr", scheme+"://"+l.Addr().String(), "type", lc.Type, "resources", resourceNames(lc))
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		var err error
+		if lc.TLS {
+			err = srv.ServeTLS(l, s.cfg.TLSCertificatePath, s.cfg.TLSPrivateKeyPath)
+		} else {
+			err = srv.Serve(l)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("listener stopped", "addr", l.Addr(), "err", err)
+		}
+	}()
+	return nil
+}
+
+// Addrs returns the addresses being served, in listener order.
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]net.Addr(nil), s.addrs...)
+}
+
+// Shutdown stops accepting requests, waits for those in flight (up to ctx's
+// deadline) and closes the database.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	servers := s.servers
+	s.servers = nil
+	s.mu.Unlock()
+	var errs []error
+	for _, srv := range servers {
+		if err := srv.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.wg.Wait()
+	if s.db != nil {
+		errs = append(errs, s.db.Close())
+		s.db = nil
+	}
+	return errors.Join(errs...)
+}
+
+func resourceNames(lc config.Listener) []string {
+	var names []string
+	for _, r := range lc.Resources {
+		names = append(names, r.Names...)
+	}
+	return names
+}

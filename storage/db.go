@@ -1,0 +1,198 @@
+// Package storage holds all SQL of the homeserver. Each file implements the
+// store interface of one package that owns the logic (accounts, ...).
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/pressly/goose/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Options configures Open.
+type Options struct {
+	// Engine is "sqlite3" for now; PostgreSQL comes behind the same API.
+	Engine string
+	// Path of the SQLite database file.
+	Path string
+	// ReadConns is the size of the reader pool (default 4).
+	ReadConns int
+	Logger    *slog.Logger
+	// Registerer receives pool and query metrics when set.
+	Registerer prometheus.Registerer
+}
+
+// DB is the homeserver's database: one writer connection (SQLite allows one
+// writer at a time; queuing in the pool beats busy-waiting in the engine)
+// and a pool of readers, which WAL lets run beside the writer.
+type DB struct {
+	w, r    *sql.DB
+	log     *slog.Logger
+	queries *prometheus.HistogramVec
+}
+
+// Open opens the database and applies pending migrations. It refuses a
+// schema newer than this binary knows.
+func Open(ctx context.Context, o Options) (*DB, error) {
+	if o.Engine != "" && o.Engine != "sqlite3" {
+		return nil, fmt.Errorf("storage: unsupported database engine %q", o.Engine)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.ReadConns <= 0 {
+		o.ReadConns = 4
+	}
+	w, err := sql.Open("sqlite", sqliteDSN(o.Path, false))
+	if err != nil {
+		return nil, fmt.Errorf("storage: open %s: %w", o.Path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetConnMaxIdleTime(0)
+	db := &DB{w: w, r: w, log: o.Logger}
+	if err := w.PingContext(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("storage: open %s: %w", o.Path, err)
+	}
+	if err := migrate(ctx, w, "migrations/sqlite", goose.DialectSQLite3, o.Logger); err != nil {
+		w.Close()
+		return nil, err
+	}
+	if o.Path != ":memory:" {
+		r, err := sql.Open("sqlite", sqliteDSN(o.Path, true))
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("storage: open %s: %w", o.Path, err)
+		}
+		r.SetMaxOpenConns(o.ReadConns)
+		r.SetMaxIdleConns(o.ReadConns)
+		db.r = r
+	}
+	if o.Registerer != nil {
+		db.queries = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "homeserver_db_query_duration_seconds",
+			Help:    "Time spent in database operations, by operation.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}, []string{"op"})
+		for _, c := range []prometheus.Collector{
+			db.queries,
+			collectors.NewDBStatsCollector(db.w, "writer"),
+		} {
+			if err := o.Registerer.Register(c); err != nil {
+				db.Close()
+				return nil, fmt.Errorf("storage: metrics: %w", err)
+			}
+		}
+		if db.r != db.w {
+			if err := o.Registerer.Register(collectors.NewDBStatsCollector(db.r, "reader")); err != nil {
+				db.Close()
+				return nil, fmt.Errorf("storage: metrics: %w", err)
+			}
+		}
+	}
+	return db, nil
+}
+
+func sqliteDSN(path string, readOnly bool) string {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	if path != ":memory:" {
+		q.Add("_pragma", "journal_mode(WAL)")
+	}
+	if readOnly {
+		q.Add("_pragma", "query_only(1)")
+	} else {
+		// Take the write lock at BEGIN so that a transaction never fails
+		// half-way on upgrading a read lock.
+		q.Set("_txlock", "immediate")
+	}
+	return "file:" + path + "?" + q.Encode()
+}
+
+func migrate(ctx context.Context, db *sql.DB, dir string, dialect goose.Dialect, log *slog.Logger) error {
+	sub, err := fs.Sub(migrations, dir)
+	if err != nil {
+		return fmt.Errorf("storage: migrations: %w", err)
+	}
+	p, err := goose.NewProvider(dialect, db, sub)
+	if err != nil {
+		return fmt.Errorf("storage: migrations: %w", err)
+	}
+	current, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("storage: reading schema version: %w", err)
+	}
+	var known int64
+	for _, s := range p.ListSources() {
+		known = max(known, s.Version)
+	}
+	if current > known {
+		return fmt.Errorf("storage: database schema version %d is newer than this binary knows (%d); refusing to start", current, known)
+	}
+	results, err := p.Up(ctx)
+	if err != nil {
+		return fmt.Errorf("storage: applying migrations: %w", err)
+	}
+	for _, r := range results {
+		log.Info("applied database migration", "version", r.Source.Version, "duration", r.Duration)
+	}
+	return nil
+}
+
+// Close closes both pools.
+func (db *DB) Close() error {
+	err := db.w.Close()
+	if db.r != db.w {
+		err = errors.Join(err, db.r.Close())
+	}
+	return err
+}
+
+// observe records the duration of one operation.
+func (db *DB) observe(op string, start time.Time) {
+	if db.queries != nil {
+		db.queries.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	}
+}
+
+// tx runs fn in a write transaction, committing only if fn succeeds.
+func (db *DB) tx(ctx context.Context, op string, fn func(*sql.Tx) error) error {
+	defer db.observe(op, time.Now())
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("storage: %s: begin: %w", op, err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("storage: %s: commit: %w", op, err)
+	}
+	return nil
+}
+
+// exec runs one write statement outside an explicit transaction.
+func (db *DB) exec(ctx context.Context, op, query string, args ...any) (sql.Result, error) {
+	defer db.observe(op, time.Now())
+	res, err := db.w.ExecContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("storage: %s: %w", op, err)
+	}
+	return res, nil
+}
