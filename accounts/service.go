@@ -348,7 +348,7 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (Credentials
 	t := IssuedTokens{AccessHash: accessHash, RefreshHash: rHash, ExpiresTS: now + s.life.Milliseconds()}
 	userID, deviceID, err := s.store.RotateRefresh(ctx, HashToken(refreshToken), t, now)
 	if errors.Is(err, ErrNotFound) {
-		return Credentials{}, mxhttp.UnknownToken(false).With("error", "Unknown refresh token")
+		return Credentials{}, mxhttp.UnknownTokenMsg(false, "Unknown refresh token")
 	}
 	if err != nil {
 		return Credentials{}, err

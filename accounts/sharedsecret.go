@@ -101,8 +101,13 @@ func (s *Service) SharedSecretRegister(ctx context.Context, secret string, req S
 	if !hmac.Equal([]byte(want), []byte(*req.MAC)) {
 		return Credentials{}, mxhttp.Forbidden("HMAC incorrect")
 	}
+	localpart := strings.ToLower(*req.Username)
+	if localpart == "" {
+		// Register would pick a random name; Synapse refuses instead.
+		return Credentials{}, mxhttp.InvalidUsername("User ID cannot be empty")
+	}
 	return s.Register(ctx, RegisterRequest{
-		Localpart:    strings.ToLower(*req.Username),
+		Localpart:    localpart,
 		Password:     *req.Password,
 		DisplayName:  req.Displayname,
 		Admin:        req.Admin,

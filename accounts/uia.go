@@ -75,6 +75,20 @@ type UIARequest struct {
 	RegistrationTokens []string
 }
 
+// HasAuth reports whether a request carries an auth object, failing with
+// M_BAD_JSON when it is malformed. Handlers use it to validate the rest of
+// the body before a stage completes the session.
+func HasAuth(raw json.RawMessage) (bool, error) {
+	if len(raw) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		return false, nil
+	}
+	var auth authDict
+	if err := json.Unmarshal(raw, &auth); err != nil {
+		return false, mxhttp.BadJSON("auth must be an object with string fields")
+	}
+	return true, nil
+}
+
 // CheckUIA returns nil once a flow is complete, and otherwise the challenge
 // (a 401) or another Matrix error.
 func (s *Service) CheckUIA(ctx context.Context, req UIARequest) error {
@@ -98,6 +112,10 @@ func (s *Service) CheckUIA(ctx context.Context, req UIARequest) error {
 	} else {
 		var err error
 		sess, err = s.store.GetUIASession(ctx, auth.Session)
+		if err == nil && sess.CreatedTS < s.nowMS()-uiaLifetime.Milliseconds() {
+			// Expired sessions are only swept when new ones are made.
+			err = ErrNotFound
+		}
 		if errors.Is(err, ErrNotFound) {
 			return mxhttp.Unknown("Unknown session ID: %s", auth.Session)
 		}

@@ -29,6 +29,13 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	if hasAuth, err := accounts.HasAuth(req.Auth); err != nil {
+		a.fail(w, r, err)
+		return
+	} else if hasAuth && req.NewPassword == "" {
+		a.fail(w, r, mxhttp.MissingParam("Missing new_password"))
+		return
+	}
 	if err := a.checkPasswordUIA(r, req.Auth); err != nil {
 		a.fail(w, r, err)
 		return

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
@@ -87,6 +89,8 @@ func (a *API) Mount(r chi.Router) {
 }
 
 func (a *API) clientRoutes(r chi.Router) {
+	r.Use(validPath)
+
 	// Unauthenticated.
 	r.Post("/register", a.register)
 	r.Get("/register/available", a.registerAvailable)
@@ -147,6 +151,32 @@ func clientIP(r *http.Request) string {
 	return r.RemoteAddr
 }
 
+// pathParam returns a path parameter percent-decoded. chi matches on the raw
+// path whenever it holds escapes that differ from the default encoding (such
+// as "%40alice%3Aexample.org"), and then hands the parameters out undecoded.
+func pathParam(r *http.Request, name string) string {
+	v := chi.URLParam(r, name)
+	if r.URL.RawPath == "" {
+		return v
+	}
+	if d, err := url.PathUnescape(v); err == nil {
+		return d
+	}
+	return v // net/http has already rejected invalid escapes
+}
+
+// validPath refuses a path whose decoded form is not UTF-8 or holds a NUL,
+// which no identifier may contain and no database stores.
+func validPath(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !utf8.ValidString(r.URL.Path) || strings.ContainsRune(r.URL.Path, 0) {
+			mxhttp.WriteError(w, mxhttp.InvalidParam("Path parameters must be UTF-8 without NUL"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 func requester(r *http.Request) *accounts.Requester {
 	req, _ := r.Context().Value(requesterKey).(*accounts.Requester)
 	return req
@@ -156,7 +186,8 @@ func requester(r *http.Request) *accounts.Requester {
 // clients and application services, the access_token query parameter.
 func accessToken(r *http.Request) string {
 	if h := r.Header.Get("Authorization"); h != "" {
-		if tok, ok := strings.CutPrefix(h, "Bearer "); ok {
+		// The auth-scheme is case-insensitive (RFC 9110 section 11.1).
+		if scheme, tok, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
 			return strings.TrimSpace(tok)
 		}
 		return ""
@@ -169,7 +200,7 @@ func (a *API) requireAuth(next http.Handler) http.Handler {
 		tok := accessToken(r)
 		if tok == "" {
 			if r.Header.Get("Authorization") != "" {
-				a.fail(w, r, mxhttp.UnknownToken(false).With("error", "Malformed Authorization header"))
+				a.fail(w, r, mxhttp.UnknownTokenMsg(false, "Malformed Authorization header"))
 				return
 			}
 			a.fail(w, r, mxhttp.MissingToken())

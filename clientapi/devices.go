@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 
-	"github.com/go-chi/chi/v5"
-
 	"homeserver/accounts"
 	"homeserver/mxhttp"
 )
@@ -39,7 +37,7 @@ func (a *API) listDevices(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getDevice(w http.ResponseWriter, r *http.Request) {
-	d, err := a.accounts.GetDevice(r.Context(), requester(r).UserID, chi.URLParam(r, "deviceID"))
+	d, err := a.accounts.GetDevice(r.Context(), requester(r).UserID, pathParam(r, "deviceID"))
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -57,7 +55,7 @@ func (a *API) updateDevice(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	me, id := requester(r), chi.URLParam(r, "deviceID")
+	me, id := requester(r), pathParam(r, "deviceID")
 	var err error
 	if req.DisplayName == nil {
 		_, err = a.accounts.GetDevice(r.Context(), me.UserID, id)
@@ -85,7 +83,7 @@ func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	if err := a.accounts.DeleteDevices(r.Context(), requester(r).UserID, []string{chi.URLParam(r, "deviceID")}); err != nil {
+	if err := a.accounts.DeleteDevices(r.Context(), requester(r).UserID, []string{pathParam(r, "deviceID")}); err != nil {
 		a.fail(w, r, err)
 		return
 	}

@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/go-chi/chi/v5"
-
 	"homeserver/accounts"
 	"homeserver/mxhttp"
 )
@@ -20,7 +18,7 @@ func validUserID(id string) error {
 }
 
 func (a *API) profileOf(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, bool) {
-	userID := chi.URLParam(r, "userID")
+	userID := pathParam(r, "userID")
 	if err := validUserID(userID); err != nil {
 		a.fail(w, r, err)
 		return nil, false
@@ -48,7 +46,7 @@ func (a *API) getProfileField(w http.ResponseWriter, r *http.Request) {
 	if !found {
 		return
 	}
-	key := chi.URLParam(r, "key")
+	key := pathParam(r, "key")
 	v, set := p[key]
 	if !set {
 		a.fail(w, r, mxhttp.NotFound("Profile field %s not set", key))
@@ -58,7 +56,7 @@ func (a *API) getProfileField(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) setProfileField(w http.ResponseWriter, r *http.Request) {
-	userID, key := chi.URLParam(r, "userID"), chi.URLParam(r, "key")
+	userID, key := pathParam(r, "userID"), pathParam(r, "key")
 	if err := validUserID(userID); err != nil {
 		a.fail(w, r, err)
 		return
@@ -77,12 +75,12 @@ func (a *API) setProfileField(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) deleteProfileField(w http.ResponseWriter, r *http.Request) {
-	userID := chi.URLParam(r, "userID")
+	userID := pathParam(r, "userID")
 	if err := validUserID(userID); err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	a.writeProfileField(w, r, userID, chi.URLParam(r, "key"), nil)
+	a.writeProfileField(w, r, userID, pathParam(r, "key"), nil)
 }
 
 func (a *API) writeProfileField(w http.ResponseWriter, r *http.Request, userID, key string, value json.RawMessage) {

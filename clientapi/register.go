@@ -79,16 +79,22 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, mxhttp.InvalidParam("Password too long"))
 		return
 	}
+	// Checked before a stage can complete the session, so that the client
+	// can retry with the same session (a bare request for flows may omit it).
+	hasPassword := req.Password != nil && *req.Password != ""
+	if hasAuth, err := accounts.HasAuth(req.Auth); err != nil {
+		a.fail(w, r, err)
+		return
+	} else if hasAuth && !hasPassword {
+		a.fail(w, r, mxhttp.MissingParam("Missing password"))
+		return
+	}
 	err := a.accounts.CheckUIA(r.Context(), accounts.UIARequest{
 		Method: r.Method, Path: r.URL.Path, Auth: req.Auth,
 		Flows: a.registrationFlows(), RegistrationTokens: a.cfg.RegistrationTokens,
 	})
 	if err != nil {
 		a.fail(w, r, err)
-		return
-	}
-	if req.Password == nil || *req.Password == "" {
-		a.fail(w, r, mxhttp.MissingParam("Missing password"))
 		return
 	}
 	a.rcRegistration.Allow(ip)
@@ -107,7 +113,9 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 // registerGuest ignores everything but initial_device_display_name, as the
 // spec requires for guests.
 func (a *API) registerGuest(w http.ResponseWriter, r *http.Request) {
-	var req registerRequest
+	var req struct {
+		InitialDeviceDisplayName string `json:"initial_device_display_name"`
+	}
 	if err := mxhttp.DecodeOptionalJSON(r, mxhttp.DefaultBodyLimit, &req); err != nil {
 		a.fail(w, r, err)
 		return
@@ -169,7 +177,22 @@ func (a *API) threePIDUnsupported(w http.ResponseWriter, r *http.Request) {
 	a.fail(w, r, mxhttp.ThreePIDMediumNotSupported())
 }
 
+// threePIDNoSupport answers /account/3pid/delete and /unbind: no 3PID is
+// ever bound here, but the request must still have the required shape.
 func (a *API) threePIDNoSupport(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Medium   *string `json:"medium"`
+		Address  *string `json:"address"`
+		IDServer string  `json:"id_server"`
+	}
+	if err := mxhttp.DecodeJSON(r, mxhttp.DefaultBodyLimit, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if req.Medium == nil || req.Address == nil {
+		a.fail(w, r, mxhttp.MissingParam("medium and address are required"))
+		return
+	}
 	ok(w, map[string]string{"id_server_unbind_result": "no-support"})
 }
 

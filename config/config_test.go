@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"log/slog"
 	"path/filepath"
 	"reflect"
@@ -124,7 +125,7 @@ max_upload_size: 10K
 refreshable_access_token_lifetime: 60000
 federation_domain_whitelist: []
 extra_well_known_client_content:
-  org.example: {nested: [1, 2]}
+  org.example: {nested: [1, 2.5, "x", true, ~, 2024-01-01, {3: y}]}
 rc_login:
   address: {per_second: 1}
 rc_joins:
@@ -160,9 +161,11 @@ database:
 			t.Errorf("%s: got %v, want %v", ch.name, ch.got, ch.want)
 		}
 	}
-	nested, _ := c.ExtraWellKnownClientContent["org.example"].(map[string]any)
-	if !reflect.DeepEqual(nested["nested"], []any{1, 2}) {
-		t.Errorf("extra_well_known_client_content = %#v", c.ExtraWellKnownClientContent)
+	// Free-form content must be JSON-encodable as written: string keys only,
+	// and dates kept as strings.
+	got, err := json.Marshal(c.ExtraWellKnownClientContent)
+	if want := `{"org.example":{"nested":[1,2.5,"x",true,null,"2024-01-01",{"3":"y"}]}}`; err != nil || string(got) != want {
+		t.Errorf("extra_well_known_client_content as JSON = %s, %v; want %s", got, err, want)
 	}
 }
 
@@ -254,6 +257,7 @@ func TestParseErrors(t *testing.T) {
 		{"rate not a number", minimal + "rc_media_create: {per_second: fast}\n", f + `rc_media_create.per_second: want a number, got "fast"`},
 		{"list of strings", minimal + "app_service_config_files: a.yaml\n", f + `app_service_config_files: want a list, got "a.yaml"`},
 		{"string given a mapping", minimal + "pid_file: {a: b}\n", f + "pid_file: want a single value, got a mapping"},
+		{"free-form map with infinity", minimal + "extra_well_known_client_content: {a: {b: [.inf]}}\n", f + `extra_well_known_client_content.a.b[0]: ".inf" is not a number JSON can represent`},
 		{"free-form map given a list", minimal + "extra_well_known_client_content: [a]\n", f + "extra_well_known_client_content: want a mapping, got a list"},
 	}
 	for _, tt := range tests {

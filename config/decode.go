@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"reflect"
 	"strings"
 
@@ -62,15 +63,21 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 		return nil
 
 	case reflect.Map:
-		// Maps are free-form (extra_well_known_client_content), so no key checks.
+		// Maps are free-form (extra_well_known_client_content), so no key
+		// checks. Their contents end up in JSON responses, so they are built
+		// from JSON-compatible types only.
 		if n.Kind != yaml.MappingNode {
 			return d.errorf(path, "want a mapping, got %s", describe(n))
 		}
-		m := reflect.New(v.Type())
-		if err := n.Decode(m.Interface()); err != nil {
-			return d.errorf(path, "%s", oneLine(err.Error()))
+		m, err := d.jsonValue(n, path)
+		if err != nil {
+			return err
 		}
-		v.Set(m.Elem())
+		mv := reflect.ValueOf(m)
+		if !mv.Type().AssignableTo(v.Type()) {
+			return d.errorf(path, "internal error: cannot decode into %s", v.Type())
+		}
+		v.Set(mv)
 		return nil
 	}
 
@@ -131,6 +138,62 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) error
 		}
 	}
 	return nil
+}
+
+// jsonValue converts n into the types encoding/json produces, because
+// yaml's own decoding into any yields map[any]any for non-string keys and
+// time.Time for dates, neither of which encode as the admin would expect.
+func (d *decoder) jsonValue(n *yaml.Node, path string) (any, error) {
+	n = resolveAlias(n)
+	switch n.Kind {
+	case yaml.MappingNode:
+		pairs, err := d.mappingPairs(n, path)
+		if err != nil {
+			return nil, err
+		}
+		m := make(map[string]any, len(pairs))
+		for _, p := range pairs {
+			v, err := d.jsonValue(p.val, joinPath(path, p.key.Value))
+			if err != nil {
+				return nil, err
+			}
+			m[p.key.Value] = v
+		}
+		return m, nil
+	case yaml.SequenceNode:
+		s := make([]any, len(n.Content))
+		for i, item := range n.Content {
+			v, err := d.jsonValue(item, fmt.Sprintf("%s[%d]", path, i))
+			if err != nil {
+				return nil, err
+			}
+			s[i] = v
+		}
+		return s, nil
+	}
+	switch n.ShortTag() {
+	case "!!null":
+		return nil, nil
+	case "!!bool":
+		var b bool
+		err := n.Decode(&b)
+		return b, err
+	case "!!int", "!!float":
+		var f float64
+		if err := n.Decode(&f); err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil, d.errorf(path, "%q is not a number JSON can represent", n.Value)
+		}
+		if n.ShortTag() == "!!int" {
+			var i int64
+			if n.Decode(&i) == nil {
+				return i, nil
+			}
+		}
+		return f, nil
+	default:
+		// Strings, and also timestamps and the like, which JSON only has as strings.
+		return n.Value, nil
+	}
 }
 
 type pair struct{ key, val *yaml.Node }

@@ -48,7 +48,7 @@ func TestGenerate(t *testing.T) {
 				Port:          tt.wantPort,
 				BindAddresses: []string{"127.0.0.1"},
 				Type:          "http",
-				Resources:     []Resource{{Names: []string{"client", "federation"}}},
+				Resources:     []Resource{{Names: []string{"client", "federation", "media"}}},
 			}}
 			if !reflect.DeepEqual(c.Listeners, wantListeners) {
 				t.Errorf("Listeners = %+v", c.Listeners)

@@ -66,6 +66,11 @@ func Unmarshal(body []byte, v any) error {
 	if trimmed[0] != '{' {
 		return BadJSON("Request body must be a JSON object")
 	}
+	// NUL cannot be stored in PostgreSQL text, and no Matrix identifier or
+	// name needs it.
+	if bytes.Contains(trimmed, []byte(`\u0000`)) {
+		return BadJSON("Request body contains a NUL character")
+	}
 	if err := json.Unmarshal(trimmed, v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {

@@ -92,7 +92,12 @@ func MissingToken() *Error {
 // UnknownToken is the answer to an access token that is not (or no longer)
 // valid; softLogout tells the client it may keep its local state.
 func UnknownToken(softLogout bool) *Error {
-	e := newErr(http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "Unknown access token")
+	return UnknownTokenMsg(softLogout, "Unknown access token")
+}
+
+// UnknownTokenMsg is UnknownToken with a more precise message.
+func UnknownTokenMsg(softLogout bool, msg string) *Error {
+	e := newErr(http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "%s", msg)
 	return e.With("soft_logout", softLogout)
 }
 func UserDeactivated() *Error {

@@ -52,10 +52,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		log.Info("generated a new signing key", "path", cfg.SigningKeyPath, "key_id", key.ID)
 	}
 	reg := metrics.NewRegistry()
-	db, err := storage.Open(ctx, storage.Options{
-		Engine: cfg.Database.Name, Path: cfg.Database.Args.Database,
-		ReadConns: cfg.Database.Args.CPMax, Logger: log, Registerer: reg,
-	})
+	opts := StorageOptions(cfg.Database)
+	opts.Logger, opts.Registerer = log, reg
+	db, err := storage.Open(ctx, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -27,6 +27,10 @@ func (db *DB) CreateAccount(ctx context.Context, acc accounts.Account, displayNa
 		_, err = tx.ExecContext(ctx, `INSERT INTO users (user_id, localpart, password_hash, is_admin, is_guest, appservice_id, created_ts)
 			VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 			acc.UserID, acc.Localpart, acc.PasswordHash, acc.IsAdmin, acc.IsGuest, acc.AppServiceID, acc.CreatedTS)
+		if isUniqueViolation(err) {
+			// Lost a race with a concurrent registration (PostgreSQL).
+			return accounts.ErrUserExists
+		}
 		if err != nil {
 			return fmt.Errorf("storage: create account: %w", err)
 		}

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	"github.com/pressly/goose/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -22,15 +23,26 @@ import (
 //go:embed migrations
 var migrations embed.FS
 
+// Engines.
+const (
+	SQLite   = "sqlite3"
+	Postgres = "postgres"
+)
+
 // Options configures Open.
 type Options struct {
-	// Engine is "sqlite3" for now; PostgreSQL comes behind the same API.
+	// Engine is SQLite (default) or Postgres.
 	Engine string
 	// Path of the SQLite database file.
 	Path string
-	// ReadConns is the size of the reader pool (default 4).
+	// DSN of the PostgreSQL database (URL or key=value form).
+	DSN string
+	// ReadConns is the size of the SQLite reader pool (default 4), or the
+	// maximum size of the PostgreSQL pool (default 10).
 	ReadConns int
-	Logger    *slog.Logger
+	// MinConns is the number of idle PostgreSQL connections kept open.
+	MinConns int
+	Logger   *slog.Logger
 	// Registerer receives pool and query metrics when set.
 	Registerer prometheus.Registerer
 }
@@ -39,6 +51,7 @@ type Options struct {
 // writer at a time; queuing in the pool beats busy-waiting in the engine)
 // and a pool of readers, which WAL lets run beside the writer.
 type DB struct {
+	engine  string
 	w, r    *sql.DB
 	log     *slog.Logger
 	queries *prometheus.HistogramVec
@@ -47,12 +60,56 @@ type DB struct {
 // Open opens the database and applies pending migrations. It refuses a
 // schema newer than this binary knows.
 func Open(ctx context.Context, o Options) (*DB, error) {
-	if o.Engine != "" && o.Engine != "sqlite3" {
-		return nil, fmt.Errorf("storage: unsupported database engine %q", o.Engine)
-	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	var db *DB
+	var err error
+	switch o.Engine {
+	case "", SQLite:
+		db, err = openSQLite(ctx, o)
+	case Postgres:
+		db, err = openPostgres(ctx, o)
+	default:
+		return nil, fmt.Errorf("storage: unsupported database engine %q", o.Engine)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if o.Registerer != nil {
+		if err := db.registerMetrics(o.Registerer); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+	return db, nil
+}
+
+// Engine returns SQLite or Postgres.
+func (db *DB) Engine() string { return db.engine }
+
+func openPostgres(ctx context.Context, o Options) (*DB, error) {
+	if o.ReadConns <= 0 {
+		o.ReadConns = 10
+	}
+	p, err := sql.Open("pgx", o.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("storage: open postgres: %w", err)
+	}
+	p.SetMaxOpenConns(o.ReadConns)
+	p.SetMaxIdleConns(max(o.MinConns, min(o.ReadConns, 4)))
+	if err := p.PingContext(ctx); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("storage: connecting to postgres: %w", err)
+	}
+	if err := migrate(ctx, p, "migrations/postgres", goose.DialectPostgres, o.Logger); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return &DB{engine: Postgres, w: p, r: p, log: o.Logger}, nil
+}
+
+func openSQLite(ctx context.Context, o Options) (*DB, error) {
 	if o.ReadConns <= 0 {
 		o.ReadConns = 4
 	}
@@ -62,7 +119,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	}
 	w.SetMaxOpenConns(1)
 	w.SetConnMaxIdleTime(0)
-	db := &DB{w: w, r: w, log: o.Logger}
+	db := &DB{engine: SQLite, w: w, r: w, log: o.Logger}
 	if err := w.PingContext(ctx); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("storage: open %s: %w", o.Path, err)
@@ -81,29 +138,25 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		r.SetMaxIdleConns(o.ReadConns)
 		db.r = r
 	}
-	if o.Registerer != nil {
-		db.queries = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "homeserver_db_query_duration_seconds",
-			Help:    "Time spent in database operations, by operation.",
-			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
-		}, []string{"op"})
-		for _, c := range []prometheus.Collector{
-			db.queries,
-			collectors.NewDBStatsCollector(db.w, "writer"),
-		} {
-			if err := o.Registerer.Register(c); err != nil {
-				db.Close()
-				return nil, fmt.Errorf("storage: metrics: %w", err)
-			}
-		}
-		if db.r != db.w {
-			if err := o.Registerer.Register(collectors.NewDBStatsCollector(db.r, "reader")); err != nil {
-				db.Close()
-				return nil, fmt.Errorf("storage: metrics: %w", err)
-			}
+	return db, nil
+}
+
+func (db *DB) registerMetrics(reg prometheus.Registerer) error {
+	db.queries = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "homeserver_db_query_duration_seconds",
+		Help:    "Time spent in database operations, by operation.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+	}, []string{"op"})
+	cs := []prometheus.Collector{db.queries, collectors.NewDBStatsCollector(db.w, "writer")}
+	if db.r != db.w {
+		cs = append(cs, collectors.NewDBStatsCollector(db.r, "reader"))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("storage: metrics: %w", err)
 		}
 	}
-	return db, nil
+	return nil
 }
 
 func sqliteDSN(path string, readOnly bool) string {

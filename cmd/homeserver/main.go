@@ -30,17 +30,29 @@ import (
 var version = "0.1.0-dev"
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	// SIGINT and SIGTERM cancel ctx: the server then shuts down gracefully,
+	// and register-user abandons its prompt or request.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// Once ctx is cancelled, restore the default handling, so that a second
+	// signal ends the process at once instead of waiting for a slow shutdown.
+	context.AfterFunc(ctx, stop)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+// run is the whole command, minus the process: ctx ends a running server
+// (main cancels it on SIGINT or SIGTERM), and the result is the exit status.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
 		case "version", "--version", "-v":
 			fmt.Fprintln(stdout, "homeserver", fullVersion())
 			return 0
 		case "register-user":
-			return registerUser(args[1:], stdin, stdout, stderr)
+			return registerUser(ctx, args[1:], stdin, stdout, stderr)
+		case "port-db":
+			return portDB(ctx, args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("homeserver", flag.ContinueOnError)
@@ -91,10 +103,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			configPath, serverName, configPath)
 		return 0
 	}
-	return serve(configPath, stderr)
+	return serve(ctx, configPath, stderr)
 }
 
-func serve(configPath string, stderr io.Writer) int {
+// serve runs the server configured in configPath until ctx is cancelled,
+// then shuts it down gracefully: listeners stop accepting, requests in
+// flight get up to 30 seconds to finish, and the database is closed. It logs
+// to stderr and returns the exit status: 0 after a clean shutdown, 1 if the
+// configuration is invalid or the server fails to start or to stop cleanly.
+func serve(ctx context.Context, configPath string, stderr io.Writer) int {
 	cfg, warnings, err := config.Load(configPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -104,8 +121,6 @@ func serve(configPath string, stderr io.Writer) int {
 	for _, w := range warnings {
 		log.Warn("config: " + w)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 
 	srv, err := server.New(ctx, cfg, log)
 	if err != nil {
@@ -126,7 +141,7 @@ func serve(configPath string, stderr io.Writer) int {
 	}
 	log.Info("homeserver running", "server_name", cfg.ServerName, "version", fullVersion())
 	<-ctx.Done()
-	log.Info("shutting down")
+	log.Info("shutting down", "reason", context.Cause(ctx))
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {

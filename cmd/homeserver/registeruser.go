@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -23,8 +25,9 @@ import (
 )
 
 // registerUser is Synapse's register_new_matrix_user: it registers a user
-// through the shared-secret admin API of a running server.
-func registerUser(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+// through the shared-secret admin API of a running server. Cancelling ctx
+// (Ctrl-C, in main) abandons a prompt or the request.
+func registerUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("register-user", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var configPath, user, password, secret, userType string
@@ -92,35 +95,60 @@ func registerUser(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 		serverURL = "http://localhost:8008"
 	}
 
-	in := bufio.NewReader(stdin)
+	p := &prompter{ctx: ctx, stdin: stdin, in: bufio.NewReader(stdin), out: stdout}
+	// interrupted reports a prompt abandoned because ctx was cancelled. No
+	// prompt may follow it: the abandoned read still owns stdin.
+	interrupted := func(err error) bool {
+		if err != nil && ctx.Err() != nil {
+			fmt.Fprintln(stderr, "\nregister-user: interrupted")
+			return true
+		}
+		return false
+	}
 	var err error
 	if user == "" {
-		if user, err = prompt(in, stdout, "New user localpart: "); err != nil || user == "" {
+		user, err = p.line("New user localpart: ")
+		if interrupted(err) {
+			return 1
+		}
+		if err != nil || user == "" {
 			fmt.Fprintln(stderr, "register-user: a localpart is required")
 			return 1
 		}
 	}
 	if password == "" {
-		if password, err = promptPassword(in, stdin, stdout, "Password: "); err != nil || password == "" {
+		password, err = p.password("Password: ")
+		if interrupted(err) {
+			return 1
+		}
+		if err != nil || password == "" {
 			fmt.Fprintln(stderr, "register-user: a password is required")
 			return 1
 		}
-		confirm, err := promptPassword(in, stdin, stdout, "Confirm password: ")
+		confirm, err := p.password("Confirm password: ")
+		if interrupted(err) {
+			return 1
+		}
 		if err != nil || confirm != password {
 			fmt.Fprintln(stderr, "register-user: passwords do not match")
 			return 1
 		}
 	}
 	if !admin && !noAdmin {
-		answer, _ := prompt(in, stdout, "Make admin [no]: ")
+		// No answer at all (end of input) means the default, no.
+		answer, err := p.line("Make admin [no]: ")
+		if interrupted(err) {
+			return 1
+		}
 		admin = slices.Contains([]string{"y", "yes", "true"}, strings.ToLower(answer))
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	userID, err := sharedSecretRegister(ctx, serverURL, secret, user, password, userType, admin)
 	if err != nil {
-		if existsOK && strings.Contains(err.Error(), "M_USER_IN_USE") {
+		var apiErr *matrixError
+		if existsOK && errors.As(err, &apiErr) && apiErr.Code == "M_USER_IN_USE" {
 			fmt.Fprintln(stdout, "User already exists; continuing.")
 			return 0
 		}
@@ -131,7 +159,9 @@ func registerUser(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 	return 0
 }
 
-// clientURL is the address of the first listener serving the client API.
+// clientURL is the address of the first listener serving the client API,
+// or "" if there is none. A listener bound to all addresses is reached on
+// loopback.
 func clientURL(cfg *config.Config) string {
 	for _, l := range cfg.Listeners {
 		if l.Type != "http" {
@@ -145,11 +175,12 @@ func clientURL(cfg *config.Config) string {
 			if len(l.BindAddresses) > 0 {
 				host = l.BindAddresses[0]
 			}
-			switch host {
-			case "0.0.0.0", "":
-				host = "127.0.0.1"
-			case "::":
-				host = "::1"
+			if addr, err := netip.ParseAddr(host); host == "" || err == nil && addr.IsUnspecified() {
+				if addr.Is6() {
+					host = "::1"
+				} else {
+					host = "127.0.0.1"
+				}
 			}
 			scheme := "http"
 			if l.TLS {
@@ -161,24 +192,76 @@ func clientURL(cfg *config.Config) string {
 	return ""
 }
 
-func prompt(in *bufio.Reader, out io.Writer, question string) (string, error) {
-	fmt.Fprint(out, question)
-	line, err := in.ReadString('\n')
-	if err != nil && line == "" {
-		return "", err
-	}
-	return strings.TrimSpace(line), nil
+// prompter asks questions on out and reads the answers from stdin.
+//
+// main diverts SIGINT into ctx, so Ctrl-C no longer kills the process while
+// it waits for input; instead every read runs in the background, and a
+// prompt returns as soon as ctx is cancelled. The abandoned read keeps
+// stdin, so nothing may be read after that: the caller is expected to exit.
+type prompter struct {
+	ctx   context.Context
+	stdin io.Reader
+	in    *bufio.Reader // buffers stdin for line reads
+	out   io.Writer
 }
 
-// promptPassword reads without echo from a terminal, or a plain line otherwise.
-func promptPassword(in *bufio.Reader, stdin io.Reader, out io.Writer, question string) (string, error) {
-	if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		fmt.Fprint(out, question)
-		b, err := term.ReadPassword(int(f.Fd()))
-		fmt.Fprintln(out)
-		return string(b), err
+// line asks question and returns the answer, trimmed of spaces. Only a read
+// error before any input (such as end of input) is an error.
+func (p *prompter) line(question string) (string, error) {
+	fmt.Fprint(p.out, question)
+	return p.await(func() (string, error) {
+		line, err := p.in.ReadString('\n')
+		if err != nil && line == "" {
+			return "", err
+		}
+		return strings.TrimSpace(line), nil
+	}, nil)
+}
+
+// password is line without echo when stdin is a terminal.
+func (p *prompter) password(question string) (string, error) {
+	f, ok := p.stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return p.line(question)
 	}
-	return prompt(in, out, question)
+	fd := int(f.Fd())
+	// term.ReadPassword turns echo back on only when it returns, which an
+	// abandoned read never does; restore the terminal here instead.
+	state, err := term.GetState(fd)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprint(p.out, question)
+	answer, err := p.await(func() (string, error) {
+		b, err := term.ReadPassword(fd)
+		return string(b), err
+	}, func() { _ = term.Restore(fd, state) })
+	fmt.Fprintln(p.out)
+	return answer, err
+}
+
+// await runs read in the background and returns its result, or the cause of
+// ctx's cancellation as soon as that happens, after calling abandon (if not
+// nil) to undo what the read, now left running, has set up.
+func (p *prompter) await(read func() (string, error), abandon func()) (string, error) {
+	type result struct {
+		s   string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		s, err := read()
+		done <- result{s, err}
+	}()
+	select {
+	case r := <-done:
+		return r.s, r.err
+	case <-p.ctx.Done():
+		if abandon != nil {
+			abandon()
+		}
+		return "", context.Cause(p.ctx)
+	}
 }
 
 func sharedSecretRegister(ctx context.Context, baseURL, secret, user, password, userType string, admin bool) (string, error) {
@@ -203,6 +286,18 @@ func sharedSecretRegister(ctx context.Context, baseURL, secret, user, password, 
 		return "", err
 	}
 	return resp.UserID, nil
+}
+
+// matrixError is an error answer of the homeserver that has a Matrix
+// errcode.
+type matrixError struct {
+	Code    string
+	Message string
+	Status  int
+}
+
+func (e *matrixError) Error() string {
+	return fmt.Sprintf("%s: %s (HTTP %d)", e.Code, e.Message, e.Status)
 }
 
 func doJSON(ctx context.Context, method, url string, in, out any) error {
@@ -234,7 +329,7 @@ func doJSON(ctx context.Context, method, url string, in, out any) error {
 			Message string `json:"error"`
 		}
 		if json.Unmarshal(data, &e) == nil && e.Code != "" {
-			return fmt.Errorf("%s: %s (HTTP %d)", e.Code, e.Message, resp.StatusCode)
+			return &matrixError{Code: e.Code, Message: e.Message, Status: resp.StatusCode}
 		}
 		return fmt.Errorf("HTTP %d from %s", resp.StatusCode, url)
 	}

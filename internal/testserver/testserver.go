@@ -33,11 +33,7 @@ listeners:
     type: http
     resources:
       - names: [client, federation, media]
-database:
-  name: sqlite3
-  args:
-    database: homeserver.db
-signing_key_path: test.local.signing.key
+` + SQLiteDatabase + `signing_key_path: test.local.signing.key
 enable_registration: true
 enable_registration_without_verification: true
 registration_shared_secret: test-shared-secret
@@ -50,6 +46,18 @@ rc_login:
   account: {per_second: 0, burst_count: 0}
   failed_attempts: {per_second: 0, burst_count: 0}
 `
+
+// SQLiteDatabase is the database section of BaseConfig. When
+// HOMESERVER_TEST_POSTGRES holds a DSN, test servers replace it with a fresh
+// PostgreSQL database of their own, so that the same tests run on both engines.
+const SQLiteDatabase = `database:
+  name: sqlite3
+  args:
+    database: homeserver.db
+`
+
+// PostgresEnv names the variable holding the PostgreSQL DSN for tests.
+const PostgresEnv = "HOMESERVER_TEST_POSTGRES"
 
 // Server is a running test homeserver.
 type Server struct {
@@ -72,6 +80,9 @@ func Start(t testing.TB, extra string) *Server {
 // StartYAML starts a server with exactly this homeserver.yaml.
 func StartYAML(t testing.TB, yaml string) *Server {
 	t.Helper()
+	if dsn := os.Getenv(PostgresEnv); dsn != "" && strings.Contains(yaml, SQLiteDatabase) {
+		yaml = strings.Replace(yaml, SQLiteDatabase, PostgresDatabase(t, dsn), 1)
+	}
 	s := &Server{t: t, Dir: t.TempDir(), yaml: yaml, Client: &http.Client{Timeout: 30 * time.Second}}
 	path := filepath.Join(s.Dir, "homeserver.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
