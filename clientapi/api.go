@@ -17,6 +17,7 @@ import (
 	"homeserver/accounts"
 	"homeserver/mxhttp"
 	"homeserver/ratelimit"
+	"homeserver/rooms"
 )
 
 // RateLimit is one rc_* setting.
@@ -41,12 +42,16 @@ type Config struct {
 	RcLoginAccount            RateLimit
 	RcLoginFailed             RateLimit
 	RcMessage                 RateLimit
+	RcJoinsLocal              RateLimit
+	RcInvitesPerRoom          RateLimit
+	RcInvitesPerUser          RateLimit
 }
 
 // API is the client API over the services it calls.
 type API struct {
 	cfg      Config
 	accounts *accounts.Service
+	rooms    *rooms.Service
 	log      *slog.Logger
 
 	rcRegistration *ratelimit.Limiter
@@ -54,18 +59,24 @@ type API struct {
 	rcLoginAccount *ratelimit.Limiter
 	rcLoginFailed  *ratelimit.Limiter
 	rcMessage      *ratelimit.Limiter
+	rcJoins        *ratelimit.Limiter
+	rcInvitesRoom  *ratelimit.Limiter
+	rcInvitesUser  *ratelimit.Limiter
 }
 
 // New returns the client API.
-func New(cfg Config, acc *accounts.Service, log *slog.Logger) *API {
+func New(cfg Config, acc *accounts.Service, rms *rooms.Service, log *slog.Logger) *API {
 	lim := func(r RateLimit) *ratelimit.Limiter { return ratelimit.New(r.PerSecond, r.Burst) }
 	return &API{
-		cfg: cfg, accounts: acc, log: log,
+		cfg: cfg, accounts: acc, rooms: rms, log: log,
 		rcRegistration: lim(cfg.RcRegistration),
 		rcLoginAddress: lim(cfg.RcLoginAddress),
 		rcLoginAccount: lim(cfg.RcLoginAccount),
 		rcLoginFailed:  lim(cfg.RcLoginFailed),
 		rcMessage:      lim(cfg.RcMessage),
+		rcJoins:        lim(cfg.RcJoinsLocal),
+		rcInvitesRoom:  lim(cfg.RcInvitesPerRoom),
+		rcInvitesUser:  lim(cfg.RcInvitesPerUser),
 	}
 }
 
@@ -81,6 +92,10 @@ func (a *API) Mount(r chi.Router) {
 	}
 	r.Route("/_matrix/client/v1", func(r chi.Router) {
 		r.Get("/register/m.login.registration_token/validity", a.registrationTokenValidity)
+		r.Group(func(r chi.Router) {
+			r.Use(validPath, a.requireAuth)
+			a.v1RoomRoutes(r)
+		})
 	})
 	r.Route("/_synapse/admin/v1", func(r chi.Router) {
 		r.Get("/register", a.sharedSecretNonce)
@@ -103,6 +118,7 @@ func (a *API) clientRoutes(r chi.Router) {
 	r.Post("/account/password/msisdn/requestToken", a.threePIDUnsupported)
 	r.Get("/profile/{userID}", a.getProfile)
 	r.Get("/profile/{userID}/{key}", a.getProfileField)
+	a.publicDirectoryRoutes(r)
 
 	// Authenticated.
 	r.Group(func(r chi.Router) {
@@ -128,6 +144,7 @@ func (a *API) clientRoutes(r chi.Router) {
 		r.Post("/delete_devices", a.deleteDevices)
 		r.Put("/profile/{userID}/{key}", a.setProfileField)
 		r.Delete("/profile/{userID}/{key}", a.deleteProfileField)
+		a.roomRoutes(r)
 	})
 }
 

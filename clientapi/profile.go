@@ -93,5 +93,11 @@ func (a *API) writeProfileField(w http.ResponseWriter, r *http.Request, userID, 
 		a.fail(w, r, err)
 		return
 	}
+	if key == "displayname" || key == "avatar_url" {
+		if err := a.rooms.UpdateMemberProfiles(r.Context(), userID); err != nil {
+			a.fail(w, r, err)
+			return
+		}
+	}
 	ok(w, empty)
 }

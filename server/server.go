@@ -20,6 +20,8 @@ import (
 	"homeserver/clientapi"
 	"homeserver/config"
 	"homeserver/metrics"
+	"homeserver/pdu"
+	"homeserver/rooms"
 	"homeserver/serverkey"
 	"homeserver/storage"
 )
@@ -33,6 +35,7 @@ type Server struct {
 	registry *prometheus.Registry
 	http     *metrics.HTTP
 	accounts *accounts.Service
+	rooms    *rooms.Service
 	client   *clientapi.API
 
 	mu      sync.Mutex
@@ -62,6 +65,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		ServerName: cfg.ServerName, BcryptCost: cfg.BcryptRounds,
 		RefreshLifetime: time.Duration(cfg.RefreshableAccessTokenLifetime), Logger: log,
 	})
+	rms := rooms.New(db, profiles{acc}, rooms.Config{
+		ServerName: cfg.ServerName, DefaultVersion: cfg.DefaultRoomVersion, Logger: log,
+		Key: pdu.Key{ServerName: cfg.ServerName, KeyID: key.ID, Private: key.Private},
+	})
 	rl := func(r config.RateLimit) clientapi.RateLimit {
 		return clientapi.RateLimit{PerSecond: r.PerSecond, Burst: r.BurstCount}
 	}
@@ -80,15 +87,21 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		RcLoginAccount:            rl(cfg.RcLogin.Account),
 		RcLoginFailed:             rl(cfg.RcLogin.FailedAttempts),
 		RcMessage:                 rl(cfg.RcMessage),
-	}, acc, log)
+		RcJoinsLocal:              rl(cfg.RcJoins.Local),
+		RcInvitesPerRoom:          rl(cfg.RcInvites.PerRoom),
+		RcInvitesPerUser:          rl(cfg.RcInvites.PerUser),
+	}, acc, rms, log)
 	return &Server{
 		cfg: cfg, log: log, db: db, key: key, registry: reg,
-		http: metrics.NewHTTP(reg), accounts: acc, client: client,
+		http: metrics.NewHTTP(reg), accounts: acc, rooms: rms, client: client,
 	}, nil
 }
 
 // Accounts exposes the accounts service (for tools and tests).
 func (s *Server) Accounts() *accounts.Service { return s.accounts }
+
+// Rooms exposes the rooms service (for tools and tests).
+func (s *Server) Rooms() *rooms.Service { return s.rooms }
 
 // Start binds every configured listener and serves in the background.
 func (s *Server) Start() error {

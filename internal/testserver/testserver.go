@@ -41,6 +41,12 @@ bcrypt_rounds: 4
 log_level: error
 rc_message: {per_second: 0, burst_count: 0}
 rc_registration: {per_second: 0, burst_count: 0}
+rc_joins:
+  local: {per_second: 0, burst_count: 0}
+  remote: {per_second: 0, burst_count: 0}
+rc_invites:
+  per_room: {per_second: 0, burst_count: 0}
+  per_user: {per_second: 0, burst_count: 0}
 rc_login:
   address: {per_second: 0, burst_count: 0}
   account: {per_second: 0, burst_count: 0}

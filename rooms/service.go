@@ -1,0 +1,296 @@
+// Package rooms is the only writer of room events. It builds events from
+// what local users ask for, signs them, authorises them against the room's
+// state with the auth rules, and persists each in one transaction with its
+// state and stream position; then it tells its listeners. Its read side
+// applies history visibility to every event it hands out.
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"homeserver/mxhttp"
+	"homeserver/pdu"
+)
+
+// Limits from the spec's event size rules.
+const (
+	MaxTypeLength     = 255
+	MaxStateKeyLength = 255
+	MaxIDLength       = 255
+)
+
+// Profiles gives the display name and avatar of local users for their
+// membership events.
+type Profiles interface {
+	Profile(ctx context.Context, userID string) (displayName, avatarURL string, err error)
+	Exists(ctx context.Context, userID string) (bool, error)
+}
+
+// Config of the rooms service.
+type Config struct {
+	ServerName     string
+	Key            pdu.Key
+	DefaultVersion string
+	Logger         *slog.Logger
+	Now            func() time.Time
+}
+
+// Persisted announces one event written at a stream position.
+type Persisted struct {
+	Pos     int64
+	RoomID  string
+	EventID string
+}
+
+// Service is the rooms writer and reader.
+type Service struct {
+	store    Store
+	profiles Profiles
+	server   string
+	key      pdu.Key
+	version  string
+	log      *slog.Logger
+	now      func() time.Time
+
+	// write serialises event creation so that stream positions are
+	// allocated in commit order and each room has one writer.
+	write sync.Mutex
+
+	mu        sync.Mutex
+	listeners []func(Persisted)
+}
+
+// New returns the rooms service.
+func New(store Store, profiles Profiles, c Config) *Service {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.DefaultVersion == "" {
+		c.DefaultVersion = "10"
+	}
+	return &Service{store: store, profiles: profiles, server: c.ServerName, key: c.Key, version: c.DefaultVersion, log: c.Logger, now: c.Now}
+}
+
+// OnPersist registers fn to be called, in order, after each event commits.
+// It must not block: readers wake up and read from their own cursors.
+func (s *Service) OnPersist(fn func(Persisted)) {
+	s.mu.Lock()
+	s.listeners = append(s.listeners, fn)
+	s.mu.Unlock()
+}
+
+func (s *Service) announce(p Persisted) {
+	s.mu.Lock()
+	ls := s.listeners
+	s.mu.Unlock()
+	for _, fn := range ls {
+		fn(p)
+	}
+}
+
+// ServerName is the domain of this server.
+func (s *Service) ServerName() string { return s.server }
+
+// submit is the one path by which events enter a room: build, authorise,
+// persist, announce. It returns the event ID (the original one for a
+// retried transaction).
+func (s *Service) submit(ctx context.Context, p pdu.Proto, ne NewEvent) (*pdu.Event, error) {
+	if err := checkProto(p); err != nil {
+		return nil, err
+	}
+	s.write.Lock()
+	ev, pos, err := s.submitLocked(ctx, p, ne)
+	s.write.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if pos > 0 {
+		s.announce(Persisted{Pos: pos, RoomID: ev.RoomID(), EventID: ev.ID()})
+	}
+	return ev, nil
+}
+
+func (s *Service) submitLocked(ctx context.Context, p pdu.Proto, ne NewEvent) (*pdu.Event, int64, error) {
+	if ne.Txn != nil {
+		if id, err := s.store.TxnEvent(ctx, *ne.Txn); err == nil {
+			st, err := s.store.GetEvent(ctx, id)
+			if err != nil {
+				return nil, 0, err
+			}
+			ev, err := s.parse(ctx, st)
+			return ev, 0, err
+		} else if !errors.Is(err, ErrNotFound) {
+			return nil, 0, err
+		}
+	}
+	version := s.version
+	var prevs []string
+	var depth int64
+	var state authState
+	if ne.Room != nil {
+		version = ne.Room.Version
+	} else {
+		room, err := s.store.GetRoom(ctx, p.RoomID)
+		if errors.Is(err, ErrNotFound) {
+			return nil, 0, mxhttp.NotFound("Unknown room %s", p.RoomID)
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		version = room.Version
+		if prevs, depth, err = s.store.Extremities(ctx, p.RoomID); err != nil {
+			return nil, 0, err
+		}
+		keys, err := pdu.NeededForAuth(p, version)
+		if err != nil {
+			return nil, 0, mxhttp.BadJSON("%v", err)
+		}
+		if state, err = s.loadAuthState(ctx, p.RoomID, version, keys); err != nil {
+			return nil, 0, err
+		}
+	}
+	if p.OriginTS == 0 {
+		p.OriginTS = s.now().UnixMilli()
+	}
+	ev, err := pdu.Build(p, version, prevs, depth+1, state, s.key)
+	if err != nil {
+		if tooLarge(p, version, prevs, depth+1, state, s.key) {
+			return nil, 0, mxhttp.TooLarge("Event is larger than %d bytes", pdu.MaxPDUSize)
+		}
+		return nil, 0, mxhttp.BadJSON("Cannot build event: %v", err)
+	}
+	if len(ev.JSON()) > pdu.MaxPDUSize {
+		return nil, 0, mxhttp.TooLarge("Event is larger than %d bytes", pdu.MaxPDUSize)
+	}
+	if err := pdu.Allowed(ev, state); err != nil {
+		var na *pdu.NotAllowedError
+		if errors.As(err, &na) {
+			return nil, 0, mxhttp.Forbidden("%s", na.Message)
+		}
+		return nil, 0, mxhttp.BadJSON("Event rejected: %v", err)
+	}
+	if ne.Room != nil {
+		ne.Room.RoomID = ev.RoomID()
+	}
+	ne.Event = ev
+	pos, err := s.store.PersistEvent(ctx, ne)
+	if errors.Is(err, ErrDuplicateTxn) {
+		// Cannot happen under the write lock; answer like a retry anyway.
+		id, err := s.store.TxnEvent(ctx, *ne.Txn)
+		if err != nil {
+			return nil, 0, err
+		}
+		st, err := s.store.GetEvent(ctx, id)
+		if err != nil {
+			return nil, 0, err
+		}
+		ev, err := s.parse(ctx, st)
+		return ev, 0, err
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("rooms: persisting %s: %w", ev.ID(), err)
+	}
+	return ev, pos, nil
+}
+
+// tooLarge tells whether Build failed because the event would exceed the
+// spec's 64 KiB, which clients must be told with M_TOO_LARGE rather than
+// M_BAD_JSON: the event built with empty content, plus the canonical
+// content, is the size of the event that was asked for.
+func tooLarge(p pdu.Proto, version string, prevs []string, depth int64, state pdu.AuthState, key pdu.Key) bool {
+	content, err := pdu.CanonicalJSON(p.Content)
+	if err != nil {
+		return false
+	}
+	if len(content) > pdu.MaxPDUSize {
+		return true
+	}
+	bare := p
+	bare.Content = json.RawMessage("{}")
+	ev, err := pdu.Build(bare, version, prevs, depth, state, key)
+	if err != nil {
+		return false
+	}
+	return len(ev.JSON())-len("{}")+len(content) > pdu.MaxPDUSize
+}
+
+// authState is the slice of room state the auth rules look at.
+type authState map[pdu.StateKey]*pdu.Event
+
+func (a authState) Get(eventType, stateKey string) *pdu.Event {
+	return a[pdu.StateKey{Type: eventType, StateKey: stateKey}]
+}
+
+func (s *Service) loadAuthState(ctx context.Context, roomID, version string, keys []pdu.StateKey) (authState, error) {
+	stored, err := s.store.CurrentState(ctx, roomID, keys)
+	if err != nil {
+		return nil, err
+	}
+	st := make(authState, len(stored))
+	for _, e := range stored {
+		data, err := authJSON(version, e)
+		if err != nil {
+			return nil, err
+		}
+		ev, err := pdu.Parse(version, data)
+		if err != nil {
+			return nil, fmt.Errorf("rooms: stored event %s: %w", e.EventID, err)
+		}
+		st[pdu.StateKey{Type: e.Type, StateKey: *e.StateKey}] = ev
+	}
+	return st, nil
+}
+
+// authJSON is a state event as the auth rules see it: redacted when it has
+// been redacted, as the spec has servers keep only the redacted form.
+func authJSON(version string, e Stored) ([]byte, error) {
+	if e.RedactedBy == "" {
+		return e.JSON, nil
+	}
+	data, err := pdu.Redact(version, e.JSON)
+	if err != nil {
+		return nil, fmt.Errorf("rooms: redacting stored event %s: %w", e.EventID, err)
+	}
+	return data, nil
+}
+
+func (s *Service) parse(ctx context.Context, st Stored) (*pdu.Event, error) {
+	room, err := s.store.GetRoom(ctx, st.RoomID)
+	if err != nil {
+		return nil, err
+	}
+	return pdu.Parse(room.Version, st.JSON)
+}
+
+// checkProto applies the spec's limits on what clients send.
+func checkProto(p pdu.Proto) error {
+	if p.Type == "" {
+		return mxhttp.BadJSON("Missing event type")
+	}
+	if len(p.Type) > MaxTypeLength {
+		return mxhttp.TooLarge("Event type longer than %d bytes", MaxTypeLength)
+	}
+	if p.StateKey != nil && len(*p.StateKey) > MaxStateKeyLength {
+		return mxhttp.TooLarge("State key longer than %d bytes", MaxStateKeyLength)
+	}
+	if len(p.Content) == 0 {
+		return mxhttp.BadJSON("Missing content")
+	}
+	if err := pdu.ValidateJSON(p.Content); err != nil {
+		return mxhttp.BadJSON("Content is not valid Matrix JSON: %v", err)
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(p.Content, &obj) != nil {
+		return mxhttp.BadJSON("Content must be a JSON object")
+	}
+	return nil
+}

@@ -1,0 +1,148 @@
+package rooms
+
+import (
+	"context"
+	"errors"
+
+	"homeserver/pdu"
+)
+
+// Errors the store returns for the service to translate.
+var (
+	ErrNotFound     = errors.New("rooms: not found")
+	ErrAliasExists  = errors.New("rooms: alias exists")
+	ErrDuplicateTxn = errors.New("rooms: duplicate transaction")
+)
+
+// Room is a room's row.
+type Room struct {
+	RoomID    string
+	Version   string
+	Creator   string
+	Published bool
+	CreatedTS int64
+}
+
+// Stored is an event as persisted, with the fields readers need without
+// parsing the PDU.
+type Stored struct {
+	Pos        int64
+	EventID    string
+	RoomID     string
+	Type       string
+	StateKey   *string
+	Sender     string
+	Membership string
+	Depth      int64
+	TS         int64
+	StateGroup int64
+	RedactedBy string
+	// ReplacesState is the state event this one replaced, if any.
+	ReplacesState string
+	JSON          []byte
+}
+
+// TxnRef identifies a client transaction.
+type TxnRef struct {
+	UserID, Scope, TxnID string
+}
+
+// Relation is an m.relates_to of an event, indexed at write time.
+type Relation struct {
+	RelatesTo, RelType string
+}
+
+// NewEvent is everything written with one event, in one transaction.
+type NewEvent struct {
+	Event *pdu.Event
+	// Room is set for m.room.create: the room row is created with the event.
+	Room *Room
+	Txn  *TxnRef
+	// Relation, when set, goes into the relations index.
+	Relation *Relation
+	// RedactTarget is the event to mark redacted (m.room.redaction).
+	RedactTarget string
+}
+
+// StateEntry is one (type, state_key) -> event of a room's state.
+type StateEntry struct {
+	Type, StateKey, EventID string
+}
+
+// Store is the persistence of rooms.
+type Store interface {
+	// PersistEvent writes the event, its state, the room's current state,
+	// forward extremities, the transaction ID and indexes atomically and
+	// returns its stream position. A duplicate Txn returns ErrDuplicateTxn.
+	PersistEvent(ctx context.Context, ne NewEvent) (int64, error)
+
+	GetRoom(ctx context.Context, roomID string) (Room, error)
+	// Extremities returns the forward extremities and the greatest depth.
+	Extremities(ctx context.Context, roomID string) ([]string, int64, error)
+	// CurrentState returns the current state events for the given keys (all
+	// when keys is nil).
+	CurrentState(ctx context.Context, roomID string, keys []pdu.StateKey) ([]Stored, error)
+	// CurrentStateOfType returns the current state events of one type.
+	CurrentStateOfType(ctx context.Context, roomID, eventType string) ([]Stored, error)
+	// StateAt returns the state entries of a state group, filtered to keys
+	// when keys is non-nil.
+	StateAt(ctx context.Context, stateGroup int64, keys []pdu.StateKey) ([]StateEntry, error)
+	GetEvent(ctx context.Context, eventID string) (Stored, error)
+	GetEvents(ctx context.Context, eventIDs []string) ([]Stored, error)
+	TxnEvent(ctx context.Context, t TxnRef) (string, error)
+	// Membership returns a user's current membership of a room ("" if none).
+	Membership(ctx context.Context, roomID, userID string) (string, error)
+	// RoomsOf returns the rooms in which the user's current membership is m.
+	RoomsOf(ctx context.Context, userID, membership string) ([]string, error)
+	// MemberEvents returns the user's m.room.member events in the room, in
+	// stream order.
+	MemberEvents(ctx context.Context, roomID, userID string) ([]Stored, error)
+	// TypeEvents returns the state events of one type in stream order
+	// (history visibility changes, for instance).
+	TypeEvents(ctx context.Context, roomID, eventType string) ([]Stored, error)
+	// RoomEvents pages through a room's events by stream position: those in
+	// (from, to) exclusive, ascending when forward, at most limit.
+	RoomEvents(ctx context.Context, roomID string, from, to int64, forward bool, limit int) ([]Stored, error)
+	MaxPos(ctx context.Context) (int64, error)
+	// StateGroupAt is the room's state group after the last event at or
+	// before pos (0 when there is none).
+	StateGroupAt(ctx context.Context, roomID string, pos int64) (int64, error)
+
+	CreateAlias(ctx context.Context, alias, roomID, creator string) error
+	ResolveAlias(ctx context.Context, alias string) (roomID, creator string, err error)
+	DeleteAlias(ctx context.Context, alias string) error
+	RoomAliases(ctx context.Context, roomID string) ([]string, error)
+	SetPublished(ctx context.Context, roomID string, published bool) error
+	PublishedRooms(ctx context.Context) ([]string, error)
+
+	Forget(ctx context.Context, userID, roomID string) error
+	Forgotten(ctx context.Context, userID, roomID string) (bool, error)
+
+	Relations(ctx context.Context, eventID, relType, eventType string, from, to int64, forward bool, limit int) ([]Stored, error)
+	Threads(ctx context.Context, roomID string, from int64, limit int) ([]string, error)
+	EventAtTime(ctx context.Context, roomID string, ts int64, forward bool) (Stored, error)
+
+	DirectoryStore
+	RelationsStore
+}
+
+// DirectoryRoom is a room published in the room directory with its number
+// of joined members.
+type DirectoryRoom struct {
+	RoomID        string
+	JoinedMembers int
+}
+
+// DirectoryStore is the persistence of the room directory and of room
+// upgrades; Store embeds it.
+type DirectoryStore interface {
+	// DirectoryRooms returns the published rooms with their joined member
+	// counts, in no particular order.
+	DirectoryRooms(ctx context.Context) ([]DirectoryRoom, error)
+	// JoinedUserIDs returns the users whose current membership of the room
+	// is join.
+	JoinedUserIDs(ctx context.Context, roomID string) ([]string, error)
+	// MoveAliases points every alias of one room at another and returns
+	// the aliases moved.
+	MoveAliases(ctx context.Context, fromRoomID, toRoomID string) ([]string, error)
+}

@@ -1,0 +1,128 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+)
+
+// viewer decides which events of one room one user may see, following the
+// spec's history visibility rules with the state at each event taken from
+// the room's ordered log: the user's membership events and the
+// history_visibility changes are few, so one read of each suffices for any
+// number of events.
+type viewer struct {
+	user        string
+	memberships []posValue // the user's membership after each change
+	visibility  []posValue // history_visibility after each change
+}
+
+type posValue struct {
+	pos   int64
+	value string
+}
+
+func (s *Service) viewer(ctx context.Context, roomID, user string) (*viewer, error) {
+	members, err := s.store.MemberEvents(ctx, roomID, user)
+	if err != nil {
+		return nil, err
+	}
+	hv, err := s.store.TypeEvents(ctx, roomID, "m.room.history_visibility")
+	if err != nil {
+		return nil, err
+	}
+	v := &viewer{user: user}
+	for _, m := range members {
+		v.memberships = append(v.memberships, posValue{m.Pos, m.Membership})
+	}
+	for _, e := range hv {
+		var c struct {
+			Content struct {
+				HistoryVisibility string `json:"history_visibility"`
+			} `json:"content"`
+		}
+		_ = json.Unmarshal(e.JSON, &c)
+		v.visibility = append(v.visibility, posValue{e.Pos, c.Content.HistoryVisibility})
+	}
+	return v, nil
+}
+
+// before returns the value in effect just before pos ("" when none).
+func before(vals []posValue, pos int64) string {
+	i := sort.Search(len(vals), func(i int) bool { return vals[i].pos >= pos })
+	if i == 0 {
+		return ""
+	}
+	return vals[i-1].value
+}
+
+// after returns the value in effect just after pos.
+func after(vals []posValue, pos int64) string {
+	i := sort.Search(len(vals), func(i int) bool { return vals[i].pos > pos })
+	if i == 0 {
+		return ""
+	}
+	return vals[i-1].value
+}
+
+func normaliseVisibility(v string) string {
+	switch v {
+	case "world_readable", "shared", "invited", "joined":
+		return v
+	}
+	return "shared" // absent or not understood
+}
+
+func (v *viewer) allowedWith(pos int64, membership, visibility string) bool {
+	switch {
+	case visibility == "world_readable":
+		return true
+	case membership == "join":
+		return true
+	case visibility == "shared" && v.joinedAfter(pos):
+		return true
+	case membership == "invite" && visibility == "invited":
+		return true
+	}
+	return false
+}
+
+func (v *viewer) joinedAfter(pos int64) bool {
+	for _, m := range v.memberships {
+		if m.pos > pos && m.value == "join" {
+			return true
+		}
+	}
+	return false
+}
+
+// canSee applies the rules to one event.
+func (v *viewer) canSee(e Stored) bool {
+	memBefore := before(v.memberships, e.Pos)
+	visBefore := normaliseVisibility(before(v.visibility, e.Pos))
+	if v.allowedWith(e.Pos, memBefore, visBefore) {
+		return true
+	}
+	// History visibility changes and the user's own membership events are
+	// visible when the state before or after them allows it.
+	if e.StateKey != nil && *e.StateKey == "" && e.Type == "m.room.history_visibility" {
+		return v.allowedWith(e.Pos, memBefore, normaliseVisibility(after(v.visibility, e.Pos)))
+	}
+	if e.StateKey != nil && *e.StateKey == v.user && e.Type == "m.room.member" {
+		return v.allowedWith(e.Pos, after(v.memberships, e.Pos), visBefore)
+	}
+	return false
+}
+
+// current is the user's membership now.
+func (v *viewer) current() string {
+	if len(v.memberships) == 0 {
+		return ""
+	}
+	return v.memberships[len(v.memberships)-1].value
+}
+
+// worldReadable reports whether the room's history is currently world readable.
+func (v *viewer) worldReadable() bool {
+	return len(v.visibility) > 0 && v.visibility[len(v.visibility)-1].value == "world_readable"
+}
