@@ -14,10 +14,13 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"homeserver/accountdata"
 	"homeserver/accounts"
 	"homeserver/mxhttp"
+	"homeserver/presence"
 	"homeserver/ratelimit"
 	"homeserver/rooms"
+	"homeserver/syncapi"
 )
 
 // RateLimit is one rc_* setting.
@@ -49,10 +52,14 @@ type Config struct {
 
 // API is the client API over the services it calls.
 type API struct {
-	cfg      Config
-	accounts *accounts.Service
-	rooms    *rooms.Service
-	log      *slog.Logger
+	cfg         Config
+	accounts    *accounts.Service
+	rooms       *rooms.Service
+	presence    *presence.Service
+	accountData *accountdata.Service
+	ephemeral   ephemeralServices
+	sync        *syncapi.Service
+	log         *slog.Logger
 
 	rcRegistration *ratelimit.Limiter
 	rcLoginAddress *ratelimit.Limiter
@@ -145,6 +152,10 @@ func (a *API) clientRoutes(r chi.Router) {
 		r.Put("/profile/{userID}/{key}", a.setProfileField)
 		r.Delete("/profile/{userID}/{key}", a.deleteProfileField)
 		a.roomRoutes(r)
+		a.syncRoutes(r)
+		a.presenceRoutes(r)
+		a.accountDataRoutes(r)
+		a.receiptRoutes(r)
 	})
 }
 

@@ -4,6 +4,7 @@ package filter
 
 import (
 	"encoding/json"
+	"errors"
 	"path"
 	"slices"
 )
@@ -72,4 +73,130 @@ func (f *RoomEventFilter) Match(roomID, eventType, sender string, content json.R
 		}
 	}
 	return true
+}
+
+// EventFilter is the spec's EventFilter (presence, account data).
+type EventFilter struct {
+	Limit      *int     `json:"limit,omitempty"`
+	Types      []string `json:"types,omitempty"`
+	NotTypes   []string `json:"not_types,omitempty"`
+	Senders    []string `json:"senders,omitempty"`
+	NotSenders []string `json:"not_senders,omitempty"`
+}
+
+// Match reports whether an event of this type and sender passes.
+func (f *EventFilter) Match(eventType, sender string) bool {
+	if f == nil {
+		return true
+	}
+	r := RoomEventFilter{Types: f.Types, NotTypes: f.NotTypes, Senders: f.Senders, NotSenders: f.NotSenders}
+	return r.Match("", eventType, sender, nil)
+}
+
+// RoomFilter is the spec's RoomFilter.
+type RoomFilter struct {
+	Rooms        []string         `json:"rooms,omitempty"`
+	NotRooms     []string         `json:"not_rooms,omitempty"`
+	IncludeLeave bool             `json:"include_leave,omitempty"`
+	Timeline     *RoomEventFilter `json:"timeline,omitempty"`
+	State        *RoomEventFilter `json:"state,omitempty"`
+	Ephemeral    *RoomEventFilter `json:"ephemeral,omitempty"`
+	AccountData  *RoomEventFilter `json:"account_data,omitempty"`
+}
+
+// IncludesRoom applies rooms and not_rooms.
+func (f *RoomFilter) IncludesRoom(roomID string) bool {
+	if f == nil {
+		return true
+	}
+	if slices.Contains(f.NotRooms, roomID) {
+		return false
+	}
+	return f.Rooms == nil || slices.Contains(f.Rooms, roomID)
+}
+
+// Filter is the spec's top-level Filter of /sync and the filter API.
+type Filter struct {
+	EventFields []string     `json:"event_fields,omitempty"`
+	EventFormat string       `json:"event_format,omitempty"`
+	Presence    *EventFilter `json:"presence,omitempty"`
+	AccountData *EventFilter `json:"account_data,omitempty"`
+	Room        *RoomFilter  `json:"room,omitempty"`
+}
+
+// ParseFilter reads and checks a Filter.
+func ParseFilter(data []byte) (*Filter, error) {
+	f := &Filter{}
+	if err := json.Unmarshal(data, f); err != nil {
+		return nil, err
+	}
+	if f.EventFormat != "" && f.EventFormat != "client" && f.EventFormat != "federation" {
+		return nil, errors.New("event_format must be client or federation")
+	}
+	return f, nil
+}
+
+// ApplyEventFields keeps only the listed dotted paths of an event ("\."
+// escapes a literal dot), as event_fields asks. Without fields the event is
+// unchanged.
+func ApplyEventFields(ev json.RawMessage, fields []string) json.RawMessage {
+	if len(fields) == 0 {
+		return ev
+	}
+	var src map[string]any
+	if json.Unmarshal(ev, &src) != nil {
+		return ev
+	}
+	dst := map[string]any{}
+	for _, f := range fields {
+		path := splitPath(f)
+		copyPath(src, dst, path)
+	}
+	out, err := json.Marshal(dst)
+	if err != nil {
+		return ev
+	}
+	return out
+}
+
+func splitPath(p string) []string {
+	var parts []string
+	var cur []rune
+	escaped := false
+	for _, r := range p {
+		switch {
+		case escaped:
+			cur = append(cur, r)
+			escaped = false
+		case r == '\\':
+			escaped = true
+		case r == '.':
+			parts = append(parts, string(cur))
+			cur = cur[:0]
+		default:
+			cur = append(cur, r)
+		}
+	}
+	return append(parts, string(cur))
+}
+
+func copyPath(src, dst map[string]any, path []string) {
+	v, ok := src[path[0]]
+	if !ok {
+		return
+	}
+	if len(path) == 1 {
+		dst[path[0]] = v
+		return
+	}
+	sub, ok := v.(map[string]any)
+	if !ok {
+		return
+	}
+	d, ok := dst[path[0]].(map[string]any)
+	if !ok {
+		d = map[string]any{}
+		dst[path[0]] = d
+	}
+	copyPath(sub, d, path[1:])
 }

@@ -293,3 +293,13 @@ func (s *Service) UpdateMemberProfiles(ctx context.Context, user string) error {
 	}
 	return nil
 }
+
+// Membership returns the user's current membership of a room ("" if none).
+func (s *Service) Membership(ctx context.Context, roomID, user string) (string, error) {
+	return s.store.Membership(ctx, roomID, user)
+}
+
+// RoomsWithMembership lists the rooms where the user's current membership is m.
+func (s *Service) RoomsWithMembership(ctx context.Context, user, m string) ([]string, error) {
+	return s.store.RoomsOf(ctx, user, m)
+}

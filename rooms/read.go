@@ -17,6 +17,12 @@ import (
 type FormatOptions struct {
 	// Legacy adds user_id (= sender), as the 2015 API did.
 	Legacy bool
+	// Federation serves the PDU as stored (redacted if it was), as
+	// filters with event_format "federation" ask.
+	Federation bool
+	// Txn, when set, adds unsigned.transaction_id to the events that this
+	// device sent, so that clients can match their local echo.
+	Txn *TxnRef
 }
 
 type pduJSON struct {
@@ -53,12 +59,30 @@ func (s *Service) ClientEvents(ctx context.Context, evs []Stored, opts FormatOpt
 			byID[r.EventID] = r
 		}
 	}
+	var txns map[string]string
+	if opts.Txn != nil {
+		var mine []string
+		for _, e := range evs {
+			if e.Sender == opts.Txn.UserID {
+				mine = append(mine, e.EventID)
+			}
+		}
+		if len(mine) > 0 {
+			var err error
+			if txns, err = s.store.TxnIDs(ctx, opts.Txn.UserID, opts.Txn.Scope, mine); err != nil {
+				return nil, err
+			}
+		}
+	}
 	now := s.now().UnixMilli()
 	out := make([]json.RawMessage, 0, len(evs))
 	for _, e := range evs {
 		b, err := s.clientEvent(ctx, e, versions, byID, now, opts, true)
 		if err != nil {
 			return nil, err
+		}
+		if txn, ok := txns[e.EventID]; ok && !opts.Federation {
+			b = withTxnID(b, txn)
 		}
 		out = append(out, b)
 	}
@@ -87,6 +111,9 @@ func (s *Service) clientEvent(ctx context.Context, e Stored, versions map[string
 		if data, err = pdu.Redact(v, data); err != nil {
 			return nil, fmt.Errorf("rooms: redacting %s: %w", e.EventID, err)
 		}
+	}
+	if opts.Federation {
+		return data, nil
 	}
 	var p pduJSON
 	if err := json.Unmarshal(data, &p); err != nil {
@@ -498,4 +525,24 @@ func contentOf(data []byte) json.RawMessage {
 	}
 	_ = json.Unmarshal(data, &p)
 	return p.Content
+}
+
+// withTxnID adds unsigned.transaction_id to a rendered client event.
+func withTxnID(ev json.RawMessage, txn string) json.RawMessage {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(ev, &m) != nil {
+		return ev
+	}
+	var unsigned map[string]json.RawMessage
+	_ = json.Unmarshal(m["unsigned"], &unsigned)
+	if unsigned == nil {
+		unsigned = map[string]json.RawMessage{}
+	}
+	unsigned["transaction_id"], _ = json.Marshal(txn)
+	m["unsigned"], _ = json.Marshal(unsigned)
+	out, err := json.Marshal(m)
+	if err != nil {
+		return ev
+	}
+	return out
 }

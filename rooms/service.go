@@ -43,9 +43,11 @@ type Config struct {
 
 // Persisted announces one event written at a stream position.
 type Persisted struct {
-	Pos     int64
-	RoomID  string
-	EventID string
+	Pos      int64
+	RoomID   string
+	EventID  string
+	Type     string
+	StateKey *string
 }
 
 // Service is the rooms writer and reader.
@@ -114,7 +116,7 @@ func (s *Service) submit(ctx context.Context, p pdu.Proto, ne NewEvent) (*pdu.Ev
 		return nil, err
 	}
 	if pos > 0 {
-		s.announce(Persisted{Pos: pos, RoomID: ev.RoomID(), EventID: ev.ID()})
+		s.announce(Persisted{Pos: pos, RoomID: ev.RoomID(), EventID: ev.ID(), Type: ev.Type(), StateKey: ev.StateKey()})
 	}
 	return ev, nil
 }

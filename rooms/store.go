@@ -124,6 +124,7 @@ type Store interface {
 
 	DirectoryStore
 	RelationsStore
+	SyncStore
 }
 
 // DirectoryRoom is a room published in the room directory with its number
@@ -145,4 +146,25 @@ type DirectoryStore interface {
 	// MoveAliases points every alias of one room at another and returns
 	// the aliases moved.
 	MoveAliases(ctx context.Context, fromRoomID, toRoomID string) ([]string, error)
+}
+
+// SyncStore is what the sync read side needs beyond the rest of Store.
+type SyncStore interface {
+	// UserMemberships returns the user's current membership event in every
+	// room they have one in.
+	UserMemberships(ctx context.Context, userID string) ([]Stored, error)
+	// RoomsWithEventsBetween returns the rooms with events in (from, to].
+	RoomsWithEventsBetween(ctx context.Context, from, to int64) ([]string, error)
+	// StateEventsBetween returns the room's state events in (from, to), in
+	// stream order.
+	StateEventsBetween(ctx context.Context, roomID string, from, to int64) ([]Stored, error)
+	// MemberCounts counts the room's current memberships by kind.
+	MemberCounts(ctx context.Context, roomID string) (map[string]int, error)
+	// Heroes returns up to limit joined or invited members other than user.
+	Heroes(ctx context.Context, roomID, user string, limit int) ([]string, error)
+	// SharesRoom reports whether two users are joined to a common room.
+	SharesRoom(ctx context.Context, a, b string) (bool, error)
+	// TxnIDs maps those of eventIDs sent in the given transaction scope to
+	// their transaction IDs.
+	TxnIDs(ctx context.Context, userID, scope string, eventIDs []string) (map[string]string, error)
 }

@@ -16,14 +16,19 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"homeserver/accountdata"
 	"homeserver/accounts"
 	"homeserver/clientapi"
 	"homeserver/config"
 	"homeserver/metrics"
 	"homeserver/pdu"
+	"homeserver/presence"
+	"homeserver/receipts"
 	"homeserver/rooms"
 	"homeserver/serverkey"
 	"homeserver/storage"
+	"homeserver/syncapi"
+	"homeserver/typing"
 )
 
 // Server is a running (or ready to run) homeserver.
@@ -37,6 +42,7 @@ type Server struct {
 	accounts *accounts.Service
 	rooms    *rooms.Service
 	client   *clientapi.API
+	typing   *typing.Service
 
 	mu      sync.Mutex
 	servers []*http.Server
@@ -91,9 +97,39 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		RcInvitesPerRoom:          rl(cfg.RcInvites.PerRoom),
 		RcInvitesPerUser:          rl(cfg.RcInvites.PerUser),
 	}, acc, rms, log)
+	// The notifier wakes long-polling syncs; every stream tells it what
+	// changed after it commits.
+	notifier := syncapi.NewNotifier()
+	rms.OnPersist(func(p rooms.Persisted) {
+		notifier.WakeRoom(p.RoomID)
+		if p.Type == "m.room.member" && p.StateKey != nil {
+			notifier.WakeUser(*p.StateKey)
+		}
+	})
+	accountData := accountdata.New(db, notifier.WakeUser)
+	client.SetAccountData(accountData)
+	pres := presence.New(db, func(userID string) {
+		notifier.WakeUser(userID)
+		// Everyone sharing a room with the user learns of the change.
+		joined, err := rms.RoomsWithMembership(context.Background(), userID, "join")
+		if err != nil {
+			log.Warn("waking syncs for presence", "user_id", userID, "err", err)
+			return
+		}
+		for _, r := range joined {
+			notifier.WakeRoom(r)
+		}
+	}, time.Now)
+	client.SetPresence(pres)
+	rcpt, typ := receipts.New(db, notifier.WakeRoom), typing.New(notifier.WakeRoom)
+	client.SetReceipts(rcpt, typ)
+	client.SetSync(syncapi.New(syncapi.Deps{
+		Rooms: rms, Filters: db, AccountData: accountData, Receipts: rcpt, Typing: typ,
+		Presence: pres, Notifier: notifier, Logger: log,
+	}))
 	return &Server{
 		cfg: cfg, log: log, db: db, key: key, registry: reg,
-		http: metrics.NewHTTP(reg), accounts: acc, rooms: rms, client: client,
+		http: metrics.NewHTTP(reg), accounts: acc, rooms: rms, client: client, typing: typ,
 	}, nil
 }
 
@@ -185,6 +221,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	s.wg.Wait()
+	s.typing.Close()
 	if s.db != nil {
 		errs = append(errs, s.db.Close())
 		s.db = nil

@@ -228,26 +228,36 @@ func (db *DB) Extremities(ctx context.Context, roomID string) ([]string, int64, 
 }
 
 // keyFilter builds "(type = $n AND state_key = $n+1) OR ..." for keys.
-func keyFilter(keys []pdu.StateKey, typeCol, keyCol string, args []any) (string, []any) {
+// scope, when set, is a condition repeated in every term, so that each
+// term can be looked up by a whole primary key (SQLite's OR optimisation).
+func keyFilter(keys []pdu.StateKey, scope, typeCol, keyCol string, args []any) (string, []any) {
 	parts := make([]string, 0, len(keys))
+	if scope != "" {
+		scope += " AND "
+	}
 	for _, k := range keys {
 		args = append(args, k.Type, k.StateKey)
-		parts = append(parts, fmt.Sprintf("(%s = $%d AND %s = $%d)", typeCol, len(args)-1, keyCol, len(args)))
+		parts = append(parts, fmt.Sprintf("(%s%s = $%d AND %s = $%d)", scope, typeCol, len(args)-1, keyCol, len(args)))
 	}
 	return "(" + strings.Join(parts, " OR ") + ")", args
 }
 
 func (db *DB) CurrentState(ctx context.Context, roomID string, keys []pdu.StateKey) ([]rooms.Stored, error) {
 	defer db.observe("current_state", time.Now())
-	q := `SELECT ` + prefixed("e", eventColumns) + ` FROM current_state c JOIN events e ON e.event_id = c.event_id WHERE c.room_id = $1`
+	q := `SELECT ` + prefixed("e", eventColumns) + ` FROM current_state c JOIN events e ON e.event_id = c.event_id WHERE `
 	args := []any{roomID}
-	if keys != nil {
+	if keys == nil {
+		q += `c.room_id = $1`
+	} else {
 		if len(keys) == 0 {
 			return nil, nil
 		}
+		// The room ID only inside the terms: with it outside too, SQLite
+		// prefers scanning the whole room's state, which grows with its
+		// members.
 		var f string
-		f, args = keyFilter(keys, "c.type", "c.state_key", args)
-		q += " AND " + f
+		f, args = keyFilter(keys, "c.room_id = $1", "c.type", "c.state_key", args)
+		q += f
 	}
 	return collectStored(db.r.QueryContext(ctx, q+` ORDER BY c.stream_pos`, args...))
 }
@@ -275,7 +285,7 @@ func (db *DB) StateAt(ctx context.Context, group int64, keys []pdu.StateKey) ([]
 			return nil, nil
 		}
 		var f string
-		f, args = keyFilter(keys, "s.type", "s.state_key", args)
+		f, args = keyFilter(keys, "", "s.type", "s.state_key", args)
 		q += " WHERE " + f
 	}
 	rows, err := db.r.QueryContext(ctx, q+` ORDER BY c.depth`, args...)
@@ -779,4 +789,90 @@ func (db *DB) EventsByTime(ctx context.Context, roomID string, ts, pos int64, fo
 		ORDER BY origin_server_ts ASC, stream_pos ASC LIMIT $4`
 	}
 	return collectStored(db.r.QueryContext(ctx, q, roomID, ts, pos, limit))
+}
+
+func (db *DB) UserMemberships(ctx context.Context, userID string) ([]rooms.Stored, error) {
+	defer db.observe("user_memberships", time.Now())
+	return collectStored(db.r.QueryContext(ctx, `SELECT `+prefixed("e", eventColumns)+` FROM current_state c
+		JOIN events e ON e.event_id = c.event_id
+		WHERE c.state_key = $1 AND c.type = 'm.room.member' ORDER BY c.room_id`, userID))
+}
+
+func (db *DB) RoomsWithEventsBetween(ctx context.Context, from, to int64) ([]string, error) {
+	defer db.observe("rooms_with_events_between", time.Now())
+	return queryStrings(ctx, db.r, `SELECT DISTINCT room_id FROM events WHERE stream_pos > $1 AND stream_pos <= $2`, from, to)
+}
+
+func (db *DB) StateEventsBetween(ctx context.Context, roomID string, from, to int64) ([]rooms.Stored, error) {
+	defer db.observe("state_events_between", time.Now())
+	return collectStored(db.r.QueryContext(ctx, `SELECT `+eventColumns+` FROM events
+		WHERE room_id = $1 AND stream_pos > $2 AND stream_pos < $3 AND state_key IS NOT NULL ORDER BY stream_pos`, roomID, from, to))
+}
+
+func (db *DB) MemberCounts(ctx context.Context, roomID string) (map[string]int, error) {
+	defer db.observe("member_counts", time.Now())
+	rows, err := db.r.QueryContext(ctx, `SELECT membership, COUNT(*) FROM current_state
+		WHERE room_id = $1 AND type = 'm.room.member' GROUP BY membership`, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("storage: member counts: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var m sql.NullString
+		var n int
+		if err := rows.Scan(&m, &n); err != nil {
+			return nil, fmt.Errorf("storage: member counts: %w", err)
+		}
+		out[m.String] = n
+	}
+	return out, rows.Err()
+}
+
+func (db *DB) Heroes(ctx context.Context, roomID, user string, limit int) ([]string, error) {
+	defer db.observe("heroes", time.Now())
+	return queryStrings(ctx, db.r, `SELECT state_key FROM current_state
+		WHERE room_id = $1 AND type = 'm.room.member' AND membership IN ('join', 'invite') AND state_key <> $2
+		ORDER BY stream_pos LIMIT $3`, roomID, user, limit)
+}
+
+func (db *DB) SharesRoom(ctx context.Context, a, b string) (bool, error) {
+	defer db.observe("shares_room", time.Now())
+	var n int
+	err := db.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM current_state x
+		JOIN current_state y ON y.room_id = x.room_id AND y.type = 'm.room.member' AND y.state_key = $2 AND y.membership = 'join'
+		WHERE x.type = 'm.room.member' AND x.state_key = $1 AND x.membership = 'join' LIMIT 1) s`, a, b).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("storage: shares room: %w", err)
+	}
+	return n > 0, nil
+}
+
+func (db *DB) TxnIDs(ctx context.Context, userID, scope string, eventIDs []string) (map[string]string, error) {
+	defer db.observe("txn_ids", time.Now())
+	out := map[string]string{}
+	for start := 0; start < len(eventIDs); start += 500 {
+		chunk := eventIDs[start:min(start+500, len(eventIDs))]
+		args := []any{userID, scope}
+		ph := make([]string, len(chunk))
+		for i, id := range chunk {
+			args = append(args, id)
+			ph[i] = fmt.Sprintf("$%d", i+3)
+		}
+		rows, err := db.r.QueryContext(ctx, `SELECT event_id, txn_id FROM event_txns
+			WHERE user_id = $1 AND scope = $2 AND event_id IN (`+strings.Join(ph, ",")+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("storage: txn ids: %w", err)
+		}
+		for rows.Next() {
+			var ev, txn string
+			if err := rows.Scan(&ev, &txn); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("storage: txn ids: %w", err)
+			}
+			out[ev] = txn
+		}
+		rows.Close()
+	}
+	return out, nil
 }

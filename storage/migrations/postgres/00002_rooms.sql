@@ -78,6 +78,7 @@ CREATE TABLE event_txns (
     event_id TEXT NOT NULL,
     PRIMARY KEY (user_id, scope, txn_id)
 );
+CREATE INDEX event_txns_event ON event_txns (event_id);
 
 CREATE TABLE room_aliases (
     alias   TEXT NOT NULL PRIMARY KEY,

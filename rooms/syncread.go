@@ -1,0 +1,166 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+
+	"homeserver/filter"
+	"homeserver/pdu"
+)
+
+// This file is the read side /sync uses: everything is bounded by the
+// positions the sync snapshot took, so that no event is missed or repeated
+// between two syncs.
+
+// UserMemberships returns the user's current membership event in each room.
+func (s *Service) UserMemberships(ctx context.Context, user string) ([]Stored, error) {
+	return s.store.UserMemberships(ctx, user)
+}
+
+// RoomsWithEventsBetween returns the rooms with events in (from, to].
+func (s *Service) RoomsWithEventsBetween(ctx context.Context, from, to int64) ([]string, error) {
+	return s.store.RoomsWithEventsBetween(ctx, from, to)
+}
+
+// MaxPos is the position of the newest event.
+func (s *Service) MaxPos(ctx context.Context) (int64, error) { return s.store.MaxPos(ctx) }
+
+// Timeline returns up to limit events in (from, to] of the room that the
+// user may see and the filter keeps, oldest first, and whether more such
+// events were left out.
+func (s *Service) Timeline(ctx context.Context, user, roomID string, from, to int64, limit int, f *filter.RoomEventFilter) ([]Stored, bool, error) {
+	v, err := s.viewer(ctx, roomID, user)
+	if err != nil {
+		return nil, false, err
+	}
+	var picked []Stored
+	cursor := to + 1
+	scanned := 0
+	batchSize := max(limit+1, 20)
+	for len(picked) <= limit && scanned < maxScan {
+		batch, err := s.store.RoomEvents(ctx, roomID, cursor, from, false, batchSize)
+		if err != nil {
+			return nil, false, err
+		}
+		for _, e := range batch {
+			scanned++
+			cursor = e.Pos
+			if v.canSee(e) && f.Match(e.RoomID, e.Type, e.Sender, contentOf(e.JSON)) {
+				picked = append(picked, e)
+				if len(picked) > limit {
+					break
+				}
+			}
+		}
+		if len(batch) < batchSize {
+			break
+		}
+	}
+	limited := len(picked) > limit
+	if limited {
+		picked = picked[:limit]
+	}
+	slices.Reverse(picked)
+	return picked, limited, nil
+}
+
+// StateAfter returns the room's state just after position pos.
+func (s *Service) StateAfter(ctx context.Context, roomID string, pos int64) ([]Stored, error) {
+	group, err := s.store.StateGroupAt(ctx, roomID, pos)
+	if err != nil {
+		return nil, err
+	}
+	return s.stateOfGroup(ctx, group, nil)
+}
+
+// StateDelta returns the latest state event of each key changed in
+// (from, to), in stream order.
+func (s *Service) StateDelta(ctx context.Context, roomID string, from, to int64) ([]Stored, error) {
+	evs, err := s.store.StateEventsBetween(ctx, roomID, from, to)
+	if err != nil {
+		return nil, err
+	}
+	latest := map[pdu.StateKey]int{}
+	for i, e := range evs {
+		latest[pdu.StateKey{Type: e.Type, StateKey: *e.StateKey}] = i
+	}
+	var out []Stored
+	for i, e := range evs {
+		if latest[pdu.StateKey{Type: e.Type, StateKey: *e.StateKey}] == i {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// Summary is the room summary of /sync.
+type Summary struct {
+	Heroes       []string `json:"m.heroes,omitempty"`
+	JoinedCount  int      `json:"m.joined_member_count"`
+	InvitedCount int      `json:"m.invited_member_count"`
+}
+
+// RoomSummary computes the summary for user.
+func (s *Service) RoomSummary(ctx context.Context, roomID, user string) (Summary, error) {
+	counts, err := s.store.MemberCounts(ctx, roomID)
+	if err != nil {
+		return Summary{}, err
+	}
+	heroes, err := s.store.Heroes(ctx, roomID, user, 5)
+	if err != nil {
+		return Summary{}, err
+	}
+	return Summary{Heroes: heroes, JoinedCount: counts["join"], InvitedCount: counts["invite"]}, nil
+}
+
+// strippedTypes are the state events an invitee or knocker sees.
+var strippedTypes = []string{"m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
+	"m.room.canonical_alias", "m.room.encryption", "m.room.topic"}
+
+// StrippedState returns the stripped state of a room (with the user's own
+// membership event), for invites and knocks.
+func (s *Service) StrippedState(ctx context.Context, roomID, user string) ([]json.RawMessage, error) {
+	keys := make([]pdu.StateKey, 0, len(strippedTypes)+1)
+	for _, t := range strippedTypes {
+		keys = append(keys, pdu.StateKey{Type: t})
+	}
+	keys = append(keys, pdu.StateKey{Type: "m.room.member", StateKey: user})
+	st, err := s.store.CurrentState(ctx, roomID, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]json.RawMessage, 0, len(st))
+	for _, e := range st {
+		b, _ := json.Marshal(map[string]any{
+			"type": e.Type, "state_key": *e.StateKey, "sender": e.Sender, "content": contentOf(e.JSON),
+		})
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// SharesRoom reports whether two users are joined to a common room.
+func (s *Service) SharesRoom(ctx context.Context, a, b string) (bool, error) {
+	if a == b {
+		return true, nil
+	}
+	return s.store.SharesRoom(ctx, a, b)
+}
+
+// MembershipAt returns the user's membership event in force at pos (a
+// zero Stored when they had none).
+func (s *Service) MembershipAt(ctx context.Context, roomID, user string, pos int64) (Stored, error) {
+	evs, err := s.store.MemberEvents(ctx, roomID, user)
+	if err != nil {
+		return Stored{}, err
+	}
+	var at Stored
+	for _, e := range evs {
+		if e.Pos > pos {
+			break
+		}
+		at = e
+	}
+	return at, nil
+}

@@ -1,0 +1,364 @@
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+
+	"homeserver/accountdata"
+	"homeserver/filter"
+	"homeserver/receipts"
+	"homeserver/rooms"
+)
+
+const (
+	defaultTimelineLimit = 10
+	maxTimelineLimit     = 100
+)
+
+// build answers for the changes in (since, now]; since nil is an initial sync.
+func (s *Service) build(ctx context.Context, req Request, since *Token, now Token, memberships []rooms.Stored) (*Response, error) {
+	resp := newResponse()
+	resp.NextBatch = now.String()
+	f := req.Filter
+	if f == nil {
+		f = &filter.Filter{}
+	}
+	initial := since == nil
+	var from Token
+	if !initial {
+		from = *since
+	}
+	b := &builder{s: s, req: req, f: f, resp: resp, from: from, now: now, initial: initial}
+	if f.Room != nil {
+		b.timelineF, b.stateF, b.ephemeralF, b.roomDataF = f.Room.Timeline, f.Room.State, f.Room.Ephemeral, f.Room.AccountData
+	}
+	b.limit = defaultTimelineLimit
+	if b.timelineF != nil && b.timelineF.Limit != nil {
+		b.limit = min(max(*b.timelineF.Limit, 0), maxTimelineLimit)
+	}
+	b.opts = rooms.FormatOptions{Federation: f.EventFormat == "federation", Txn: &rooms.TxnRef{UserID: req.UserID, Scope: req.Scope}}
+
+	items, err := s.account.Since(ctx, req.UserID, from.AccountData, now.AccountData)
+	if err != nil {
+		return nil, err
+	}
+	b.roomData = map[string][]accountdata.Item{}
+	for _, it := range items {
+		if it.RoomID == "" {
+			if f.AccountData.Match(it.Type, "") {
+				resp.AccountData.Events = append(resp.AccountData.Events, accountDataEvent(it))
+			}
+			continue
+		}
+		b.roomData[it.RoomID] = append(b.roomData[it.RoomID], it)
+	}
+
+	if !initial {
+		changed, err := s.rooms.RoomsWithEventsBetween(ctx, from.Events, now.Events)
+		if err != nil {
+			return nil, err
+		}
+		b.changed = set(changed)
+		b.typingChanged = set(s.typing.ChangedSince(from.Typing))
+	}
+	var joined []string
+	for i, m := range memberships {
+		if m.Pos > now.Events {
+			// Changed after the snapshot: answer with what held at it.
+			at, err := s.rooms.MembershipAt(ctx, m.RoomID, req.UserID, now.Events)
+			if err != nil {
+				return nil, err
+			}
+			at.RoomID = m.RoomID
+			memberships[i] = at
+		}
+		if memberships[i].Membership == "join" {
+			joined = append(joined, m.RoomID)
+		}
+	}
+	b.receipts = map[string][]receipts.Receipt{}
+	if len(joined) > 0 {
+		rs, err := s.receipts.Since(ctx, joined, from.Receipts, now.Receipts)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rs {
+			b.receipts[r.RoomID] = append(b.receipts[r.RoomID], r)
+		}
+	}
+	for _, m := range memberships {
+		if m.Membership == "" || (f.Room != nil && !f.Room.IncludesRoom(m.RoomID)) {
+			continue
+		}
+		if err := b.room(ctx, m); err != nil {
+			return nil, err
+		}
+	}
+	if err := b.presence(ctx); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+type builder struct {
+	s       *Service
+	req     Request
+	f       *filter.Filter
+	resp    *Response
+	from    Token
+	now     Token
+	initial bool
+	limit   int
+	opts    rooms.FormatOptions
+
+	timelineF, stateF, ephemeralF, roomDataF *filter.RoomEventFilter
+
+	changed, typingChanged map[string]bool
+	roomData               map[string][]accountdata.Item
+	receipts               map[string][]receipts.Receipt
+}
+
+func set(xs []string) map[string]bool {
+	m := make(map[string]bool, len(xs))
+	for _, x := range xs {
+		m[x] = true
+	}
+	return m
+}
+
+func (b *builder) format(ctx context.Context, evs []rooms.Stored) ([]json.RawMessage, error) {
+	out, err := b.s.rooms.ClientEvents(ctx, evs, b.opts)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		out[i] = filter.ApplyEventFields(out[i], b.f.EventFields)
+	}
+	return out, nil
+}
+
+func (b *builder) room(ctx context.Context, m rooms.Stored) error {
+	newSince := !b.initial && m.Pos > b.from.Events
+	switch m.Membership {
+	case "join":
+		return b.joinedRoom(ctx, m)
+	case "invite":
+		if b.initial || newSince {
+			st, err := b.s.rooms.StrippedState(ctx, m.RoomID, b.req.UserID)
+			if err != nil {
+				return err
+			}
+			b.resp.Rooms.Invite[m.RoomID] = &InvitedRoom{InviteState: Events{Events: st}}
+		}
+	case "knock":
+		if b.initial || newSince {
+			st, err := b.s.rooms.StrippedState(ctx, m.RoomID, b.req.UserID)
+			if err != nil {
+				return err
+			}
+			b.resp.Rooms.Knock[m.RoomID] = &KnockedRoom{KnockState: Events{Events: st}}
+		}
+	case "leave", "ban":
+		includeLeave := b.f.Room != nil && b.f.Room.IncludeLeave
+		if (b.initial && includeLeave) || newSince || (b.req.FullState && includeLeave) {
+			return b.leftRoom(ctx, m)
+		}
+	}
+	return nil
+}
+
+func (b *builder) joinedRoom(ctx context.Context, m rooms.Stored) error {
+	roomID := m.RoomID
+	full := b.initial || b.req.FullState
+	if !full && m.Pos > b.from.Events {
+		before, err := b.s.rooms.MembershipAt(ctx, roomID, b.req.UserID, b.from.Events)
+		if err != nil {
+			return err
+		}
+		full = before.Membership != "join" // newly joined: send the room whole
+	}
+	jr := &JoinedRoom{State: newEvents(), Ephemeral: newEvents(), AccountData: newEvents(), Timeline: Timeline{Events: []json.RawMessage{}}}
+	include := full
+	if full || b.changed[roomID] {
+		tfrom := b.from.Events
+		if full {
+			tfrom = 0
+		}
+		evs, limited, err := b.s.rooms.Timeline(ctx, b.req.UserID, roomID, tfrom, b.now.Events, b.limit, b.timelineF)
+		if err != nil {
+			return err
+		}
+		state, err := b.stateFor(ctx, roomID, evs, limited, full)
+		if err != nil {
+			return err
+		}
+		if jr.Timeline.Events, err = b.format(ctx, evs); err != nil {
+			return err
+		}
+		if jr.State.Events, err = b.format(ctx, state); err != nil {
+			return err
+		}
+		jr.Timeline.Limited = limited
+		start := b.now.Events
+		if len(evs) > 0 {
+			start = evs[0].Pos - 1
+		}
+		jr.Timeline.PrevBatch = rooms.FormatToken(start)
+		if full || hasMember(evs) || hasMember(state) {
+			sum, err := b.s.rooms.RoomSummary(ctx, roomID, b.req.UserID)
+			if err != nil {
+				return err
+			}
+			jr.Summary = &sum
+		}
+		include = include || len(evs) > 0 || len(state) > 0
+	}
+	if users := b.s.typing.Typing(roomID); (full && len(users) > 0) || (!full && b.typingChanged[roomID]) {
+		if b.ephemeralF.Match(roomID, "m.typing", "", nil) {
+			if users == nil {
+				users = []string{}
+			}
+			ev, _ := json.Marshal(map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
+			jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
+		}
+	}
+	if rs := b.receipts[roomID]; len(rs) > 0 && b.ephemeralF.Match(roomID, "m.receipt", "", nil) {
+		if content, ok := receipts.Event(rs, b.req.UserID); ok {
+			ev, _ := json.Marshal(map[string]any{"type": "m.receipt", "content": content})
+			jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
+		}
+	}
+	for _, it := range b.roomData[roomID] {
+		if b.roomDataF.Match(roomID, it.Type, "", nil) {
+			jr.AccountData.Events = append(jr.AccountData.Events, accountDataEvent(it))
+		}
+	}
+	if include || len(jr.Ephemeral.Events) > 0 || len(jr.AccountData.Events) > 0 {
+		b.resp.Rooms.Join[roomID] = jr
+	}
+	return nil
+}
+
+func (b *builder) leftRoom(ctx context.Context, m rooms.Stored) error {
+	tfrom := b.from.Events
+	full := b.initial || b.req.FullState
+	if full {
+		tfrom = 0
+	}
+	evs, limited, err := b.s.rooms.Timeline(ctx, b.req.UserID, m.RoomID, tfrom, m.Pos, b.limit, b.timelineF)
+	if err != nil {
+		return err
+	}
+	state, err := b.stateFor(ctx, m.RoomID, evs, limited, full)
+	if err != nil {
+		return err
+	}
+	lr := &LeftRoom{State: newEvents(), AccountData: newEvents(), Timeline: Timeline{Events: []json.RawMessage{}, Limited: limited}}
+	if lr.Timeline.Events, err = b.format(ctx, evs); err != nil {
+		return err
+	}
+	if lr.State.Events, err = b.format(ctx, state); err != nil {
+		return err
+	}
+	start := m.Pos
+	if len(evs) > 0 {
+		start = evs[0].Pos - 1
+	}
+	lr.Timeline.PrevBatch = rooms.FormatToken(start)
+	for _, it := range b.roomData[m.RoomID] {
+		lr.AccountData.Events = append(lr.AccountData.Events, accountDataEvent(it))
+	}
+	b.resp.Rooms.Leave[m.RoomID] = lr
+	return nil
+}
+
+// stateFor returns the state section: the whole state at the start of the
+// timeline for a full room, the changes between since and the timeline's
+// start when the timeline was cut short, nothing otherwise — filtered and,
+// with lazy loading, reduced to the members the timeline needs.
+func (b *builder) stateFor(ctx context.Context, roomID string, timeline []rooms.Stored, limited, full bool) ([]rooms.Stored, error) {
+	start := b.now.Events
+	if len(timeline) > 0 {
+		start = timeline[0].Pos - 1
+	}
+	var state []rooms.Stored
+	var err error
+	switch {
+	case full:
+		state, err = b.s.rooms.StateAfter(ctx, roomID, start)
+	case limited:
+		state, err = b.s.rooms.StateDelta(ctx, roomID, b.from.Events, start+1)
+	}
+	if err != nil {
+		return nil, err
+	}
+	lazy := b.stateF != nil && b.stateF.LazyLoadMembers
+	senders := map[string]bool{b.req.UserID: true}
+	inTimeline := map[string]bool{}
+	for _, e := range timeline {
+		senders[e.Sender] = true
+		inTimeline[e.EventID] = true
+	}
+	var out []rooms.Stored
+	have := map[string]bool{}
+	for _, e := range state {
+		if lazy && e.Type == "m.room.member" && !senders[*e.StateKey] {
+			continue
+		}
+		if !b.stateF.Match(roomID, e.Type, e.Sender, nil) {
+			continue
+		}
+		have[*e.StateKey+"\x00"+e.Type] = true
+		out = append(out, e)
+	}
+	if lazy && !full && len(timeline) > 0 {
+		// The client may never have seen these senders' memberships.
+		all, err := b.s.rooms.StateAfter(ctx, roomID, start)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range all {
+			if e.Type == "m.room.member" && senders[*e.StateKey] && !have[*e.StateKey+"\x00"+e.Type] && !inTimeline[e.EventID] {
+				out = append(out, e)
+			}
+		}
+	}
+	return out, nil
+}
+
+func hasMember(evs []rooms.Stored) bool {
+	for _, e := range evs {
+		if e.Type == "m.room.member" {
+			return true
+		}
+	}
+	return false
+}
+
+func accountDataEvent(it accountdata.Item) json.RawMessage {
+	ev, _ := json.Marshal(map[string]any{"type": it.Type, "content": it.Content})
+	return ev
+}
+
+func (b *builder) presence(ctx context.Context) error {
+	if b.f.Presence != nil && b.f.Presence.Limit != nil && *b.f.Presence.Limit == 0 {
+		return nil
+	}
+	sts, err := b.s.presence.Changed(ctx, b.from.Presence, b.now.Presence)
+	if err != nil {
+		return err
+	}
+	for _, st := range sts {
+		if !b.f.Presence.Match("m.presence", st.UserID) {
+			continue
+		}
+		shares, err := b.s.rooms.SharesRoom(ctx, b.req.UserID, st.UserID)
+		if err != nil {
+			return err
+		}
+		if shares {
+			b.resp.Presence.Events = append(b.resp.Presence.Events, b.s.presence.Event(st))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,245 @@
+// Package syncapi serves /sync: it snapshots the position of every stream,
+// answers with what changed for the user between the client's token and
+// that snapshot, and, when nothing did, waits on the notifier until
+// something does or the timeout passes.
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"time"
+
+	"homeserver/accountdata"
+	"homeserver/filter"
+	"homeserver/mxhttp"
+	"homeserver/presence"
+	"homeserver/receipts"
+	"homeserver/rooms"
+	"homeserver/typing"
+)
+
+// ErrNotFound is returned by FilterStore for an unknown filter.
+var ErrNotFound = errors.New("syncapi: not found")
+
+// FilterStore keeps uploaded filters.
+type FilterStore interface {
+	CreateFilter(ctx context.Context, userID string, data []byte) (string, error)
+	GetFilter(ctx context.Context, userID, filterID string) ([]byte, error)
+}
+
+// Service answers /sync.
+type Service struct {
+	rooms    *rooms.Service
+	filters  FilterStore
+	account  *accountdata.Service
+	receipts *receipts.Service
+	typing   *typing.Service
+	presence *presence.Service
+	notifier *Notifier
+	log      *slog.Logger
+}
+
+// Deps are the services /sync reads from.
+type Deps struct {
+	Rooms       *rooms.Service
+	Filters     FilterStore
+	AccountData *accountdata.Service
+	Receipts    *receipts.Service
+	Typing      *typing.Service
+	Presence    *presence.Service
+	Notifier    *Notifier
+	Logger      *slog.Logger
+}
+
+// New returns the sync service.
+func New(d Deps) *Service {
+	return &Service{rooms: d.Rooms, filters: d.Filters, account: d.AccountData, receipts: d.Receipts,
+		typing: d.Typing, presence: d.Presence, notifier: d.Notifier, log: d.Logger}
+}
+
+// Request is one /sync call.
+type Request struct {
+	UserID, DeviceID, Scope string
+	Since                   string
+	Timeout                 time.Duration
+	FullState               bool
+	SetPresence             string
+	Filter                  *filter.Filter
+}
+
+// Events is the {"events": [...]} shape used throughout /sync.
+type Events struct {
+	Events []json.RawMessage `json:"events"`
+}
+
+func newEvents() Events { return Events{Events: []json.RawMessage{}} }
+
+// Timeline is a room's timeline section.
+type Timeline struct {
+	Events    []json.RawMessage `json:"events"`
+	Limited   bool              `json:"limited"`
+	PrevBatch string            `json:"prev_batch,omitempty"`
+}
+
+// JoinedRoom is rooms.join.{roomId}.
+type JoinedRoom struct {
+	Summary     *rooms.Summary `json:"summary,omitempty"`
+	State       Events         `json:"state"`
+	Timeline    Timeline       `json:"timeline"`
+	Ephemeral   Events         `json:"ephemeral"`
+	AccountData Events         `json:"account_data"`
+}
+
+// LeftRoom is rooms.leave.{roomId}.
+type LeftRoom struct {
+	State       Events   `json:"state"`
+	Timeline    Timeline `json:"timeline"`
+	AccountData Events   `json:"account_data"`
+}
+
+// InvitedRoom is rooms.invite.{roomId}.
+type InvitedRoom struct {
+	InviteState Events `json:"invite_state"`
+}
+
+// KnockedRoom is rooms.knock.{roomId}.
+type KnockedRoom struct {
+	KnockState Events `json:"knock_state"`
+}
+
+// Rooms is the rooms section.
+type Rooms struct {
+	Join   map[string]*JoinedRoom  `json:"join"`
+	Invite map[string]*InvitedRoom `json:"invite"`
+	Leave  map[string]*LeftRoom    `json:"leave"`
+	Knock  map[string]*KnockedRoom `json:"knock"`
+}
+
+// DeviceLists is filled by end-to-end encryption support later.
+type DeviceLists struct {
+	Changed []string `json:"changed"`
+	Left    []string `json:"left"`
+}
+
+// Response is the /sync answer.
+type Response struct {
+	NextBatch                    string         `json:"next_batch"`
+	Rooms                        Rooms          `json:"rooms"`
+	AccountData                  Events         `json:"account_data"`
+	Presence                     Events         `json:"presence"`
+	ToDevice                     Events         `json:"to_device"`
+	DeviceLists                  DeviceLists    `json:"device_lists"`
+	DeviceOneTimeKeysCount       map[string]int `json:"device_one_time_keys_count"`
+	DeviceUnusedFallbackKeyTypes []string       `json:"device_unused_fallback_key_types"`
+}
+
+func newResponse() *Response {
+	return &Response{
+		Rooms: Rooms{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{},
+			Leave: map[string]*LeftRoom{}, Knock: map[string]*KnockedRoom{}},
+		AccountData: newEvents(), Presence: newEvents(), ToDevice: newEvents(),
+		DeviceLists:            DeviceLists{Changed: []string{}, Left: []string{}},
+		DeviceOneTimeKeysCount: map[string]int{}, DeviceUnusedFallbackKeyTypes: []string{},
+	}
+}
+
+func (r *Response) empty() bool {
+	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 && len(r.Rooms.Knock) == 0 &&
+		len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0
+}
+
+// MaxTimeout caps long-polls.
+const MaxTimeout = 5 * time.Minute
+
+// Now snapshots the position of every stream.
+func (s *Service) Now(ctx context.Context) (Token, error) {
+	var t Token
+	var err error
+	if t.Events, err = s.rooms.MaxPos(ctx); err != nil {
+		return t, err
+	}
+	if t.Receipts, err = s.receipts.MaxPos(ctx); err != nil {
+		return t, err
+	}
+	if t.AccountData, err = s.account.MaxPos(ctx); err != nil {
+		return t, err
+	}
+	if t.Presence, err = s.presence.MaxPos(ctx); err != nil {
+		return t, err
+	}
+	t.Typing = s.typing.Pos()
+	return t, nil
+}
+
+// Sync answers one /sync request, long-polling when asked to.
+func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
+	var since *Token
+	if req.Since != "" {
+		t, err := ParseToken(req.Since)
+		if err != nil {
+			return nil, err
+		}
+		now, err := s.Now(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if t.after(now) {
+			return nil, mxhttp.InvalidParam("Sync token from the future")
+		}
+		if t.Typing > now.Typing {
+			t.Typing = 0 // typing is in memory: a restart starts it again
+		}
+		since = &t
+	}
+	if req.SetPresence != "offline" {
+		if err := s.presence.Touch(ctx, req.UserID, req.SetPresence); err != nil {
+			s.log.Warn("updating presence from sync", "user_id", req.UserID, "err", err)
+		}
+	}
+	timeout := min(req.Timeout, MaxTimeout)
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		memberships, err := s.rooms.UserMemberships(ctx, req.UserID)
+		if err != nil {
+			return nil, err
+		}
+		var roomIDs []string
+		for _, m := range memberships {
+			roomIDs = append(roomIDs, m.RoomID)
+		}
+		// Listen before the snapshot, read memberships after it: whatever
+		// commits in between either is in the answer or wakes the waiter.
+		w := s.notifier.Listen(req.UserID, roomIDs)
+		now, err := s.Now(ctx)
+		if err != nil {
+			w.Close()
+			return nil, err
+		}
+		if memberships, err = s.rooms.UserMemberships(ctx, req.UserID); err != nil {
+			w.Close()
+			return nil, err
+		}
+		resp, err := s.build(ctx, req, since, now, memberships)
+		if err != nil {
+			w.Close()
+			return nil, err
+		}
+		if since == nil || req.FullState || !resp.empty() || timeout <= 0 {
+			w.Close()
+			return resp, nil
+		}
+		select {
+		case <-w.C():
+			w.Close()
+		case <-deadline.C:
+			w.Close()
+			return resp, nil
+		case <-ctx.Done():
+			w.Close()
+			return resp, nil
+		}
+	}
+}

@@ -1,0 +1,48 @@
+package syncapi
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"homeserver/mxhttp"
+)
+
+// Token is a sync position: one position per stream. Its text form is
+// opaque to clients; it starts with the room-event position so that
+// /messages accepts a prev_batch or next_batch as a pagination token.
+type Token struct {
+	Events, Receipts, AccountData, Presence, Typing int64
+}
+
+func (t Token) String() string {
+	return fmt.Sprintf("s%d_%d_%d_%d_%d", t.Events, t.Receipts, t.AccountData, t.Presence, t.Typing)
+}
+
+// ParseToken reads a next_batch token.
+func ParseToken(s string) (Token, error) {
+	bad := mxhttp.InvalidParam("Invalid sync token %q", s)
+	rest, ok := strings.CutPrefix(s, "s")
+	if !ok {
+		return Token{}, bad
+	}
+	parts := strings.Split(rest, "_")
+	if len(parts) != 5 {
+		return Token{}, bad
+	}
+	var n [5]int64
+	for i, p := range parts {
+		v, err := strconv.ParseInt(p, 10, 64)
+		if err != nil || v < 0 {
+			return Token{}, bad
+		}
+		n[i] = v
+	}
+	return Token{Events: n[0], Receipts: n[1], AccountData: n[2], Presence: n[3], Typing: n[4]}, nil
+}
+
+// after reports whether t is past now in a persistent stream: a token this
+// server never handed out.
+func (t Token) after(now Token) bool {
+	return t.Events > now.Events || t.Receipts > now.Receipts || t.AccountData > now.AccountData || t.Presence > now.Presence
+}
