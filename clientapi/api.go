@@ -156,6 +156,7 @@ func (a *API) clientRoutes(r chi.Router) {
 		a.presenceRoutes(r)
 		a.accountDataRoutes(r)
 		a.receiptRoutes(r)
+		a.legacyRoutes(r)
 	})
 }
 

@@ -318,10 +318,31 @@ func TestCreateRoomErrors(t *testing.T) {
 		})
 	}
 	wantErr(t, s.Do("POST", v3+"/createRoom", alice.Token, "{not json"), http.StatusBadRequest, "M_NOT_JSON")
+	wantErr(t, s.Do("POST", v3+"/createRoom", alice.Token, map[string]any{"initial_state": []map[string]any{{"type": "m.x", "content": map[string]any{"f": 1.5}}}}),
+		http.StatusBadRequest, "M_BAD_JSON")
+	wantErr(t, s.Do("POST", v3+"/createRoom", alice.Token, map[string]any{"visibility": "secret"}), http.StatusBadRequest, "M_INVALID_PARAM")
+	wantErr(t, s.Do("POST", v3+"/createRoom", alice.Token, map[string]any{"preset": "party"}), http.StatusBadRequest, "M_INVALID_PARAM")
+	wantErr(t, s.Do("POST", v3+"/createRoom", alice.Token, map[string]any{"room_alias_name": "a:b"}), http.StatusBadRequest, "M_INVALID_PARAM")
+	wantErr(t, s.Do("POST", v3+"/createRoom", alice.Token, map[string]any{"invite": []string{"not-a-user"}}), http.StatusBadRequest, "M_INVALID_PARAM")
+	// Invitees who cannot be invited: nothing is created.
+	wantErr(t, s.Do("POST", v3+"/createRoom", alice.Token, map[string]any{"invite": []string{"@ghost:test.local"}}), http.StatusNotFound, "M_NOT_FOUND")
+	wantErr(t, s.Do("POST", v3+"/createRoom", alice.Token, map[string]any{"invite": []string{"@bob:elsewhere.example"}}), http.StatusForbidden, "M_FORBIDDEN")
+	// Initial state the auth rules refuse is M_INVALID_ROOM_STATE: the
+	// creator's power below what the name needs; a second create event.
+	wantErr(t, s.Do("POST", v3+"/createRoom", alice.Token, map[string]any{
+		"name": "x", "room_alias_name": "half",
+		"power_level_content_override": map[string]any{"users": map[string]any{alice.ID: 10}},
+	}), http.StatusBadRequest, "M_INVALID_ROOM_STATE")
+	wantErr(t, s.Do("POST", v3+"/createRoom", alice.Token, map[string]any{
+		"initial_state": []map[string]any{{"type": "m.room.create", "content": map[string]any{}}},
+	}), http.StatusBadRequest, "M_INVALID_ROOM_STATE")
+	// The failed room gave its alias back.
+	wantErr(t, s.Do("GET", v3+"/directory/room/"+url.PathEscape("#half:test.local"), "", nil), http.StatusNotFound, "M_NOT_FOUND")
+	rmCreate(t, s, alice, map[string]any{"room_alias_name": "half"})
 	wantErr(t, s.Do("POST", v3+"/createRoom", "", map[string]any{}), http.StatusUnauthorized, "M_MISSING_TOKEN")
-	// The failed attempts created nothing: alice is in one room.
+	// The failed attempts left alice in no room: she is in the two made.
 	r := s.MustDo(http.StatusOK, "GET", v3+"/joined_rooms", alice.Token, nil)
-	if n := len(r.JSON["joined_rooms"].([]any)); n != 1 {
+	if n := len(r.JSON["joined_rooms"].([]any)); n != 2 {
 		t.Errorf("joined_rooms after failed creations: %s", r.Body)
 	}
 }
@@ -455,6 +476,21 @@ func TestKnock(t *testing.T) {
 	rmInvite(t, s, alice, room, bob.ID)
 	rmJoin(t, s, bob, room)
 	rmSendText(t, s, bob, room, "in")
+
+	// A knock is rescinded by leaving; an invite is rejected the same way.
+	carol := s.Register("carol", "pw")
+	s.MustDo(http.StatusOK, "POST", v3+"/knock/"+url.PathEscape(room), carol.Token, nil)
+	s.MustDo(http.StatusOK, "POST", rmRoom(room)+"/leave", carol.Token, nil)
+	if got := rmStateContent(t, s, alice, room, "m.room.member", carol.ID)["membership"]; got != "leave" {
+		t.Fatalf("rescinded knock: %v", got)
+	}
+	rmInvite(t, s, alice, room, carol.ID)
+	s.MustDo(http.StatusOK, "POST", rmRoom(room)+"/leave", carol.Token, nil)
+	if got := rmStateContent(t, s, alice, room, "m.room.member", carol.ID)["membership"]; got != "leave" {
+		t.Fatalf("rejected invite: %v", got)
+	}
+	// Inviting someone already in the room is refused.
+	wantErr(t, s.Do("POST", rmRoom(room)+"/invite", alice.Token, map[string]any{"user_id": bob.ID}), http.StatusForbidden, "M_FORBIDDEN")
 }
 
 func TestRestrictedJoin(t *testing.T) {
@@ -700,6 +736,11 @@ func TestRoomState(t *testing.T) {
 	pl["users"].(map[string]any)[bob.ID] = 50
 	rmPutState(t, s, alice, private, "m.room.power_levels", "", pl)
 	rmPutState(t, s, bob, private, "m.room.name", "", map[string]any{"name": "mine"})
+	// A canonical alias must point to the room.
+	s.MustDo(http.StatusOK, "PUT", v3+"/directory/room/"+url.PathEscape("#priv:test.local"), alice.Token, map[string]any{"room_id": private})
+	wantErr(t, s.Do("PUT", rmRoom(private)+"/state/m.room.canonical_alias", alice.Token, map[string]any{"alias": "#nowhere:test.local"}), http.StatusBadRequest, "M_BAD_ALIAS")
+	wantErr(t, s.Do("PUT", rmRoom(room)+"/state/m.room.canonical_alias", alice.Token, map[string]any{"alias": "#priv:test.local"}), http.StatusBadRequest, "M_BAD_ALIAS")
+	rmPutState(t, s, alice, private, "m.room.canonical_alias", "", map[string]any{"alias": "#priv:test.local"})
 	// State content must be Matrix JSON too.
 	wantErr(t, s.Do("PUT", rmRoom(private)+"/state/m.custom/f", alice.Token, `{"n": 0.5}`), http.StatusBadRequest, "M_BAD_JSON")
 }
@@ -919,6 +960,62 @@ func TestMessagesPagination(t *testing.T) {
 	p = rmMessages(t, s, alice, room, url.Values{"dir": {"f"}, "limit": {"100"}})
 	if len(p.Chunk) <= 25 || p.Chunk[0].Type != "m.room.create" || p.End != "" {
 		t.Errorf("whole room forwards: %d events, first %s, end %q", len(p.Chunk), p.Chunk[0].Type, p.End)
+	}
+
+	// Without a filter: every event of the room exactly once, by 7s, both
+	// ways, and a message sent while paging backwards does not slip in.
+	var back []string
+	seen := map[string]bool{}
+	from = ""
+	for pages := 0; ; pages++ {
+		if pages > 20 {
+			t.Fatal("backward pagination does not end")
+		}
+		q := url.Values{"dir": {"b"}, "limit": {"7"}}
+		if from != "" {
+			q.Set("from", from)
+		}
+		p := rmMessages(t, s, alice, room, q)
+		for _, e := range p.Chunk {
+			if seen[e.EventID] {
+				t.Fatalf("%s twice going backwards", e.EventID)
+			}
+			seen[e.EventID] = true
+			back = append(back, e.EventID)
+		}
+		if pages == 0 {
+			rmSendText(t, s, alice, room, "late")
+		}
+		if p.End == "" {
+			break
+		}
+		from = p.End
+	}
+	var fwdIDs []string
+	from = ""
+	for pages := 0; ; pages++ {
+		if pages > 20 {
+			t.Fatal("forward pagination does not end")
+		}
+		q := url.Values{"dir": {"f"}, "limit": {"7"}}
+		if from != "" {
+			q.Set("from", from)
+		}
+		p := rmMessages(t, s, alice, room, q)
+		for _, e := range p.Chunk {
+			fwdIDs = append(fwdIDs, e.EventID)
+		}
+		if p.End == "" {
+			break
+		}
+		from = p.End
+	}
+	slices.Reverse(back)
+	if len(fwdIDs) != len(back)+1 || !slices.Equal(fwdIDs[:len(back)], back) {
+		t.Fatalf("forwards %d events, backwards %d: not the same log", len(fwdIDs), len(back))
+	}
+	if ev := rmEventOf(t, s.MustDo(http.StatusOK, "GET", rmRoom(room)+"/event/"+url.PathEscape(fwdIDs[len(back)]), alice.Token, nil)); ev.body() != "late" {
+		t.Fatalf("the last event forwards is %+v", ev)
 	}
 
 	// Bad parameters.

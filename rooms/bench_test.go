@@ -41,23 +41,23 @@ func rtBuildRoom(b *testing.B, path string, cleanup func(func()), members, event
 	ctx := context.Background()
 	env := rtOpenUntil(b, path, cleanup)
 	alice := rtUser("alice")
-	room := must(env.svc.CreateRoom(ctx, alice, rooms.CreateRoomRequest{Preset: rooms.PresetPublic, Name: ptr("Bench")})).of(b)
+	room := rtMust(env.svc.CreateRoom(ctx, alice, rooms.CreateRoomRequest{Preset: rooms.PresetPublic, Name: rtPtr("Bench")})).of(b)
 	for i := 1; i < members; i++ {
-		must(env.svc.Join(ctx, rtMember(i), room, "")).of(b)
+		rtMust(env.svc.Join(ctx, rtMember(i), room, "")).of(b)
 	}
 	joined := time.Since(start)
 
-	version := must(env.db.GetRoom(ctx, room)).of(b).Version
+	version := rtMust(env.db.GetRoom(ctx, room)).of(b).Version
 	prevs, depth := rtExtremities(b, env, room)
 	parse := func(st []rooms.Stored) map[pdu.StateKey]*pdu.Event {
 		out := map[pdu.StateKey]*pdu.Event{}
 		for _, s := range st {
-			out[pdu.StateKey{Type: s.Type, StateKey: *s.StateKey}] = must(pdu.Parse(version, s.JSON)).of(b)
+			out[pdu.StateKey{Type: s.Type, StateKey: *s.StateKey}] = rtMust(pdu.Parse(version, s.JSON)).of(b)
 		}
 		return out
 	}
-	state := rtState(parse(must(env.db.CurrentState(ctx, room, []pdu.StateKey{{Type: "m.room.create"}, {Type: "m.room.power_levels"}})).of(b)))
-	memberEvents := parse(must(env.db.CurrentStateOfType(ctx, room, "m.room.member")).of(b))
+	state := rtState(parse(rtMust(env.db.CurrentState(ctx, room, []pdu.StateKey{{Type: "m.room.create"}, {Type: "m.room.power_levels"}})).of(b)))
+	memberEvents := parse(rtMust(env.db.CurrentStateOfType(ctx, room, "m.room.member")).of(b))
 	if len(memberEvents) != members {
 		b.Fatalf("%d members joined, want %d", len(memberEvents), members)
 	}
@@ -71,7 +71,7 @@ func rtBuildRoom(b *testing.B, path string, cleanup func(func()), members, event
 	queue := make(chan built, 64)
 	stop := make(chan struct{})
 	defer close(stop)
-	n := int(must(env.db.MaxPos(ctx)).of(b))
+	n := int(rtMust(env.db.MaxPos(ctx)).of(b))
 	go func() {
 		defer close(queue)
 		for i := n; i < events; i++ {
@@ -106,7 +106,7 @@ func rtBuildRoom(b *testing.B, path string, cleanup func(func()), members, event
 			b.Fatal(err)
 		}
 	}
-	if got := must(env.db.MaxPos(ctx)).of(b); got != int64(events) {
+	if got := rtMust(env.db.MaxPos(ctx)).of(b); got != int64(events) {
 		b.Fatalf("the room holds %d events, want %d", got, events)
 	}
 	b.Logf("built a room of %d members and %d events in %v (joins %v)", members, events, time.Since(start).Round(time.Millisecond), joined.Round(time.Millisecond))

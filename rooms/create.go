@@ -43,8 +43,12 @@ const (
 )
 
 // CreateRoom creates a room and sends its initial events in the order the
-// spec gives, each through the auth rules.
-func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoomRequest) (string, error) {
+// spec gives, each through the auth rules. What can be checked is checked
+// before the room is made; initial state that the auth rules refuse (the
+// creator's power lowered below what the following events need, say) is
+// M_INVALID_ROOM_STATE, as the spec has it, and the half-made room is left
+// by its creator and loses the alias it was given.
+func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoomRequest) (_ string, err error) {
 	switch req.Visibility {
 	case "", "private", "public":
 	default:
@@ -70,10 +74,19 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 		if !ValidUserID(u) {
 			return "", mxhttp.InvalidParam("Invalid user ID to invite: %q", u)
 		}
+		if err := s.checkInvitee(ctx, u); err != nil {
+			return "", err
+		}
 	}
 	for _, st := range req.InitialState {
 		if st.Type == "" || len(st.Content) == 0 {
 			return "", mxhttp.BadJSON("initial_state events need a type and content")
+		}
+		if st.Type == "m.room.member" {
+			return "", mxhttp.BadJSON("initial_state cannot set memberships")
+		}
+		if err := pdu.ValidateJSON(st.Content); err != nil {
+			return "", mxhttp.BadJSON("initial_state content: %v", err)
 		}
 	}
 	alias := ""
@@ -120,6 +133,22 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 		return "", err
 	}
 	roomID = ev.RoomID()
+	aliasMade := false
+	defer func() {
+		if err == nil {
+			return
+		}
+		// Best effort: nobody is left in the half-made room, and the alias
+		// is free again.
+		if aliasMade {
+			_ = s.store.DeleteAlias(ctx, alias)
+		}
+		if m, merr := s.store.Membership(ctx, roomID, creator); merr == nil && m == "join" {
+			_, _ = s.submit(ctx, pdu.Proto{Sender: creator, RoomID: roomID, Type: "m.room.member", StateKey: &creator,
+				Content: mustJSON(map[string]string{"membership": "leave"})}, NewEvent{})
+		}
+		s.log.Info("room creation failed", "room_id", roomID, "creator", creator, "err", err)
+	}()
 
 	send := func(eventType, stateKey string, content any) error {
 		body, ok := content.(json.RawMessage)
@@ -127,6 +156,11 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 			body = mustJSON(content)
 		}
 		_, err := s.submit(ctx, pdu.Proto{Sender: creator, RoomID: roomID, Type: eventType, StateKey: &stateKey, Content: body}, NewEvent{})
+		var me *mxhttp.Error
+		if errors.As(err, &me) && me.Code == "M_FORBIDDEN" {
+			// The auth rules refuse the state the request implies.
+			return &mxhttp.Error{Status: 400, Code: "M_INVALID_ROOM_STATE", Message: "Invalid initial state: " + me.Message}
+		}
 		return err
 	}
 	// 2. The creator joins.
@@ -145,6 +179,7 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 			}
 			return "", err
 		}
+		aliasMade = true
 		if err := send("m.room.canonical_alias", "", map[string]string{"alias": alias}); err != nil {
 			return "", err
 		}
@@ -175,12 +210,6 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 	}
 	// 6. initial_state, in order.
 	for _, st := range req.InitialState {
-		if st.Type == "m.room.member" {
-			return "", mxhttp.BadJSON("initial_state cannot set memberships")
-		}
-		if err := pdu.ValidateJSON(st.Content); err != nil {
-			return "", mxhttp.BadJSON("initial_state content: %v", err)
-		}
 		if err := send(st.Type, st.StateKey, st.Content); err != nil {
 			return "", err
 		}

@@ -150,26 +150,34 @@ func (s *Service) restrictedJoin(ctx context.Context, roomID, user, current stri
 
 // Invite invites target on behalf of sender.
 func (s *Service) Invite(ctx context.Context, sender, roomID, target, reason string, isDirect bool) (string, error) {
-	if !ValidUserID(target) {
-		return "", mxhttp.InvalidParam("Invalid user ID %q", target)
-	}
-	if !s.isLocal(target) {
-		return "", mxhttp.Forbidden("Cannot invite users of other servers: federation is not available")
-	}
-	if s.profiles != nil {
-		ok, err := s.profiles.Exists(ctx, target)
-		if err != nil {
-			return "", err
-		}
-		if !ok {
-			return "", mxhttp.NotFound("Unknown user %s", target)
-		}
+	if err := s.checkInvitee(ctx, target); err != nil {
+		return "", err
 	}
 	extra := map[string]any{}
 	if isDirect {
 		extra["is_direct"] = true
 	}
 	return s.sendMembership(ctx, sender, roomID, target, s.memberContent(ctx, target, "invite", reason, extra))
+}
+
+// checkInvitee checks that target is a user who can be invited.
+func (s *Service) checkInvitee(ctx context.Context, target string) error {
+	if !ValidUserID(target) {
+		return mxhttp.InvalidParam("Invalid user ID %q", target)
+	}
+	if !s.isLocal(target) {
+		return mxhttp.Forbidden("Cannot invite users of other servers: federation is not available")
+	}
+	if s.profiles != nil {
+		ok, err := s.profiles.Exists(ctx, target)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return mxhttp.NotFound("Unknown user %s", target)
+		}
+	}
+	return nil
 }
 
 // Leave leaves a room, or rejects an invite or rescinds a knock.

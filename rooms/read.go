@@ -546,3 +546,16 @@ func withTxnID(ev json.RawMessage, txn string) json.RawMessage {
 	}
 	return out
 }
+
+// RoomOfEvent returns the room an event is in ("" when the event is
+// unknown), for APIs that name no room.
+func (s *Service) RoomOfEvent(ctx context.Context, eventID string) (string, error) {
+	e, err := s.store.GetEvent(ctx, eventID)
+	if errors.Is(err, ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return e.RoomID, nil
+}

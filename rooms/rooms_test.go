@@ -71,13 +71,13 @@ var rtQuiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func rtUser(name string) string { return "@" + name + ":" + rtServer }
 
-// rtResult is a value with its error, for must(f()).of(t).
+// rtResult is a value with its error, for rtMust(f()).of(t).
 type rtResult[T any] struct {
 	v   T
 	err error
 }
 
-func must[T any](v T, err error) rtResult[T] { return rtResult[T]{v, err} }
+func rtMust[T any](v T, err error) rtResult[T] { return rtResult[T]{v, err} }
 
 // of returns the value, failing the test on an error.
 func (r rtResult[T]) of(tb testing.TB) T {
@@ -88,7 +88,7 @@ func (r rtResult[T]) of(tb testing.TB) T {
 	return r.v
 }
 
-func noErr(tb testing.TB, err error) {
+func rtNoErr(tb testing.TB, err error) {
 	tb.Helper()
 	if err != nil {
 		tb.Fatal(err)
@@ -101,7 +101,7 @@ func (e *rtEnv) send(tb testing.TB, sender, roomID, eventType string, stateKey *
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return must(e.svc.Send(context.Background(), rooms.SendRequest{
+	return rtMust(e.svc.Send(context.Background(), rooms.SendRequest{
 		Sender: sender, RoomID: roomID, Type: eventType, StateKey: stateKey, Content: body,
 	})).of(tb)
 }
@@ -119,16 +119,17 @@ func (e *rtEnv) setState(tb testing.TB, sender, roomID, eventType, key string, c
 // rtBusyRoom fills a room of the given version with everything the rooms
 // service writes: joins and leaves, invites, bans and kicks, power level,
 // name and topic changes, 200 messages and redactions (own and a
-// moderator's, of messages and of state). It returns the room ID.
+// moderator's, of messages and of state, the power levels included). It
+// returns the room ID.
 func rtBusyRoom(t *testing.T, e *rtEnv, version string) string {
 	ctx := context.Background()
 	alice, bob, carol, dave, erin, frank := rtUser("alice"), rtUser("bob"), rtUser("carol"), rtUser("dave"), rtUser("erin"), rtUser("frank")
-	room := must(e.svc.CreateRoom(ctx, alice, rooms.CreateRoomRequest{
-		Preset: rooms.PresetPublic, RoomVersion: version, Name: ptr("Busy"), Topic: ptr("Everything"),
+	room := rtMust(e.svc.CreateRoom(ctx, alice, rooms.CreateRoomRequest{
+		Preset: rooms.PresetPublic, RoomVersion: version, Name: rtPtr("Busy"), Topic: rtPtr("Everything"),
 		Invite: []string{frank},
 	})).of(t)
 	for _, u := range []string{bob, carol, dave, erin} {
-		must(e.svc.Join(ctx, u, room, "")).of(t)
+		rtMust(e.svc.Join(ctx, u, room, "")).of(t)
 	}
 	// Senders take turns among those currently joined.
 	everyone := []string{alice, bob, carol, dave, erin, frank}
@@ -152,26 +153,26 @@ func rtBusyRoom(t *testing.T, e *rtEnv, version string) string {
 			pl["users"].(map[string]any)[bob] = 50
 			e.setState(t, alice, room, "m.room.power_levels", "", pl)
 		case 30:
-			noErr(t, e.svc.Kick(ctx, bob, room, carol, "noise"))
+			rtNoErr(t, e.svc.Kick(ctx, bob, room, carol, "noise"))
 			joined[carol] = false
 		case 40:
-			must(e.svc.Join(ctx, carol, room, "sorry")).of(t)
+			rtMust(e.svc.Join(ctx, carol, room, "sorry")).of(t)
 			joined[carol] = true
 		case 50:
-			noErr(t, e.svc.Ban(ctx, bob, room, dave, "spam"))
+			rtNoErr(t, e.svc.Ban(ctx, bob, room, dave, "spam"))
 			joined[dave] = false
 		case 60:
-			noErr(t, e.svc.Unban(ctx, alice, room, dave, ""))
-			must(e.svc.Join(ctx, dave, room, "")).of(t)
+			rtNoErr(t, e.svc.Unban(ctx, alice, room, dave, ""))
+			rtMust(e.svc.Join(ctx, dave, room, "")).of(t)
 			joined[dave] = true
 		case 70:
 			e.setState(t, bob, room, "m.room.topic", "", map[string]any{"topic": "changed by bob"})
 		case 80:
-			noErr(t, e.svc.Leave(ctx, erin, room, "later"))
+			rtNoErr(t, e.svc.Leave(ctx, erin, room, "later"))
 			joined[erin] = false
 		case 90:
-			must(e.svc.Join(ctx, frank, room, "")).of(t)
-			must(e.svc.Join(ctx, erin, room, "")).of(t)
+			rtMust(e.svc.Join(ctx, frank, room, "")).of(t)
+			rtMust(e.svc.Join(ctx, erin, room, "")).of(t)
 			joined[frank], joined[erin] = true, true
 		case 100:
 			e.setState(t, alice, room, "m.room.name", "", map[string]any{"name": "Renamed"})
@@ -179,11 +180,11 @@ func rtBusyRoom(t *testing.T, e *rtEnv, version string) string {
 		case 110:
 			// A redaction of a state event: the join rules keep their rule.
 			jr := e.setState(t, alice, room, "m.room.join_rules", "", map[string]any{"join_rule": "public", "note": "x"})
-			must(e.svc.Redact(ctx, alice, room, jr, json.RawMessage(`{"reason":"tidy"}`), nil)).of(t)
+			rtMust(e.svc.Redact(ctx, alice, room, jr, json.RawMessage(`{"reason":"tidy"}`), nil)).of(t)
 		case 120:
 			// Redactions: one's own, and a moderator's of another's.
-			must(e.svc.Redact(ctx, bob, room, mine[0], nil, nil)).of(t)
-			must(e.svc.Redact(ctx, bob, room, e.lastOf(t, room, carol), json.RawMessage(`{"reason":"rude"}`), nil)).of(t)
+			rtMust(e.svc.Redact(ctx, bob, room, mine[0], nil, nil)).of(t)
+			rtMust(e.svc.Redact(ctx, bob, room, e.lastOf(t, room, carol), json.RawMessage(`{"reason":"rude"}`), nil)).of(t)
 		case 130:
 			// bob is demoted again and may no longer kick.
 			pl := rtPowerLevels(t, e, alice, room)
@@ -193,8 +194,18 @@ func rtBusyRoom(t *testing.T, e *rtEnv, version string) string {
 			if err := e.svc.Kick(ctx, bob, room, carol, ""); err == nil {
 				t.Fatal("a demoted user could kick")
 			}
+		case 140:
+			// Redacted power levels count redacted: before v11 that drops
+			// "invite" (50 in a public room) back to 0, so that frank
+			// (power 0) may invite.
+			pl := rtMust(e.db.CurrentState(ctx, room, []pdu.StateKey{{Type: "m.room.power_levels"}})).of(t)[0]
+			rtMust(e.svc.Redact(ctx, alice, room, pl.EventID, nil, nil)).of(t)
+			_, err := e.svc.Invite(ctx, frank, room, rtUser("grace"), "", false)
+			if keepsInvite := version == "11" || version == "12"; (err == nil) == keepsInvite {
+				t.Fatalf("v%s: invite after redacting the power levels: %v", version, err)
+			}
 		case 150:
-			noErr(t, e.svc.Ban(ctx, alice, room, erin, ""))
+			rtNoErr(t, e.svc.Ban(ctx, alice, room, erin, ""))
 			joined[erin] = false
 		case 160:
 			e.setState(t, alice, room, "m.custom.thing", "", map[string]any{"n": 1})
@@ -212,7 +223,7 @@ func rtBusyRoom(t *testing.T, e *rtEnv, version string) string {
 
 // lastOf is the ID of the last event the user sent in the room.
 func (e *rtEnv) lastOf(t *testing.T, roomID, user string) string {
-	evs := must(e.db.RoomEvents(context.Background(), roomID, math.MaxInt64, 0, false, 100)).of(t)
+	evs := rtMust(e.db.RoomEvents(context.Background(), roomID, math.MaxInt64, 0, false, 100)).of(t)
 	for _, ev := range evs {
 		if ev.Sender == user && ev.Type == "m.room.message" {
 			return ev.EventID
@@ -224,7 +235,7 @@ func (e *rtEnv) lastOf(t *testing.T, roomID, user string) string {
 
 func rtPowerLevels(t *testing.T, e *rtEnv, user, roomID string) map[string]any {
 	t.Helper()
-	raw := must(e.svc.StateEvent(context.Background(), user, roomID, "m.room.power_levels", "")).of(t)
+	raw := rtMust(e.svc.StateEvent(context.Background(), user, roomID, "m.room.power_levels", "")).of(t)
 	var ev struct {
 		Content map[string]any `json:"content"`
 	}
@@ -234,7 +245,7 @@ func rtPowerLevels(t *testing.T, e *rtEnv, user, roomID string) map[string]any {
 	return ev.Content
 }
 
-func ptr[T any](v T) *T { return &v }
+func rtPtr[T any](v T) *T { return &v }
 
 // rtState is state loaded for the auth rules.
 type rtState map[pdu.StateKey]*pdu.Event
@@ -267,18 +278,18 @@ func TestEveryEventVerifies(t *testing.T) {
 		total += n
 	}
 	// The checks do catch a forgery: altered content, another key.
-	last := must(e.db.RoomEvents(ctx, roomIDs[0], math.MaxInt64, 0, false, 1)).of(t)[0]
+	last := rtMust(e.db.RoomEvents(ctx, roomIDs[0], math.MaxInt64, 0, false, 1)).of(t)[0]
 	forged := strings.Replace(string(last.JSON), "message", "massage", 1)
-	if fe := must(pdu.Parse(versions[0], []byte(forged))).of(t); pdu.CheckContentHash(fe) == nil {
+	if fe := rtMust(pdu.Parse(versions[0], []byte(forged))).of(t); pdu.CheckContentHash(fe) == nil {
 		t.Error("altered content passes the content hash check")
 	}
-	other := must(serverkey.Generate()).of(t)
-	if pdu.VerifySignature(must(pdu.Parse(versions[0], last.JSON)).of(t), rtServer, e.key.ID, other.Public()) == nil {
+	other := rtMust(serverkey.Generate()).of(t)
+	if pdu.VerifySignature(rtMust(pdu.Parse(versions[0], last.JSON)).of(t), rtServer, e.key.ID, other.Public()) == nil {
 		t.Error("the signature verifies with another key")
 	}
 
 	// Every event of the database was walked: positions are dense.
-	maxPos := must(e.db.MaxPos(ctx)).of(t)
+	maxPos := rtMust(e.db.MaxPos(ctx)).of(t)
 	if int64(total) != maxPos {
 		t.Errorf("walked %d events, the log has %d", total, maxPos)
 	}
@@ -298,7 +309,7 @@ func rtBusyRoomChecked(t *testing.T, e *rtEnv, version string) string {
 func rtVerifyRoom(t *testing.T, e *rtEnv, roomID, version string) int {
 	t.Helper()
 	ctx := context.Background()
-	if got := must(e.db.GetRoom(ctx, roomID)).of(t).Version; got != version {
+	if got := rtMust(e.db.GetRoom(ctx, roomID)).of(t).Version; got != version {
 		t.Fatalf("room %s is version %s, want %s", roomID, got, version)
 	}
 	pub := e.key.Public()
@@ -307,7 +318,7 @@ func rtVerifyRoom(t *testing.T, e *rtEnv, roomID, version string) int {
 	redactions := 0
 	from := int64(0)
 	for {
-		batch := must(e.db.RoomEvents(ctx, roomID, from, math.MaxInt64, true, 100)).of(t)
+		batch := rtMust(e.db.RoomEvents(ctx, roomID, from, math.MaxInt64, true, 100)).of(t)
 		for i := range batch {
 			st := batch[i]
 			count++
@@ -335,7 +346,7 @@ func rtVerifyRoom(t *testing.T, e *rtEnv, roomID, version string) int {
 			}
 			if ev.Type() == "m.room.redaction" {
 				redactions++
-				target := must(e.db.GetEvent(ctx, ev.Redacts())).of(t)
+				target := rtMust(e.db.GetEvent(ctx, ev.Redacts())).of(t)
 				if target.RedactedBy != ev.ID() {
 					t.Errorf("%s: target %s is redacted by %q", where, target.EventID, target.RedactedBy)
 				}
@@ -386,15 +397,15 @@ func rtVerifyRoom(t *testing.T, e *rtEnv, roomID, version string) int {
 func rtStateBefore(t *testing.T, e *rtEnv, version string, ev *pdu.Event, prev rooms.Stored) rtState {
 	t.Helper()
 	ctx := context.Background()
-	keys := must(pdu.NeededForAuth(pdu.Proto{
+	keys := rtMust(pdu.NeededForAuth(pdu.Proto{
 		Sender: ev.Sender(), RoomID: ev.RoomID(), Type: ev.Type(), StateKey: ev.StateKey(), Content: ev.Content(),
 	}, version)).of(t)
-	entries := must(e.db.StateAt(ctx, prev.StateGroup, keys)).of(t)
+	entries := rtMust(e.db.StateAt(ctx, prev.StateGroup, keys)).of(t)
 	ids := make([]string, len(entries))
 	for i, en := range entries {
 		ids[i] = en.EventID
 	}
-	stored := must(e.db.GetEvents(ctx, ids)).of(t)
+	stored := rtMust(e.db.GetEvents(ctx, ids)).of(t)
 	if len(stored) != len(ids) {
 		t.Fatalf("state entries %v, found %d events", ids, len(stored))
 	}
@@ -402,12 +413,12 @@ func rtStateBefore(t *testing.T, e *rtEnv, version string, ev *pdu.Event, prev r
 	for _, s := range stored {
 		data := s.JSON
 		if s.RedactedBy != "" {
-			red := must(e.db.GetEvent(ctx, s.RedactedBy)).of(t)
+			red := rtMust(e.db.GetEvent(ctx, s.RedactedBy)).of(t)
 			if red.Pos <= prev.Pos {
-				data = must(pdu.Redact(version, data)).of(t)
+				data = rtMust(pdu.Redact(version, data)).of(t)
 			}
 		}
-		pe := must(pdu.Parse(version, data)).of(t)
+		pe := rtMust(pdu.Parse(version, data)).of(t)
 		if pe.ID() != s.EventID {
 			t.Fatalf("state event %s parses to ID %s", s.EventID, pe.ID())
 		}

@@ -38,6 +38,7 @@ func (s *Service) Timeline(ctx context.Context, user, roomID string, from, to in
 	cursor := to + 1
 	scanned := 0
 	batchSize := max(limit+1, 20)
+	exhausted := false
 	for len(picked) <= limit && scanned < maxScan {
 		batch, err := s.store.RoomEvents(ctx, roomID, cursor, from, false, batchSize)
 		if err != nil {
@@ -54,11 +55,14 @@ func (s *Service) Timeline(ctx context.Context, user, roomID string, from, to in
 			}
 		}
 		if len(batch) < batchSize {
+			exhausted = true
 			break
 		}
 	}
-	limited := len(picked) > limit
-	if limited {
+	// A scan cut short at maxScan may have left older events unread: that
+	// is a gap too, not the start of the range.
+	limited := len(picked) > limit || !exhausted
+	if len(picked) > limit {
 		picked = picked[:limit]
 	}
 	slices.Reverse(picked)
@@ -72,6 +76,43 @@ func (s *Service) StateAfter(ctx context.Context, roomID string, pos int64) ([]S
 		return nil, err
 	}
 	return s.stateOfGroup(ctx, group, nil)
+}
+
+// StateAfterKeys returns the events of the given keys in the room's state
+// just after position pos; only those are read, so that the cost follows
+// the keys asked for and not the size of the room's state.
+func (s *Service) StateAfterKeys(ctx context.Context, roomID string, pos int64, keys []pdu.StateKey) ([]Stored, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	group, err := s.store.StateGroupAt(ctx, roomID, pos)
+	if err != nil {
+		return nil, err
+	}
+	return s.stateOfGroup(ctx, group, keys)
+}
+
+// StateAfterFunc returns the room's state just after position pos, limited
+// to the keys keep accepts: the others' events are never read.
+func (s *Service) StateAfterFunc(ctx context.Context, roomID string, pos int64, keep func(eventType, stateKey string) bool) ([]Stored, error) {
+	group, err := s.store.StateGroupAt(ctx, roomID, pos)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := s.store.StateAt(ctx, group, nil)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(entries))
+	for _, e := range entries {
+		if keep(e.Type, e.StateKey) {
+			ids = append(ids, e.EventID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	return s.store.GetEvents(ctx, ids)
 }
 
 // StateDelta returns the latest state event of each key changed in
@@ -163,4 +204,32 @@ func (s *Service) MembershipAt(ctx context.Context, roomID, user string, pos int
 		at = e
 	}
 	return at, nil
+}
+
+// JoinedThroughout reports whether the user was joined to the room at from
+// and stayed so until to: none of their membership events in (from, to]
+// is other than a join (a profile change). One who left and came back in
+// between missed what happened meanwhile.
+func (s *Service) JoinedThroughout(ctx context.Context, roomID, user string, from, to int64) (bool, error) {
+	evs, err := s.store.MemberEvents(ctx, roomID, user)
+	if err != nil {
+		return false, err
+	}
+	joined := false
+	for _, e := range evs {
+		if e.Pos > to {
+			break
+		}
+		if e.Pos <= from {
+			joined = e.Membership == "join"
+		} else if e.Membership != "join" {
+			return false, nil
+		}
+	}
+	return joined, nil
+}
+
+// Forgotten reports whether the user forgot the room.
+func (s *Service) Forgotten(ctx context.Context, user, roomID string) (bool, error) {
+	return s.store.Forgotten(ctx, user, roomID)
 }

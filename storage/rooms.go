@@ -109,7 +109,7 @@ func (db *DB) PersistEvent(ctx context.Context, ne rooms.NewEvent) (int64, error
 			if err != nil {
 				return fmt.Errorf("storage: update current state: %w", err)
 			}
-			if group, err = newStateGroup(ctx, tx, ev, group); err != nil {
+			if group, err = newStateGroup(ctx, tx, ev, group, replaces == nil); err != nil {
 				return err
 			}
 		}
@@ -140,6 +140,12 @@ func (db *DB) PersistEvent(ctx context.Context, ne rooms.NewEvent) (int64, error
 				return fmt.Errorf("storage: index relation: %w", err)
 			}
 		}
+		if ev.Type() == "m.room.member" && ev.StateKey() != nil && (ev.Membership() == "join" || ev.Membership() == "invite") {
+			// Coming back to a forgotten room makes it part of the user's history again.
+			if _, err := tx.ExecContext(ctx, `DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2`, *ev.StateKey(), ev.RoomID()); err != nil {
+				return fmt.Errorf("storage: unforget room: %w", err)
+			}
+		}
 		if ne.RedactTarget != "" {
 			_, err := tx.ExecContext(ctx, `UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND room_id = $3 AND redacted_by IS NULL`,
 				ev.ID(), ne.RedactTarget, ev.RoomID())
@@ -153,20 +159,26 @@ func (db *DB) PersistEvent(ctx context.Context, ne rooms.NewEvent) (int64, error
 }
 
 // newStateGroup records the state after a state event: a one-entry delta
-// over the previous group, or the full current state when the chain is long.
-func newStateGroup(ctx context.Context, tx *sql.Tx, ev *pdu.Event, prev int64) (int64, error) {
+// over the previous group, or the full current state once the chain is as
+// long as max(fullStateEvery, size/16) — so a full copy of S entries comes
+// at most every S/16 state events, and big rooms' joins stay cheap.
+func newStateGroup(ctx context.Context, tx *sql.Tx, ev *pdu.Event, prev int64, newKey bool) (int64, error) {
 	var id int64
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) + 1 FROM state_groups`).Scan(&id); err != nil {
 		return 0, fmt.Errorf("storage: allocate state group: %w", err)
 	}
-	var chain int64
+	var chain, size int64
 	if prev != 0 {
-		if err := tx.QueryRowContext(ctx, `SELECT chain_len FROM state_groups WHERE id = $1`, prev).Scan(&chain); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT chain_len, state_size FROM state_groups WHERE id = $1`, prev).Scan(&chain, &size); err != nil {
 			return 0, fmt.Errorf("storage: state group chain: %w", err)
 		}
 	}
-	if prev == 0 || chain+1 >= fullStateEvery {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO state_groups (id, room_id, prev_id, chain_len) VALUES ($1, $2, NULL, 0)`, id, ev.RoomID()); err != nil {
+	if newKey {
+		size++
+	}
+	if prev == 0 || chain+1 >= max(fullStateEvery, size/16) {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO state_groups (id, room_id, prev_id, chain_len, state_size) VALUES ($1, $2, NULL, 0, $3)`,
+			id, ev.RoomID(), size); err != nil {
 			return 0, fmt.Errorf("storage: insert state group: %w", err)
 		}
 		// current_state already includes ev.
@@ -176,8 +188,8 @@ func newStateGroup(ctx context.Context, tx *sql.Tx, ev *pdu.Event, prev int64) (
 			return 0, fmt.Errorf("storage: snapshot state: %w", err)
 		}
 	} else {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO state_groups (id, room_id, prev_id, chain_len) VALUES ($1, $2, $3, $4)`,
-			id, ev.RoomID(), prev, chain+1); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO state_groups (id, room_id, prev_id, chain_len, state_size) VALUES ($1, $2, $3, $4, $5)`,
+			id, ev.RoomID(), prev, chain+1, size); err != nil {
 			return 0, fmt.Errorf("storage: insert state group: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)`,

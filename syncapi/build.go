@@ -3,9 +3,12 @@ package syncapi
 import (
 	"context"
 	"encoding/json"
+	"slices"
+	"strings"
 
 	"homeserver/accountdata"
 	"homeserver/filter"
+	"homeserver/pdu"
 	"homeserver/receipts"
 	"homeserver/rooms"
 )
@@ -159,8 +162,16 @@ func (b *builder) room(ctx context.Context, m rooms.Stored) error {
 			b.resp.Rooms.Knock[m.RoomID] = &KnockedRoom{KnockState: Events{Events: st}}
 		}
 	case "leave", "ban":
-		includeLeave := b.f.Room != nil && b.f.Room.IncludeLeave
-		if (b.initial && includeLeave) || newSince || (b.req.FullState && includeLeave) {
+		if newSince {
+			// The leave is news to a client that had the room.
+			return b.leftRoom(ctx, m)
+		}
+		if (b.initial || b.req.FullState) && b.f.Room != nil && b.f.Room.IncludeLeave {
+			// Old leaves are listed, but not the rooms the user forgot.
+			forgotten, err := b.s.rooms.Forgotten(ctx, b.req.UserID, m.RoomID)
+			if err != nil || forgotten {
+				return err
+			}
 			return b.leftRoom(ctx, m)
 		}
 	}
@@ -171,11 +182,12 @@ func (b *builder) joinedRoom(ctx context.Context, m rooms.Stored) error {
 	roomID := m.RoomID
 	full := b.initial || b.req.FullState
 	if !full && m.Pos > b.from.Events {
-		before, err := b.s.rooms.MembershipAt(ctx, roomID, b.req.UserID, b.from.Events)
+		// Newly joined, or back after leaving: send the room whole.
+		stayed, err := b.s.rooms.JoinedThroughout(ctx, roomID, b.req.UserID, b.from.Events, b.now.Events)
 		if err != nil {
 			return err
 		}
-		full = before.Membership != "join" // newly joined: send the room whole
+		full = !stayed
 	}
 	jr := &JoinedRoom{State: newEvents(), Ephemeral: newEvents(), AccountData: newEvents(), Timeline: Timeline{Events: []json.RawMessage{}}}
 	include := full
@@ -188,7 +200,7 @@ func (b *builder) joinedRoom(ctx context.Context, m rooms.Stored) error {
 		if err != nil {
 			return err
 		}
-		state, err := b.stateFor(ctx, roomID, evs, limited, full)
+		state, membersChanged, err := b.stateFor(ctx, roomID, evs, limited, full, b.now.Events, false)
 		if err != nil {
 			return err
 		}
@@ -204,14 +216,15 @@ func (b *builder) joinedRoom(ctx context.Context, m rooms.Stored) error {
 			start = evs[0].Pos - 1
 		}
 		jr.Timeline.PrevBatch = rooms.FormatToken(start)
-		if full || hasMember(evs) || hasMember(state) {
+		if membersChanged || hasMember(evs) {
 			sum, err := b.s.rooms.RoomSummary(ctx, roomID, b.req.UserID)
 			if err != nil {
 				return err
 			}
 			jr.Summary = &sum
 		}
-		include = include || len(evs) > 0 || len(state) > 0
+		// A limited timeline, even an empty one, says there is a gap.
+		include = include || len(evs) > 0 || len(state) > 0 || limited
 	}
 	if users := b.s.typing.Typing(roomID); (full && len(users) > 0) || (!full && b.typingChanged[roomID]) {
 		if b.ephemeralF.Match(roomID, "m.typing", "", nil) {
@@ -249,7 +262,7 @@ func (b *builder) leftRoom(ctx context.Context, m rooms.Stored) error {
 	if err != nil {
 		return err
 	}
-	state, err := b.stateFor(ctx, m.RoomID, evs, limited, full)
+	state, _, err := b.stateFor(ctx, m.RoomID, evs, limited, full, m.Pos, true)
 	if err != nil {
 		return err
 	}
@@ -266,39 +279,75 @@ func (b *builder) leftRoom(ctx context.Context, m rooms.Stored) error {
 	}
 	lr.Timeline.PrevBatch = rooms.FormatToken(start)
 	for _, it := range b.roomData[m.RoomID] {
-		lr.AccountData.Events = append(lr.AccountData.Events, accountDataEvent(it))
+		if b.roomDataF.Match(m.RoomID, it.Type, "", nil) {
+			lr.AccountData.Events = append(lr.AccountData.Events, accountDataEvent(it))
+		}
 	}
 	b.resp.Rooms.Leave[m.RoomID] = lr
 	return nil
 }
 
-// stateFor returns the state section: the whole state at the start of the
+// stateFor returns the state section of a room whose timeline (of events
+// up to position end) is given: the whole state at the start of the
 // timeline for a full room, the changes between since and the timeline's
-// start when the timeline was cut short, nothing otherwise — filtered and,
-// with lazy loading, reduced to the members the timeline needs.
-func (b *builder) stateFor(ctx context.Context, roomID string, timeline []rooms.Stored, limited, full bool) ([]rooms.Stored, error) {
-	start := b.now.Events
+// start when the timeline was cut short or thinned by the filter, nothing
+// otherwise. When the filter (or, in a room the user came back to, history
+// visibility) kept state events of the timeline's span out of it, their
+// latest versions are added, lest the client never learn of them. Then it
+// is filtered and, with lazy loading, reduced to the members the timeline
+// needs. It also reports whether memberships changed in what it covers (the
+// summary is sent then), which the members added for lazy loading do not
+// count as.
+func (b *builder) stateFor(ctx context.Context, roomID string, timeline []rooms.Stored, limited, full bool, end int64, left bool) ([]rooms.Stored, bool, error) {
+	start := end
 	if len(timeline) > 0 {
 		start = timeline[0].Pos - 1
 	}
-	var state []rooms.Stored
-	var err error
-	switch {
-	case full:
-		state, err = b.s.rooms.StateAfter(ctx, roomID, start)
-	case limited:
-		state, err = b.s.rooms.StateDelta(ctx, roomID, b.from.Events, start+1)
-	}
-	if err != nil {
-		return nil, err
-	}
 	lazy := b.stateF != nil && b.stateF.LazyLoadMembers
+	thinned := restricts(b.timelineF)
 	senders := map[string]bool{b.req.UserID: true}
 	inTimeline := map[string]bool{}
 	for _, e := range timeline {
 		senders[e.Sender] = true
 		inTimeline[e.EventID] = true
 	}
+	var state []rooms.Stored
+	var err error
+	switch {
+	case full && lazy:
+		// Only the members needed are read: the room may have thousands.
+		state, err = b.s.rooms.StateAfterFunc(ctx, roomID, start, func(eventType, stateKey string) bool {
+			return eventType != "m.room.member" || senders[stateKey]
+		})
+	case full:
+		state, err = b.s.rooms.StateAfter(ctx, roomID, start)
+	case limited || thinned:
+		state, err = b.s.rooms.StateDelta(ctx, roomID, b.from.Events, start+1)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if start < end && (thinned || (full && !left)) {
+		later, err := b.s.rooms.StateDelta(ctx, roomID, start, end+1)
+		if err != nil {
+			return nil, false, err
+		}
+		at := map[pdu.StateKey]int{}
+		for i, e := range state {
+			at[pdu.StateKey{Type: e.Type, StateKey: *e.StateKey}] = i
+		}
+		for _, e := range later {
+			if inTimeline[e.EventID] {
+				continue
+			}
+			if i, ok := at[pdu.StateKey{Type: e.Type, StateKey: *e.StateKey}]; ok {
+				state[i] = e
+			} else {
+				state = append(state, e)
+			}
+		}
+	}
+	membersChanged := full || hasMember(state)
 	var out []rooms.Stored
 	have := map[string]bool{}
 	for _, e := range state {
@@ -308,22 +357,39 @@ func (b *builder) stateFor(ctx context.Context, roomID string, timeline []rooms.
 		if !b.stateF.Match(roomID, e.Type, e.Sender, nil) {
 			continue
 		}
-		have[*e.StateKey+"\x00"+e.Type] = true
+		if e.Type == "m.room.member" {
+			have[*e.StateKey] = true
+		}
 		out = append(out, e)
 	}
 	if lazy && !full && len(timeline) > 0 {
-		// The client may never have seen these senders' memberships.
-		all, err := b.s.rooms.StateAfter(ctx, roomID, start)
-		if err != nil {
-			return nil, err
+		// The client may never have seen these senders' memberships: read
+		// theirs, and only theirs, from the state at the timeline's start.
+		var keys []pdu.StateKey
+		for u := range senders {
+			if !have[u] {
+				keys = append(keys, pdu.StateKey{Type: "m.room.member", StateKey: u})
+			}
 		}
-		for _, e := range all {
-			if e.Type == "m.room.member" && senders[*e.StateKey] && !have[*e.StateKey+"\x00"+e.Type] && !inTimeline[e.EventID] {
+		slices.SortFunc(keys, func(x, y pdu.StateKey) int { return strings.Compare(x.StateKey, y.StateKey) })
+		members, err := b.s.rooms.StateAfterKeys(ctx, roomID, start, keys)
+		if err != nil {
+			return nil, false, err
+		}
+		for _, e := range members {
+			if !inTimeline[e.EventID] && b.stateF.Match(roomID, e.Type, e.Sender, nil) {
 				out = append(out, e)
 			}
 		}
 	}
-	return out, nil
+	return out, membersChanged, nil
+}
+
+// restricts reports whether a timeline filter may leave out events of a
+// room it does not exclude (its limit aside).
+func restricts(f *filter.RoomEventFilter) bool {
+	return f != nil && (f.Types != nil || len(f.NotTypes) > 0 || f.Senders != nil || len(f.NotSenders) > 0 ||
+		f.Rooms != nil || len(f.NotRooms) > 0 || f.ContainsURL != nil)
 }
 
 func hasMember(evs []rooms.Stored) bool {

@@ -206,9 +206,15 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 		if err != nil {
 			return nil, err
 		}
+		// Only the rooms the user is joined to concern them as rooms: a
+		// change of their own membership wakes them as a user, and what
+		// happens in rooms they left, or are only invited to, is not theirs
+		// to see.
 		var roomIDs []string
 		for _, m := range memberships {
-			roomIDs = append(roomIDs, m.RoomID)
+			if m.Membership == "join" {
+				roomIDs = append(roomIDs, m.RoomID)
+			}
 		}
 		// Listen before the snapshot, read memberships after it: whatever
 		// commits in between either is in the answer or wakes the waiter.

@@ -32,6 +32,11 @@ func ParseToken(s string) (Token, error) {
 	}
 	var n [5]int64
 	for i, p := range parts {
+		// Digits only: ParseInt would also take a sign, so that one
+		// position had several spellings.
+		if p == "" || strings.Trim(p, "0123456789") != "" {
+			return Token{}, bad
+		}
 		v, err := strconv.ParseInt(p, 10, 64)
 		if err != nil || v < 0 {
 			return Token{}, bad

@@ -36,13 +36,16 @@ CREATE INDEX events_room_ts ON events (room_id, origin_server_ts);
 CREATE INDEX events_member ON events (room_id, state_key, stream_pos);
 
 -- A state group is the full state of a room at some point, stored as a delta
--- over prev_id (or in full when prev_id is NULL); chains stay short so that
--- reading the state at any event is cheap.
+-- over prev_id (or in full when prev_id is NULL). A full copy is taken after
+-- max(32, state_size/16) deltas: writes stay amortised O(1) per state event
+-- whatever the room's size, and reads walk a bounded chain.
 CREATE TABLE state_groups (
     id        BIGINT NOT NULL PRIMARY KEY,
     room_id   TEXT   NOT NULL,
-    prev_id   BIGINT,
-    chain_len BIGINT NOT NULL
+    prev_id    BIGINT,
+    chain_len  BIGINT NOT NULL,
+    -- Number of (type, state_key) entries in the full state.
+    state_size BIGINT NOT NULL DEFAULT 0
 );
 CREATE TABLE state_group_entries (
     group_id  BIGINT NOT NULL,
