@@ -22,6 +22,9 @@ var profileKeyRe = regexp.MustCompile(`^(avatar_url|displayname|m\.tz|[a-z][a-z0
 // GetProfile returns a user's profile as the JSON object the API serves.
 func (s *Service) GetProfile(ctx context.Context, userID string) (map[string]json.RawMessage, error) {
 	p, err := s.store.GetProfile(ctx, userID)
+	if errors.Is(err, ErrNotFound) && s.QueryUser(ctx, userID) {
+		p, err = s.store.GetProfile(ctx, userID)
+	}
 	if errors.Is(err, ErrNotFound) {
 		return nil, mxhttp.NotFound("Profile not found")
 	}
@@ -29,6 +32,19 @@ func (s *Service) GetProfile(ctx context.Context, userID string) (map[string]jso
 		return nil, err
 	}
 	return profileObject(p), nil
+}
+
+// SetUserQuerier makes lookups of unknown local users ask q, which reports
+// whether the user now exists (an application service may register it while
+// answering). Call it before serving.
+func (s *Service) SetUserQuerier(q func(ctx context.Context, userID string) bool) {
+	s.queryUser = q
+}
+
+// QueryUser asks the user querier, if any, about an unknown local user and
+// reports whether it says the user now exists.
+func (s *Service) QueryUser(ctx context.Context, userID string) bool {
+	return s.queryUser != nil && s.IsLocal(userID) && s.queryUser(ctx, userID)
 }
 
 func profileObject(p Profile) map[string]json.RawMessage {

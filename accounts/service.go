@@ -50,6 +50,12 @@ type Service struct {
 	life   time.Duration
 	log    *slog.Logger
 	now    func() time.Time
+
+	// userGuard vetoes new user IDs reserved by application services.
+	userGuard func(userID, appServiceID string) error
+
+	// queryUser asks application services about an unknown local user.
+	queryUser func(ctx context.Context, userID string) bool
 }
 
 // New returns the accounts service.
@@ -67,6 +73,19 @@ func New(store Store, c Config) *Service {
 		c.Now = time.Now
 	}
 	return &Service{store: store, server: c.ServerName, cost: c.BcryptCost, life: c.RefreshLifetime, log: c.Logger, now: c.Now}
+}
+
+// SetUserGuard installs the check that keeps user IDs reserved by
+// application services: it gets the new user's ID and the registering
+// service's ID ("" for anyone else) and returns the error to answer.
+// Call it before serving.
+func (s *Service) SetUserGuard(guard func(userID, appServiceID string) error) { s.userGuard = guard }
+
+func (s *Service) checkUserGuard(userID, appServiceID string) error {
+	if s.userGuard == nil {
+		return nil
+	}
+	return s.userGuard(userID, appServiceID)
 }
 
 // ServerName is the domain of local users.
@@ -146,6 +165,9 @@ func (s *Service) CheckAvailable(ctx context.Context, localpart string) error {
 	if err := s.ValidateLocalpart(localpart, false); err != nil {
 		return err
 	}
+	if err := s.checkUserGuard(s.UserID(localpart), ""); err != nil {
+		return err
+	}
 	_, err := s.store.GetAccount(ctx, s.UserID(localpart))
 	if err == nil {
 		return mxhttp.UserInUse()
@@ -176,6 +198,8 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (Credential
 	if req.Localpart == "" {
 		req.Localpart = generateLocalpart(req.Guest)
 	} else if err := s.ValidateLocalpart(req.Localpart, req.AppServiceID != ""); err != nil {
+		return Credentials{}, err
+	} else if err := s.checkUserGuard(s.UserID(req.Localpart), req.AppServiceID); err != nil {
 		return Credentials{}, err
 	}
 	if len(req.Password) > MaxPasswordLength {

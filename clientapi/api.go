@@ -16,6 +16,7 @@ import (
 
 	"homeserver/accountdata"
 	"homeserver/accounts"
+	"homeserver/appservice"
 	"homeserver/mxhttp"
 	"homeserver/presence"
 	"homeserver/ratelimit"
@@ -59,6 +60,8 @@ type API struct {
 	accountData *accountdata.Service
 	ephemeral   ephemeralServices
 	sync        *syncapi.Service
+	asQuery     *appservice.Querier
+	appservices *appservice.Set
 	log         *slog.Logger
 
 	rcRegistration *ratelimit.Limiter
@@ -102,6 +105,7 @@ func (a *API) Mount(r chi.Router) {
 		r.Group(func(r chi.Router) {
 			r.Use(validPath, a.requireAuth)
 			a.v1RoomRoutes(r)
+			r.Post("/appservice/{appserviceId}/ping", a.pingAppService)
 		})
 	})
 	r.Route("/_synapse/admin/v1", func(r chi.Router) {
@@ -157,6 +161,7 @@ func (a *API) clientRoutes(r chi.Router) {
 		a.accountDataRoutes(r)
 		a.receiptRoutes(r)
 		a.legacyRoutes(r)
+		a.thirdPartyRoutes(r)
 	})
 }
 
@@ -235,7 +240,13 @@ func (a *API) requireAuth(next http.Handler) http.Handler {
 			a.fail(w, r, mxhttp.MissingToken())
 			return
 		}
-		req, err := a.accounts.Authenticate(r.Context(), tok, clientIP(r))
+		var req *accounts.Requester
+		var err error
+		if as := a.appservices.ByASToken(tok); as != nil {
+			req, err = a.appServiceRequester(r, as, tok)
+		} else {
+			req, err = a.accounts.Authenticate(r.Context(), tok, clientIP(r))
+		}
 		if err != nil {
 			a.fail(w, r, err)
 			return

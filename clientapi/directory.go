@@ -23,6 +23,7 @@ func (a *API) directoryRoutes(r chi.Router) {
 	r.Delete("/directory/room/{roomAlias}", a.deleteRoomAlias)
 	r.Get("/rooms/{roomID}/aliases", a.roomAliases)
 	r.Put("/directory/list/room/{roomID}", a.setDirectoryVisibility)
+	r.Put("/directory/list/appservice/{networkID}/{roomID}", a.setNetworkVisibility)
 	r.Post("/publicRooms", a.queryPublicRooms)
 	r.Post("/rooms/{roomID}/upgrade", a.upgradeRoom)
 }
@@ -49,7 +50,7 @@ func (a *API) setRoomAlias(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	me := requester(r)
-	if err := a.rooms.CreateAlias(r.Context(), me.UserID, me.IsAdmin, pathParam(r, "roomAlias"), *req.RoomID); err != nil {
+	if err := a.rooms.CreateAliasAs(r.Context(), me.UserID, me.IsAdmin, me.AppServiceID, pathParam(r, "roomAlias"), *req.RoomID); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -58,7 +59,7 @@ func (a *API) setRoomAlias(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) deleteRoomAlias(w http.ResponseWriter, r *http.Request) {
 	me := requester(r)
-	if err := a.rooms.DeleteAlias(r.Context(), me.UserID, me.IsAdmin, pathParam(r, "roomAlias")); err != nil {
+	if err := a.rooms.DeleteAliasAs(r.Context(), me.UserID, me.IsAdmin, me.AppServiceID, pathParam(r, "roomAlias")); err != nil {
 		a.fail(w, r, err)
 		return
 	}

@@ -8,7 +8,11 @@ import (
 )
 
 func (a *API) loginFlows(w http.ResponseWriter, r *http.Request) {
-	ok(w, map[string]any{"flows": []map[string]string{{"type": accounts.StagePassword}}})
+	flows := []map[string]string{{"type": accounts.StagePassword}}
+	if a.appservices != nil && len(a.appservices.Regs) > 0 {
+		flows = append(flows, map[string]string{"type": LoginTypeAppService})
+	}
+	ok(w, map[string]any{"flows": flows})
 }
 
 type loginRequest struct {
@@ -30,6 +34,10 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	var req loginRequest
 	if err := mxhttp.DecodeJSON(r, mxhttp.DefaultBodyLimit, &req); err != nil {
 		a.fail(w, r, err)
+		return
+	}
+	if req.Type == LoginTypeAppService {
+		a.loginAppService(w, r, req)
 		return
 	}
 	ip := clientIP(r)

@@ -85,7 +85,7 @@ func (a *API) deleteProfileField(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) writeProfileField(w http.ResponseWriter, r *http.Request, userID, key string, value json.RawMessage) {
 	me := requester(r)
-	if ok, retry := a.rcMessage.Allow(me.UserID); !ok {
+	if ok, retry := a.allow(r, a.rcMessage, me.UserID); !ok {
 		a.fail(w, r, mxhttp.LimitExceeded(retry))
 		return
 	}

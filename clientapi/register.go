@@ -10,6 +10,7 @@ import (
 )
 
 type registerRequest struct {
+	Type                     string          `json:"type"`
 	Auth                     json.RawMessage `json:"auth"`
 	Username                 string          `json:"username"`
 	Password                 *string         `json:"password"`
@@ -57,6 +58,10 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 	var req registerRequest
 	if err := mxhttp.DecodeJSON(r, mxhttp.DefaultBodyLimit, &req); err != nil {
 		a.fail(w, r, err)
+		return
+	}
+	if req.Type == LoginTypeAppService {
+		a.registerAppService(w, r, req)
 		return
 	}
 	if !a.cfg.EnableRegistration {

@@ -59,6 +59,7 @@ func (a *API) createRoom(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	req.AppServiceID = requester(r).AppServiceID
 	roomID, err := a.rooms.CreateRoom(r.Context(), requester(r).UserID, req)
 	if err != nil {
 		a.fail(w, r, err)
@@ -97,7 +98,7 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, target string) {
 		a.fail(w, r, err)
 		return
 	}
-	if ok, retry := a.rcJoins.Allow(requester(r).UserID); !ok {
+	if ok, retry := a.allow(r, a.rcJoins, requester(r).UserID); !ok {
 		a.fail(w, r, mxhttp.LimitExceeded(retry))
 		return
 	}
@@ -168,11 +169,11 @@ func (a *API) membershipOp(op string) http.HandlerFunc {
 		me, roomID, target := requester(r).UserID, pathParam(r, "roomID"), *req.UserID
 		var err error
 		if op == "invite" {
-			if ok, retry := a.rcInvitesUser.Allow(target); !ok {
+			if ok, retry := a.allow(r, a.rcInvitesUser, target); !ok {
 				a.fail(w, r, mxhttp.LimitExceeded(retry))
 				return
 			}
-			if ok, retry := a.rcInvitesRoom.Allow(roomID); !ok {
+			if ok, retry := a.allow(r, a.rcInvitesRoom, roomID); !ok {
 				a.fail(w, r, mxhttp.LimitExceeded(retry))
 				return
 			}
@@ -219,11 +220,16 @@ func (a *API) joinedMembers(w http.ResponseWriter, r *http.Request) {
 	ok(w, map[string]any{"joined": joined})
 }
 
-// txnRef scopes a transaction ID to the device that sent it.
+// txnRef scopes a transaction ID to the device that sent it, or to the
+// application service and the user it acts as.
 func txnRef(r *http.Request, txnID string) *rooms.TxnRef {
 	me := requester(r)
 	scope := me.DeviceID
-	if scope == "" {
+	switch {
+	case scope != "":
+	case me.AppServiceID != "":
+		scope = "as:" + me.AppServiceID + ":" + me.UserID
+	default:
 		scope = "token:" + me.TokenHash
 	}
 	return &rooms.TxnRef{UserID: me.UserID, Scope: scope, TxnID: txnID}
@@ -236,13 +242,18 @@ func (a *API) sendEvent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	me := requester(r)
-	if ok, retry := a.rcMessage.Allow(me.UserID); !ok {
+	ts, err := originTS(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if ok, retry := a.allow(r, a.rcMessage, me.UserID); !ok {
 		a.fail(w, r, mxhttp.LimitExceeded(retry))
 		return
 	}
 	id, err := a.rooms.Send(r.Context(), rooms.SendRequest{
 		Sender: me.UserID, RoomID: pathParam(r, "roomID"), Type: pathParam(r, "eventType"),
-		Content: content, Txn: txnRef(r, pathParam(r, "txnID")),
+		Content: content, Txn: txnRef(r, pathParam(r, "txnID")), OriginTS: ts,
 	})
 	if err != nil {
 		a.fail(w, r, err)
@@ -257,10 +268,15 @@ func (a *API) sendState(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	ts, err := originTS(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
 	stateKey := pathParam(r, "*")
 	id, err := a.rooms.Send(r.Context(), rooms.SendRequest{
 		Sender: requester(r).UserID, RoomID: pathParam(r, "roomID"), Type: pathParam(r, "eventType"),
-		StateKey: &stateKey, Content: content,
+		StateKey: &stateKey, Content: content, OriginTS: ts,
 	})
 	if err != nil {
 		a.fail(w, r, err)

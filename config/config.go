@@ -45,6 +45,11 @@ type Config struct {
 
 	MediaStorePath string   `yaml:"media_store_path"`
 	MaxUploadSize  ByteSize `yaml:"max_upload_size"`
+	// MaxImagePixels is the largest image (in pixels) that is thumbnailed;
+	// larger ones are stored but not decoded. A ByteSize so that Synapse's
+	// "32M" reads the same.
+	MaxImagePixels ByteSize        `yaml:"max_image_pixels"`
+	ThumbnailSizes []ThumbnailSize `yaml:"thumbnail_sizes"`
 
 	AppServiceConfigFiles []string `yaml:"app_service_config_files"`
 	DefaultRoomVersion    string   `yaml:"default_room_version"`
@@ -89,6 +94,13 @@ type Resource struct {
 	// metrics, health, openid, static, consent or replication.
 	Names    []string `yaml:"names"`
 	Compress bool     `yaml:"compress"`
+}
+
+// ThumbnailSize is one size generated for every uploaded image.
+type ThumbnailSize struct {
+	Width  int    `yaml:"width"`
+	Height int    `yaml:"height"`
+	Method string `yaml:"method"` // crop or scale
 }
 
 // Database selects and configures the database.
@@ -148,6 +160,7 @@ func Defaults() *Config {
 		BcryptRounds:                   12,
 		MediaStorePath:                 "media_store",
 		MaxUploadSize:                  50 << 20,
+		MaxImagePixels:                 32 << 20,
 		DefaultRoomVersion:             "10",
 		LogLevel:                       "info",
 		RefreshableAccessTokenLifetime: Duration(5 * time.Minute),
@@ -168,6 +181,14 @@ func Defaults() *Config {
 			PerUser: RateLimit{PerSecond: 0.003, BurstCount: 5},
 		},
 		RcMediaCreate: RateLimit{PerSecond: 10, BurstCount: 50},
+		// Synapse's default thumbnail_sizes.
+		ThumbnailSizes: []ThumbnailSize{
+			{Width: 32, Height: 32, Method: "crop"},
+			{Width: 96, Height: 96, Method: "crop"},
+			{Width: 320, Height: 240, Method: "scale"},
+			{Width: 640, Height: 480, Method: "scale"},
+			{Width: 800, Height: 600, Method: "scale"},
+		},
 	}
 }
 

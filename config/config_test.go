@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"reflect"
@@ -57,7 +58,8 @@ func TestSampleConfigLoadsClean(t *testing.T) {
 	if c.RcMessage != d.RcMessage || c.RcRegistration != d.RcRegistration || c.RcLogin != d.RcLogin ||
 		c.RcJoins != d.RcJoins || c.RcInvites != d.RcInvites || c.RcMediaCreate != d.RcMediaCreate ||
 		c.MaxUploadSize != d.MaxUploadSize || c.RefreshableAccessTokenLifetime != d.RefreshableAccessTokenLifetime ||
-		c.BcryptRounds != d.BcryptRounds || c.DefaultRoomVersion != d.DefaultRoomVersion {
+		c.BcryptRounds != d.BcryptRounds || c.DefaultRoomVersion != d.DefaultRoomVersion ||
+		c.MaxImagePixels != d.MaxImagePixels || !reflect.DeepEqual(c.ThumbnailSizes, d.ThumbnailSizes) {
 		t.Errorf("sample values differ from Defaults()")
 	}
 }
@@ -90,6 +92,8 @@ func TestParseDefaults(t *testing.T) {
 	}{
 		{"bcrypt_rounds", c.BcryptRounds, 12},
 		{"max_upload_size", c.MaxUploadSize, ByteSize(50 << 20)},
+		{"max_image_pixels", c.MaxImagePixels, ByteSize(32 << 20)},
+		{"thumbnail_sizes", fmt.Sprint(c.ThumbnailSizes), "[{32 32 crop} {96 96 crop} {320 240 scale} {640 480 scale} {800 600 scale}]"},
 		{"default_room_version", c.DefaultRoomVersion, "10"},
 		{"log_level", c.LogLevel, "info"},
 		{"database.name", c.Database.Name, "sqlite3"},
@@ -246,6 +250,9 @@ func TestParseErrors(t *testing.T) {
 		{"max_upload_size", minimal + "max_upload_size: abc\n", f + `max_upload_size: invalid size "abc"`},
 		{"max_upload_size negative", minimal + "max_upload_size: -1\n", f + `max_upload_size: invalid size "-1"`},
 		{"max_upload_size zero", minimal + "max_upload_size: 0\n", f + "max_upload_size: must be more than 0"},
+		{"max_image_pixels zero", minimal + "max_image_pixels: 0\n", f + "max_image_pixels: must be more than 0"},
+		{"thumbnail method", minimal + "thumbnail_sizes: [{width: 32, height: 32, method: stretch}]\n", f + `thumbnail_sizes[0].method: unsupported "stretch" (want crop or scale)`},
+		{"thumbnail width", minimal + "thumbnail_sizes: [{height: 32, method: crop}]\n", f + "thumbnail_sizes[0].width: must be between 1 and 10000, got 0"},
 		{"duration", minimal + "refreshable_access_token_lifetime: 5 minutes\n", f + `refreshable_access_token_lifetime: invalid duration "5 minutes"`},
 		{"room version", minimal + "default_room_version: 13\n", f + `default_room_version: unsupported "13" (want "1" to "12")`},
 		{"room version not canonical", minimal + "default_room_version: '010'\n", f + `default_room_version: unsupported "010"`},

@@ -55,6 +55,21 @@ func (c *Config) validate(d *decoder) error {
 	if c.MaxUploadSize <= 0 {
 		return d.errorf("max_upload_size", "must be more than 0")
 	}
+	if c.MaxImagePixels <= 0 {
+		return d.errorf("max_image_pixels", "must be more than 0")
+	}
+	for i, t := range c.ThumbnailSizes {
+		path := fmt.Sprintf("thumbnail_sizes[%d]", i)
+		if t.Width < 1 || t.Width > 10000 {
+			return d.errorf(path+".width", "must be between 1 and 10000, got %d", t.Width)
+		}
+		if t.Height < 1 || t.Height > 10000 {
+			return d.errorf(path+".height", "must be between 1 and 10000, got %d", t.Height)
+		}
+		if t.Method != "crop" && t.Method != "scale" {
+			return d.errorf(path+".method", "unsupported %q (want crop or scale)", t.Method)
+		}
+	}
 	for i, f := range c.AppServiceConfigFiles {
 		if f == "" {
 			return d.errorf(fmt.Sprintf("app_service_config_files[%d]", i), "empty file name")

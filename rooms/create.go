@@ -33,6 +33,10 @@ type CreateRoomRequest struct {
 	IsDirect                  bool                       `json:"is_direct"`
 	Preset                    string                     `json:"preset"`
 	RoomVersion               string                     `json:"room_version"`
+
+	// AppServiceID is the application service making the request, if any,
+	// for the alias guard; not part of the body.
+	AppServiceID string `json:"-"`
 }
 
 // Presets of createRoom.
@@ -94,6 +98,9 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 		alias = "#" + req.RoomAliasName + ":" + s.server
 		if strings.ContainsAny(req.RoomAliasName, ":# \t\n") || !validAlias(alias) {
 			return "", &mxhttp.Error{Status: 400, Code: "M_INVALID_PARAM", Message: "Invalid room_alias_name"}
+		}
+		if err := s.checkAliasGuard(alias, req.AppServiceID); err != nil {
+			return "", err
 		}
 		if _, _, err := s.store.ResolveAlias(ctx, alias); err == nil {
 			return "", &mxhttp.Error{Status: 400, Code: "M_ROOM_IN_USE", Message: "Room alias already taken"}

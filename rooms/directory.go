@@ -75,7 +75,18 @@ func (s *Service) lookupAlias(ctx context.Context, alias string) (string, error)
 		return "", ErrNotFound // other servers' aliases need federation
 	}
 	roomID, _, err := s.store.ResolveAlias(ctx, alias)
+	if errors.Is(err, ErrNotFound) && s.queryAlias != nil && s.queryAlias(ctx, alias) {
+		// An application service says it exists: it has created it.
+		roomID, _, err = s.store.ResolveAlias(ctx, alias)
+	}
 	return roomID, err
+}
+
+// SetAliasQuerier makes lookups of unknown local aliases ask q, which
+// reports whether the alias now exists (an application service may create
+// the room while answering). Call it before serving.
+func (s *Service) SetAliasQuerier(q func(ctx context.Context, alias string) bool) {
+	s.queryAlias = q
 }
 
 // roomServers lists this server and then the other servers with joined
@@ -110,8 +121,21 @@ func (s *Service) knownRoom(ctx context.Context, roomID string) (Room, error) {
 // CreateAlias maps a local alias to a room. The user must be in the room,
 // unless a server admin.
 func (s *Service) CreateAlias(ctx context.Context, user string, admin bool, alias, roomID string) error {
+	return s.CreateAliasAs(ctx, user, admin, "", alias, roomID)
+}
+
+// CreateAliasAs is CreateAlias for a request made by the application
+// service appServiceID ("" for none). The alias guard decides which aliases
+// it may create; within its namespace it need not be in the room.
+func (s *Service) CreateAliasAs(ctx context.Context, user string, admin bool, appServiceID, alias, roomID string) error {
 	if err := s.localAlias(alias); err != nil {
 		return err
+	}
+	if err := s.checkAliasGuard(alias, appServiceID); err != nil {
+		return err
+	}
+	if appServiceID != "" && s.aliasGuard != nil {
+		admin = true
 	}
 	if _, err := s.knownRoom(ctx, roomID); err != nil {
 		return err
@@ -141,8 +165,21 @@ func (s *Service) CreateAlias(ctx context.Context, user string, admin bool, alia
 // then taken out of the room's m.room.canonical_alias where the user may
 // change it; the deletion stands either way, as the spec recommends.
 func (s *Service) DeleteAlias(ctx context.Context, user string, admin bool, alias string) error {
+	return s.DeleteAliasAs(ctx, user, admin, "", alias)
+}
+
+// DeleteAliasAs is DeleteAlias for a request made by the application
+// service appServiceID ("" for none), under the alias guard as
+// CreateAliasAs.
+func (s *Service) DeleteAliasAs(ctx context.Context, user string, admin bool, appServiceID, alias string) error {
 	if err := s.localAlias(alias); err != nil {
 		return err
+	}
+	if err := s.checkAliasGuard(alias, appServiceID); err != nil {
+		return err
+	}
+	if appServiceID != "" && s.aliasGuard != nil {
+		admin = true
 	}
 	roomID, creator, err := s.store.ResolveAlias(ctx, alias)
 	if errors.Is(err, ErrNotFound) {
@@ -424,11 +461,7 @@ func (s *Service) PublicRooms(ctx context.Context, q PublicRoomsQuery) (*PublicR
 		limit = min(q.Limit, maxPublicRoomsPage)
 	}
 	page := &PublicRooms{Chunk: []PublicRoom{}}
-	if q.ThirdPartyInstanceID != "" && !q.IncludeAllNetworks {
-		// No third-party network publishes rooms here.
-		return page, nil
-	}
-	listed, err := s.store.DirectoryRooms(ctx)
+	listed, err := s.directoryListing(ctx, q)
 	if err != nil {
 		return nil, err
 	}

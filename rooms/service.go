@@ -66,6 +66,12 @@ type Service struct {
 
 	mu        sync.Mutex
 	listeners []func(Persisted)
+
+	// queryAlias asks application services about an unknown local alias.
+	queryAlias func(ctx context.Context, alias string) bool
+
+	// aliasGuard vetoes aliases reserved by application services.
+	aliasGuard func(alias, appServiceID string) error
 }
 
 // New returns the rooms service.

@@ -118,11 +118,8 @@ type Store interface {
 	Forget(ctx context.Context, userID, roomID string) error
 	Forgotten(ctx context.Context, userID, roomID string) (bool, error)
 
-	Relations(ctx context.Context, eventID, relType, eventType string, from, to int64, forward bool, limit int) ([]Stored, error)
-	Threads(ctx context.Context, roomID string, from int64, limit int) ([]string, error)
-	EventAtTime(ctx context.Context, roomID string, ts int64, forward bool) (Stored, error)
-
 	DirectoryStore
+	NetworkDirectoryStore
 	RelationsStore
 	SyncStore
 }

@@ -37,6 +37,10 @@ func (s *Server) Handler(lc config.Listener) http.Handler {
 	}
 	if slices.Contains(names, "client") {
 		s.client.Mount(r)
+		s.media.MountClient(r)
+	}
+	if slices.Contains(names, "media") {
+		s.media.MountMedia(r)
 	}
 	if slices.Contains(names, "health") || slices.Contains(names, "client") {
 		r.Get("/health", func(w http.ResponseWriter, _ *http.Request) {

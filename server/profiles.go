@@ -25,6 +25,10 @@ func (p profiles) Profile(ctx context.Context, userID string) (string, string, e
 
 func (p profiles) Exists(ctx context.Context, userID string) (bool, error) {
 	acc, err := p.acc.GetAccount(ctx, userID)
+	if errors.Is(err, accounts.ErrNotFound) && p.acc.QueryUser(ctx, userID) {
+		// An application service says it exists: it has registered it.
+		acc, err = p.acc.GetAccount(ctx, userID)
+	}
 	if errors.Is(err, accounts.ErrNotFound) {
 		return false, nil
 	}

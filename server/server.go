@@ -18,8 +18,10 @@ import (
 
 	"homeserver/accountdata"
 	"homeserver/accounts"
+	"homeserver/appservice"
 	"homeserver/clientapi"
 	"homeserver/config"
+	"homeserver/media"
 	"homeserver/metrics"
 	"homeserver/pdu"
 	"homeserver/presence"
@@ -43,6 +45,10 @@ type Server struct {
 	rooms    *rooms.Service
 	client   *clientapi.API
 	typing   *typing.Service
+	media    *media.HTTP
+
+	appservices *appservice.Set
+	asQueues    *appservice.Dispatcher
 
 	mu      sync.Mutex
 	servers []*http.Server
@@ -60,6 +66,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	if generated {
 		log.Info("generated a new signing key", "path", cfg.SigningKeyPath, "key_id", key.ID)
 	}
+	appservices, err := appservice.Load(cfg.AppServiceConfigFiles, log)
+	if err != nil {
+		return nil, err
+	}
 	reg := metrics.NewRegistry()
 	opts := StorageOptions(cfg.Database)
 	opts.Logger, opts.Registerer = log, reg
@@ -75,6 +85,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		ServerName: cfg.ServerName, DefaultVersion: cfg.DefaultRoomVersion, Logger: log,
 		Key: pdu.Key{ServerName: cfg.ServerName, KeyID: key.ID, Private: key.Private},
 	})
+	// Unknown users and aliases in a service's namespaces are asked of it,
+	// synchronously, so that it can create them inside the client's request.
+	asQuery := appservice.NewQuerier(appservices, appservice.DefaultQueryTimeout, log)
+	acc.SetUserQuerier(asQuery.QueryUser)
+	rms.SetAliasQuerier(asQuery.QueryAlias)
+	if err := setUpAppServices(ctx, appservices, acc, rms); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	rl := func(r config.RateLimit) clientapi.RateLimit {
 		return clientapi.RateLimit{PerSecond: r.PerSecond, Burst: r.BurstCount}
 	}
@@ -97,9 +116,24 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		RcInvitesPerRoom:          rl(cfg.RcInvites.PerRoom),
 		RcInvitesPerUser:          rl(cfg.RcInvites.PerUser),
 	}, acc, rms, log)
+	mediaHTTP, err := newMedia(cfg, db, client, log)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	// The notifier wakes long-polling syncs; every stream tells it what
 	// changed after it commits.
 	notifier := syncapi.NewNotifier()
+	// Each application service with a URL has an ordered, persistent queue
+	// of the events (and ephemeral data) that interest it.
+	asQueues, err := appservice.NewDispatcher(appservices, db, rms, appservice.Config{
+		ServerName: cfg.ServerName, Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	rms.OnPersist(asQueues.Persisted)
 	rms.OnPersist(func(p rooms.Persisted) {
 		notifier.WakeRoom(p.RoomID)
 		if p.Type == "m.room.member" && p.StateKey != nil {
@@ -108,8 +142,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	})
 	accountData := accountdata.New(db, notifier.WakeUser)
 	client.SetAccountData(accountData)
+	client.SetAppServiceQuerier(asQuery)
+	client.SetAppServices(appservices)
 	pres := presence.New(db, func(userID string) {
 		notifier.WakeUser(userID)
+		asQueues.WakeEphemeral()
 		// Everyone sharing a room with the user learns of the change.
 		joined, err := rms.RoomsWithMembership(context.Background(), userID, "join")
 		if err != nil {
@@ -121,7 +158,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		}
 	}, time.Now)
 	client.SetPresence(pres)
-	rcpt, typ := receipts.New(db, notifier.WakeRoom), typing.New(notifier.WakeRoom)
+	wakeEphemeral := func(roomID string) {
+		notifier.WakeRoom(roomID)
+		asQueues.WakeEphemeral()
+	}
+	rcpt, typ := receipts.New(db, wakeEphemeral), typing.New(wakeEphemeral)
+	asQueues.SetEphemeral(appservice.EphemeralSources{Typing: typ, Receipts: rcpt, Presence: pres})
 	client.SetReceipts(rcpt, typ)
 	client.SetSync(syncapi.New(syncapi.Deps{
 		Rooms: rms, Filters: db, AccountData: accountData, Receipts: rcpt, Typing: typ,
@@ -130,6 +172,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	return &Server{
 		cfg: cfg, log: log, db: db, key: key, registry: reg,
 		http: metrics.NewHTTP(reg), accounts: acc, rooms: rms, client: client, typing: typ,
+		media:       mediaHTTP,
+		appservices: appservices, asQueues: asQueues,
 	}, nil
 }
 
@@ -139,8 +183,14 @@ func (s *Server) Accounts() *accounts.Service { return s.accounts }
 // Rooms exposes the rooms service (for tools and tests).
 func (s *Server) Rooms() *rooms.Service { return s.rooms }
 
+// AppServiceQueues exposes the application service dispatcher (for tests).
+func (s *Server) AppServiceQueues() *appservice.Dispatcher { return s.asQueues }
+
 // Start binds every configured listener and serves in the background.
 func (s *Server) Start() error {
+	if err := s.startQueues(); err != nil {
+		return err
+	}
 	for _, lc := range s.cfg.Listeners {
 		addrs := lc.BindAddresses
 		if len(addrs) == 0 {
@@ -165,6 +215,9 @@ func (s *Server) Start() error {
 
 // Serve serves one listener configured as lc on an already bound socket.
 func (s *Server) Serve(l net.Listener, lc config.Listener) error {
+	if err := s.startQueues(); err != nil {
+		return err
+	}
 	if lc.Type == "metrics" && !s.cfg.EnableMetrics {
 		s.log.Warn("metrics listener configured but enable_metrics is false; serving it anyway", "addr", l.Addr())
 	}
@@ -221,12 +274,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	s.wg.Wait()
+	s.asQueues.Stop()
 	s.typing.Close()
 	if s.db != nil {
 		errs = append(errs, s.db.Close())
 		s.db = nil
 	}
 	return errors.Join(errs...)
+}
+
+// startQueues starts the application service queues, once, before the
+// first request is served: a new service's cursor is then placed before any
+// event a request writes.
+func (s *Server) startQueues() error {
+	return s.asQueues.Start(context.Background())
 }
 
 func resourceNames(lc config.Listener) []string {

@@ -496,44 +496,6 @@ func (db *DB) Forgotten(ctx context.Context, userID, roomID string) (bool, error
 	return n > 0, nil
 }
 
-func (db *DB) Relations(ctx context.Context, eventID, relType, eventType string, from, to int64, forward bool, limit int) ([]rooms.Stored, error) {
-	defer db.observe("relations", time.Now())
-	order := "DESC"
-	lo, hi := to, from
-	if forward {
-		order, lo, hi = "ASC", from, to
-	}
-	q := `SELECT ` + prefixed("e", eventColumns) + ` FROM event_relations r JOIN events e ON e.event_id = r.event_id
-		WHERE r.relates_to = $1 AND r.stream_pos > $2 AND r.stream_pos < $3`
-	args := []any{eventID, lo, hi}
-	if relType != "" {
-		args = append(args, relType)
-		q += fmt.Sprintf(" AND r.rel_type = $%d", len(args))
-	}
-	if eventType != "" {
-		args = append(args, eventType)
-		q += fmt.Sprintf(" AND r.type = $%d", len(args))
-	}
-	args = append(args, limit)
-	return collectStored(db.r.QueryContext(ctx, q+fmt.Sprintf(" ORDER BY r.stream_pos %s LIMIT $%d", order, len(args)), args...))
-}
-
-func (db *DB) Threads(ctx context.Context, roomID string, before int64, limit int) ([]string, error) {
-	defer db.observe("threads", time.Now())
-	// Threads ordered by their latest event, newest first.
-	return queryStrings(ctx, db.r, `SELECT relates_to FROM event_relations WHERE room_id = $1 AND rel_type = 'm.thread'
-		GROUP BY relates_to HAVING MAX(stream_pos) < $2 ORDER BY MAX(stream_pos) DESC LIMIT $3`, roomID, before, limit)
-}
-
-func (db *DB) EventAtTime(ctx context.Context, roomID string, ts int64, forward bool) (rooms.Stored, error) {
-	defer db.observe("event_at_time", time.Now())
-	q := `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND origin_server_ts <= $2 ORDER BY origin_server_ts DESC, stream_pos DESC LIMIT 1`
-	if forward {
-		q = `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND origin_server_ts >= $2 ORDER BY origin_server_ts ASC, stream_pos ASC LIMIT 1`
-	}
-	return scanStored(db.r.QueryRowContext(ctx, q, roomID, ts))
-}
-
 func queryStrings(ctx context.Context, db *sql.DB, q string, args ...any) ([]string, error) {
 	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {

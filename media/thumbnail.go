@@ -1,0 +1,269 @@
+package media
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"image/jpeg"
+	"image/png"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/disintegration/imaging"
+	_ "golang.org/x/image/webp" // registers WebP decoding with image.Decode
+
+	"homeserver/mxhttp"
+)
+
+// Thumbnail methods.
+const (
+	Crop  = "crop"
+	Scale = "scale"
+)
+
+// Served is content ready to send: an original or a thumbnail.
+type Served struct {
+	File        *os.File
+	ContentType string
+	Filename    string
+	ModTime     time.Time
+	// Width and Height are the pixel size of a thumbnail (or image).
+	Width, Height int
+}
+
+// decode decodes an image honouring its EXIF orientation, with at most
+// ThumbnailWorkers decodes at a time, since each can take 4 bytes a pixel.
+func (s *Service) decode(ctx context.Context, r io.Reader) (image.Image, error) {
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-s.sem }()
+	return imaging.Decode(r, imaging.AutoOrientation(true))
+}
+
+// TargetSize is the size of the thumbnail of a srcW×srcH image for a
+// request of w×h: for scale, the image fitted within w×h; for crop, the
+// image scaled to cover w×h then cropped to it. Neither ever upscales, so a
+// small source gives a thumbnail smaller than asked for.
+func TargetSize(srcW, srcH, w, h int, method string) (int, int) {
+	fw, fh := float64(w)/float64(srcW), float64(h)/float64(srcH)
+	if method == Crop {
+		f := min(max(fw, fh), 1)
+		sw := max(1, int(math.Round(float64(srcW)*f)))
+		sh := max(1, int(math.Round(float64(srcH)*f)))
+		return min(w, sw), min(h, sh)
+	}
+	f := min(fw, fh, 1)
+	return max(1, int(math.Round(float64(srcW)*f))), max(1, int(math.Round(float64(srcH)*f)))
+}
+
+// pick chooses the smallest stored thumbnail at least tw×th made by method
+// (for crop, also of the same aspect ratio, within a pixel of rounding).
+func pick(thumbs []Thumbnail, tw, th int, method string) (Thumbnail, bool) {
+	var best Thumbnail
+	found := false
+	for _, t := range thumbs {
+		if t.Method != method || t.Width < tw || t.Height < th {
+			continue
+		}
+		if method == Crop && abs(t.Width*th-t.Height*tw) > max(t.Width, t.Height) {
+			continue
+		}
+		if !found || t.Width*t.Height < best.Width*best.Height {
+			best, found = t, true
+		}
+	}
+	return best, found
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+// render makes the tw×th thumbnail of img (see TargetSize).
+func render(img image.Image, tw, th int, method string) *image.NRGBA {
+	if method == Crop {
+		return imaging.Fill(img, tw, th, imaging.Center, imaging.CatmullRom)
+	}
+	return imaging.Resize(img, tw, th, imaging.CatmullRom)
+}
+
+// encode writes a thumbnail as PNG when it has any transparency (to keep
+// it) and as JPEG otherwise.
+func encode(img *image.NRGBA) ([]byte, string, error) {
+	var buf bytes.Buffer
+	if !img.Opaque() {
+		enc := png.Encoder{CompressionLevel: png.BestSpeed}
+		if err := enc.Encode(&buf, img); err != nil {
+			return nil, "", err
+		}
+		return buf.Bytes(), "image/png", nil
+	}
+	if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: 85}); err != nil {
+		return nil, "", err
+	}
+	return buf.Bytes(), "image/jpeg", nil
+}
+
+// store renders, encodes and records one thumbnail of m.
+func (s *Service) storeThumbnail(ctx context.Context, m Metadata, img image.Image, tw, th int, method string) (Thumbnail, error) {
+	out := render(img, tw, th, method)
+	data, ct, err := encode(out)
+	if err != nil {
+		return Thumbnail{}, fmt.Errorf("media: encoding thumbnail: %w", err)
+	}
+	sum, err := s.files.putBytes(data)
+	if err != nil {
+		return Thumbnail{}, err
+	}
+	t := Thumbnail{
+		Origin: m.Origin, MediaID: m.MediaID, Method: method,
+		Width: out.Bounds().Dx(), Height: out.Bounds().Dy(),
+		ContentType: ct, Size: int64(len(data)), SHA256: sum, CreatedTS: s.nowMS(),
+	}
+	if err := s.store.InsertThumbnail(ctx, t); err != nil {
+		return Thumbnail{}, err
+	}
+	return t, nil
+}
+
+// pregenerate makes the configured thumbnail sizes of a new upload. They
+// are a cache: a failure is logged, and the size is made on demand later.
+func (s *Service) pregenerate(ctx context.Context, m Metadata, img image.Image) {
+	if img == nil {
+		return
+	}
+	type key struct {
+		method string
+		w, h   int
+	}
+	// Resizing a large image five times is most of the cost of an upload:
+	// shrink it once, cheaply, to twice the largest size needed, and make
+	// every thumbnail from that.
+	need := 0.0
+	for _, size := range s.cfg.ThumbnailSizes {
+		fw, fh := float64(size.Width)/float64(m.Width), float64(size.Height)/float64(m.Height)
+		if size.Method == Crop {
+			need = max(need, max(fw, fh))
+		} else {
+			need = max(need, min(fw, fh))
+		}
+	}
+	if f := 2 * need; f < 0.5 {
+		img = imaging.Resize(img, max(1, int(float64(m.Width)*f)), max(1, int(float64(m.Height)*f)), imaging.Box)
+	}
+	done := map[key]bool{}
+	for _, size := range s.cfg.ThumbnailSizes {
+		tw, th := TargetSize(m.Width, m.Height, size.Width, size.Height, size.Method)
+		k := key{size.Method, tw, th}
+		if done[k] || (tw == m.Width && th == m.Height) {
+			continue // the original serves requests this large
+		}
+		done[k] = true
+		if _, err := s.storeThumbnail(ctx, m, img, tw, th, size.Method); err != nil {
+			s.log.Warn("generating thumbnail", "media_id", m.MediaID, "size", fmt.Sprintf("%dx%d", tw, th), "method", size.Method, "err", err)
+		}
+	}
+}
+
+// thumbnailable types are served as their own thumbnail when the request
+// is at least as large as the image.
+var thumbnailable = map[string]bool{"image/jpeg": true, "image/png": true, "image/gif": true, "image/webp": true}
+
+// Thumbnail returns a thumbnail of at least w×h (or the original image when
+// it is no larger), from the cache or generated on the spot.
+func (s *Service) Thumbnail(ctx context.Context, origin, mediaID string, w, h int, method string, f Fetch) (Served, error) {
+	if method != Crop && method != Scale {
+		return Served{}, mxhttp.InvalidParam("method must be crop or scale")
+	}
+	if w <= 0 || h <= 0 {
+		return Served{}, mxhttp.InvalidParam("width and height must be positive integers")
+	}
+	m, err := s.get(ctx, origin, mediaID, f)
+	if err != nil {
+		return Served{}, err
+	}
+	if m.Width == 0 || m.Height == 0 {
+		return Served{}, mxhttp.Unknown("Cannot generate thumbnails for the requested content")
+	}
+	if int64(m.Width)*int64(m.Height) > s.cfg.MaxImagePixels {
+		if m.Origin != s.cfg.ServerName {
+			return Served{}, &mxhttp.Error{Status: http.StatusBadGateway, Code: "M_TOO_LARGE", Message: "Content is too large to thumbnail"}
+		}
+		return Served{}, mxhttp.TooLarge("Content is too large to thumbnail")
+	}
+	tw, th := TargetSize(m.Width, m.Height, w, h, method)
+	if tw == m.Width && th == m.Height && thumbnailable[mediaType(m.ContentType)] {
+		file, err := s.open(m)
+		if err != nil {
+			return Served{}, err
+		}
+		return Served{File: file, ContentType: m.ContentType, Filename: m.UploadName,
+			ModTime: time.UnixMilli(m.UploadedTS), Width: m.Width, Height: m.Height}, nil
+	}
+	thumbs, err := s.store.ListThumbnails(ctx, m.Origin, m.MediaID)
+	if err != nil {
+		return Served{}, err
+	}
+	t, ok := pick(thumbs, tw, th, method)
+	if !ok {
+		key := fmt.Sprintf("%s/%s/%s/%dx%d", m.Origin, m.MediaID, method, tw, th)
+		v, err, _ := s.flight.Do(key, func() (any, error) {
+			return s.generate(context.WithoutCancel(ctx), m, tw, th, method)
+		})
+		if err != nil {
+			return Served{}, err
+		}
+		t = v.(Thumbnail)
+	}
+	file, err := s.files.open(t.SHA256)
+	if err != nil {
+		return Served{}, err
+	}
+	return Served{File: file, ContentType: t.ContentType, Filename: thumbnailName(t.ContentType),
+		ModTime: time.UnixMilli(t.CreatedTS), Width: t.Width, Height: t.Height}, nil
+}
+
+// generate decodes the original and makes one thumbnail.
+func (s *Service) generate(ctx context.Context, m Metadata, tw, th int, method string) (Thumbnail, error) {
+	f, err := s.open(m)
+	if err != nil {
+		return Thumbnail{}, err
+	}
+	defer f.Close()
+	img, err := s.decode(ctx, f)
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return Thumbnail{}, err
+		}
+		return Thumbnail{}, mxhttp.Unknown("Cannot generate thumbnails for the requested content")
+	}
+	return s.storeThumbnail(ctx, m, img, tw, th, method)
+}
+
+func thumbnailName(contentType string) string {
+	if contentType == "image/png" {
+		return "thumbnail.png"
+	}
+	return "thumbnail.jpg"
+}
+
+func mediaType(ct string) string {
+	for i := 0; i < len(ct); i++ {
+		if ct[i] == ';' {
+			ct = ct[:i]
+			break
+		}
+	}
+	return ct
+}
