@@ -30,6 +30,9 @@ DO $$ BEGIN
     CREATE ROLE hstest LOGIN CREATEDB PASSWORD 'hstest';
   END IF;
 END $$;
+-- Dropping a test database WITH (FORCE) may have to end an autovacuum
+-- worker, which belongs to the superuser.
+GRANT pg_signal_backend TO hstest;
 SQL
 
 echo "postgres://hstest:hstest@127.0.0.1:5432/postgres?sslmode=disable"
