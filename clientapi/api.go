@@ -19,6 +19,7 @@ import (
 	"homeserver/appservice"
 	"homeserver/mxhttp"
 	"homeserver/presence"
+	"homeserver/push"
 	"homeserver/ratelimit"
 	"homeserver/rooms"
 	"homeserver/syncapi"
@@ -62,6 +63,7 @@ type API struct {
 	sync        *syncapi.Service
 	asQuery     *appservice.Querier
 	appservices *appservice.Set
+	push        *push.Service
 	log         *slog.Logger
 
 	rcRegistration *ratelimit.Limiter
@@ -160,6 +162,7 @@ func (a *API) clientRoutes(r chi.Router) {
 		a.presenceRoutes(r)
 		a.accountDataRoutes(r)
 		a.receiptRoutes(r)
+		a.pushRoutes(r)
 		a.legacyRoutes(r)
 		a.thirdPartyRoutes(r)
 	})

@@ -50,6 +50,24 @@ type Config struct {
 	// "32M" reads the same.
 	MaxImagePixels ByteSize        `yaml:"max_image_pixels"`
 	ThumbnailSizes []ThumbnailSize `yaml:"thumbnail_sizes"`
+	// MediaUploadLimits are per-user upload quotas (Synapse's
+	// media_upload_limits): at most MaxSize bytes uploaded in any
+	// TimePeriod. Empty: no quota.
+	MediaUploadLimits []MediaUploadLimit `yaml:"media_upload_limits"`
+
+	// URL previews, as in Synapse. When enabled, url_preview_ip_range_blacklist
+	// is required (CIDR ranges, or single addresses); a whitelisted address is
+	// allowed even if blacklisted. URLPreviewURLBlacklist entries map URL
+	// components (scheme, netloc, hostname, port, path, query, fragment,
+	// username, password, params) to globs, or to regular expressions when
+	// they start with "^"; a URL matching every component of an entry is
+	// refused.
+	URLPreviewEnabled          bool             `yaml:"url_preview_enabled"`
+	URLPreviewIPRangeBlacklist []string         `yaml:"url_preview_ip_range_blacklist"`
+	URLPreviewIPRangeWhitelist []string         `yaml:"url_preview_ip_range_whitelist"`
+	URLPreviewURLBlacklist     []map[string]any `yaml:"url_preview_url_blacklist"`
+	MaxSpiderSize              ByteSize         `yaml:"max_spider_size"`
+	URLPreviewAcceptLanguage   []string         `yaml:"url_preview_accept_language"`
 
 	AppServiceConfigFiles []string `yaml:"app_service_config_files"`
 	DefaultRoomVersion    string   `yaml:"default_room_version"`
@@ -101,6 +119,12 @@ type ThumbnailSize struct {
 	Width  int    `yaml:"width"`
 	Height int    `yaml:"height"`
 	Method string `yaml:"method"` // crop or scale
+}
+
+// MediaUploadLimit is one per-user upload quota.
+type MediaUploadLimit struct {
+	TimePeriod Duration `yaml:"time_period"`
+	MaxSize    ByteSize `yaml:"max_size"`
 }
 
 // Database selects and configures the database.
@@ -161,6 +185,7 @@ func Defaults() *Config {
 		MediaStorePath:                 "media_store",
 		MaxUploadSize:                  50 << 20,
 		MaxImagePixels:                 32 << 20,
+		MaxSpiderSize:                  10 << 20,
 		DefaultRoomVersion:             "10",
 		LogLevel:                       "info",
 		RefreshableAccessTokenLifetime: Duration(5 * time.Minute),

@@ -59,7 +59,8 @@ func TestSampleConfigLoadsClean(t *testing.T) {
 		c.RcJoins != d.RcJoins || c.RcInvites != d.RcInvites || c.RcMediaCreate != d.RcMediaCreate ||
 		c.MaxUploadSize != d.MaxUploadSize || c.RefreshableAccessTokenLifetime != d.RefreshableAccessTokenLifetime ||
 		c.BcryptRounds != d.BcryptRounds || c.DefaultRoomVersion != d.DefaultRoomVersion ||
-		c.MaxImagePixels != d.MaxImagePixels || !reflect.DeepEqual(c.ThumbnailSizes, d.ThumbnailSizes) {
+		c.MaxImagePixels != d.MaxImagePixels || !reflect.DeepEqual(c.ThumbnailSizes, d.ThumbnailSizes) ||
+		c.MaxSpiderSize != d.MaxSpiderSize || c.URLPreviewEnabled != d.URLPreviewEnabled || len(c.MediaUploadLimits) != 0 {
 		t.Errorf("sample values differ from Defaults()")
 	}
 }
@@ -214,6 +215,16 @@ func TestParseErrors(t *testing.T) {
 		{"syntax", "server_name: a\n  bad: indent\n", f + "yaml: line 2: "},
 		{"top level not a mapping", "- a\n- b\n", f + "want a mapping of keys at the top level, got a list"},
 		{"duplicate key", minimal + "server_name: other.org\n", f + "server_name: duplicate key (lines 2 and 9)"},
+		{"url previews without blacklist", minimal + "url_preview_enabled: true\n", f + "url_preview_ip_range_blacklist: required when url_preview_enabled is true"},
+		{"url preview bad range", minimal + "url_preview_ip_range_blacklist: ['10.0.0.0/33']\n", f + `url_preview_ip_range_blacklist[0]: invalid IP range "10.0.0.0/33"`},
+		{"url preview bad whitelist", minimal + "url_preview_ip_range_whitelist: [example.org]\n", f + `url_preview_ip_range_whitelist[0]: invalid IP range "example.org"`},
+		{"url blacklist component", minimal + "url_preview_url_blacklist: [{host: x}]\n", f + "url_preview_url_blacklist[0].host: unknown URL component"},
+		{"url blacklist value", minimal + "url_preview_url_blacklist: [{netloc: [x]}]\n", f + "url_preview_url_blacklist[0].netloc: want a string"},
+		{"url blacklist regexp", minimal + "url_preview_url_blacklist: [{netloc: '^(x'}]\n", f + "url_preview_url_blacklist[0].netloc: invalid regular expression"},
+		{"url blacklist empty entry", minimal + "url_preview_url_blacklist: [{}]\n", f + "url_preview_url_blacklist[0]: empty entry"},
+		{"max_spider_size", minimal + "max_spider_size: 0\n", f + "max_spider_size: must be more than 0"},
+		{"media_upload_limits period", minimal + "media_upload_limits: [{max_size: 1M}]\n", f + "media_upload_limits[0].time_period: required"},
+		{"media_upload_limits size", minimal + "media_upload_limits: [{time_period: 1h}]\n", f + "media_upload_limits[0].max_size: required"},
 
 		{"server_name missing", "signing_key_path: k\nlisteners: [{port: 1, type: http, resources: [{names: [client]}]}]\n", f + "server_name: required"},
 		{"server_name invalid", strings.Replace(minimal, "example.org\n", "exa_mple.org\n", 1), f + `server_name: invalid server name "exa_mple.org": invalid character '_'`},
@@ -533,5 +544,41 @@ func TestLoadMissingFile(t *testing.T) {
 	_, _, err := Load(path)
 	if err == nil || !strings.Contains(err.Error(), path) {
 		t.Fatalf("err = %v, want it to name %s", err, path)
+	}
+}
+
+func TestParseURLPreviewAndQuota(t *testing.T) {
+	c, warnings := mustParse(t, minimal+`
+url_preview_enabled: true
+url_preview_ip_range_blacklist: ['127.0.0.0/8', '::1', '10.1.2.3/8']
+url_preview_ip_range_whitelist: ['127.0.0.1']
+url_preview_url_blacklist:
+  - netloc: '*.example.com'
+    scheme: http
+max_spider_size: 1M
+url_preview_accept_language: [fr, 'en;q=0.5']
+media_upload_limits:
+  - time_period: 1d
+    max_size: 1G
+`)
+	if len(warnings) != 0 {
+		t.Errorf("warnings: %q", warnings)
+	}
+	if !c.URLPreviewEnabled || len(c.URLPreviewIPRangeBlacklist) != 3 || c.MaxSpiderSize != 1<<20 ||
+		c.URLPreviewURLBlacklist[0]["netloc"] != "*.example.com" || len(c.URLPreviewAcceptLanguage) != 2 {
+		t.Errorf("got %+v", c)
+	}
+	if want := []MediaUploadLimit{{TimePeriod: Duration(24 * time.Hour), MaxSize: 1 << 30}}; !reflect.DeepEqual(c.MediaUploadLimits, want) {
+		t.Errorf("media_upload_limits = %+v", c.MediaUploadLimits)
+	}
+	for in, want := range map[string]string{"::1": "::1/128", "10.1.2.3/8": "10.0.0.0/8", "::ffff:1.2.3.4": "1.2.3.4/32"} {
+		if p, err := ParseIPRange(in); err != nil || p.String() != want {
+			t.Errorf("ParseIPRange(%q) = %v, %v; want %s", in, p, err, want)
+		}
+	}
+	// An explicitly empty blacklist is accepted, as in Synapse.
+	mustParse(t, minimal+"url_preview_enabled: true\nurl_preview_ip_range_blacklist: []\n")
+	if d := Defaults(); d.URLPreviewEnabled || d.MaxSpiderSize != 10<<20 {
+		t.Errorf("defaults: enabled %v, max_spider_size %v", d.URLPreviewEnabled, d.MaxSpiderSize)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/netip"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -69,6 +70,12 @@ func (c *Config) validate(d *decoder) error {
 		if t.Method != "crop" && t.Method != "scale" {
 			return d.errorf(path+".method", "unsupported %q (want crop or scale)", t.Method)
 		}
+	}
+	if err := c.validateMediaLimits(d); err != nil {
+		return err
+	}
+	if err := c.validateURLPreview(d); err != nil {
+		return err
 	}
 	for i, f := range c.AppServiceConfigFiles {
 		if f == "" {
@@ -276,6 +283,85 @@ func validateRegistrationToken(t string) error {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._~-", r)) {
 			return fmt.Errorf("invalid character %q in token (want A-Z, a-z, 0-9, '.', '_', '~' or '-')", r)
 		}
+	}
+	return nil
+}
+
+func (c *Config) validateMediaLimits(d *decoder) error {
+	for i, l := range c.MediaUploadLimits {
+		path := fmt.Sprintf("media_upload_limits[%d]", i)
+		if l.TimePeriod <= 0 {
+			return d.errorf(path+".time_period", "required, and more than 0")
+		}
+		if l.MaxSize <= 0 {
+			return d.errorf(path+".max_size", "required, and more than 0")
+		}
+	}
+	return nil
+}
+
+// URLPreviewComponents are the URL components url_preview_url_blacklist
+// entries may match, as in Synapse (Python's urlparse attributes).
+var URLPreviewComponents = []string{"scheme", "netloc", "hostname", "port", "path", "params", "query", "fragment", "username", "password"}
+
+// ParseIPRange parses a CIDR range or a single address (a /32 or /128).
+func ParseIPRange(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		if p.Addr().Is4In6() {
+			return netip.Prefix{}, fmt.Errorf("write IPv4-mapped range %q as IPv4", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func (c *Config) validateURLPreview(d *decoder) error {
+	if c.URLPreviewEnabled && c.URLPreviewIPRangeBlacklist == nil {
+		return d.errorf("url_preview_ip_range_blacklist",
+			"required when url_preview_enabled is true: for security, list the IP ranges previews must never fetch from (see the sample config)")
+	}
+	for name, list := range map[string][]string{"url_preview_ip_range_blacklist": c.URLPreviewIPRangeBlacklist, "url_preview_ip_range_whitelist": c.URLPreviewIPRangeWhitelist} {
+		for i, r := range list {
+			if _, err := ParseIPRange(r); err != nil {
+				return d.errorf(fmt.Sprintf("%s[%d]", name, i), "invalid IP range %q: %v", r, err)
+			}
+		}
+	}
+	for i, entry := range c.URLPreviewURLBlacklist {
+		path := fmt.Sprintf("url_preview_url_blacklist[%d]", i)
+		if len(entry) == 0 {
+			return d.errorf(path, "empty entry (it would block every URL)")
+		}
+		for k, v := range entry {
+			known := false
+			for _, comp := range URLPreviewComponents {
+				known = known || k == comp
+			}
+			if !known {
+				return d.errorf(path+"."+k, "unknown URL component (want one of %s)", strings.Join(URLPreviewComponents, ", "))
+			}
+			s, ok := v.(string)
+			if !ok {
+				return d.errorf(path+"."+k, "want a string (a glob, or a regular expression starting with ^)")
+			}
+			if strings.HasPrefix(s, "^") {
+				if _, err := regexp.Compile(s); err != nil {
+					return d.errorf(path+"."+k, "invalid regular expression: %v", err)
+				}
+			}
+		}
+	}
+	if c.MaxSpiderSize <= 0 {
+		return d.errorf("max_spider_size", "must be more than 0")
 	}
 	return nil
 }

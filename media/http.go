@@ -57,7 +57,9 @@ func (h *HTTP) MountMedia(r chi.Router) {
 				r.Post("/upload", h.upload)
 				r.Put("/upload/{serverName}/{mediaId}", h.uploadTo)
 				r.Get("/config", h.config)
-				r.Get("/preview_url", h.previewURL)
+				if h.svc.prev != nil {
+					r.Get("/preview_url", h.previewURL)
+				}
 				if v == "v1" {
 					r.Post("/create", h.create)
 				}
@@ -75,7 +77,11 @@ func (h *HTTP) MountClient(r chi.Router) {
 		r.Get("/download/{serverName}/{mediaId}/{fileName}", h.download)
 		r.Get("/thumbnail/{serverName}/{mediaId}", h.thumbnail)
 		r.Get("/config", h.config)
-		r.Get("/preview_url", h.previewURL)
+		// Like Synapse, the endpoint exists only when previews are on;
+		// otherwise the router answers 404 M_UNRECOGNIZED.
+		if h.svc.prev != nil {
+			r.Get("/preview_url", h.previewURL)
+		}
 	})
 }
 
@@ -296,9 +302,27 @@ func (h *HTTP) config(w http.ResponseWriter, _ *http.Request) {
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]int64{"m.upload.size": h.svc.MaxUploadSize()})
 }
 
-// previewURL answers as a server without URL previews: they are off (and
-// not implemented yet), and an endpoint a server does not offer is 404
-// M_UNRECOGNIZED.
+// previewURL answers GET preview_url with the page's OpenGraph data.
 func (h *HTTP) previewURL(w http.ResponseWriter, r *http.Request) {
-	h.fail(w, r, mxhttp.Unrecognized("URL previews are disabled on this server"))
+	q := r.URL.Query()
+	raw := q.Get("url")
+	if raw == "" {
+		h.fail(w, r, mxhttp.MissingParam("Missing url"))
+		return
+	}
+	var ts int64
+	if v := q.Get("ts"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			h.fail(w, r, mxhttp.InvalidParam("ts must be a non-negative integer"))
+			return
+		}
+		ts = n
+	}
+	og, err := h.svc.Preview(r.Context(), h.cfg.UserID(r), raw, ts)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, og)
 }

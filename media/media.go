@@ -104,8 +104,12 @@ type Config struct {
 	// ThumbnailWorkers bounds concurrent image decodes, and so the memory
 	// they take (up to 4 bytes per pixel each). Default 2.
 	ThumbnailWorkers int
-	Logger           *slog.Logger
-	Now              func() time.Time
+	// UploadLimits are per-user upload quotas; empty for none.
+	UploadLimits []UploadLimit
+	// Preview configures URL previews (off unless Preview.Enabled).
+	Preview PreviewConfig
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // Service is the content repository.
@@ -118,6 +122,8 @@ type Service struct {
 	now    func() time.Time
 	sem    chan struct{}
 	flight singleflight.Group
+	quota  *quotaTracker
+	prev   *previewer // nil when previews are disabled
 }
 
 // New opens the media store directory (creating it) and returns the service.
@@ -144,10 +150,15 @@ func New(cfg Config, store Store) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{
+	s := &Service{
 		cfg: cfg, store: store, files: fs, log: cfg.Logger, now: cfg.Now,
-		sem: make(chan struct{}, cfg.ThumbnailWorkers),
-	}, nil
+		sem:   make(chan struct{}, cfg.ThumbnailWorkers),
+		quota: newQuotaTracker(cfg.UploadLimits),
+	}
+	if cfg.Preview.Enabled {
+		s.prev = newPreviewer(s, cfg.Preview)
+	}
+	return s, nil
 }
 
 // SetRemote installs the fetcher of remote media (federation).

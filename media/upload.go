@@ -24,6 +24,9 @@ type Upload struct {
 	Filename    string // as sent; "" for none
 	Body        io.Reader
 	Length      int64 // declared Content-Length, or -1
+
+	noQuota   bool  // not counted against UserID's quota (preview images)
+	quotaLeft int64 // bytes UserID may still upload; 0 when unlimited
 }
 
 func (s *Service) tooLarge() *mxhttp.Error {
@@ -34,6 +37,13 @@ func (s *Service) tooLarge() *mxhttp.Error {
 func (s *Service) checkUpload(u *Upload) error {
 	if u.Length > s.cfg.MaxUploadSize {
 		return s.tooLarge()
+	}
+	if !u.noQuota && u.UserID != "" {
+		left, err := s.quota.check(u.UserID, u.Length, s.now())
+		if err != nil {
+			return err
+		}
+		u.quotaLeft = left
 	}
 	if !ValidFilename(u.Filename) {
 		return mxhttp.InvalidParam("Invalid filename: at most 255 bytes of UTF-8 without control characters")
@@ -52,8 +62,16 @@ type stored struct {
 
 // ingest writes the body to the store and probes it as an image.
 func (s *Service) ingest(ctx context.Context, u Upload) (stored, error) {
-	sum, n, err := s.files.put(u.Body, s.cfg.MaxUploadSize)
+	limit := s.cfg.MaxUploadSize
+	quotaBound := u.quotaLeft > 0 && u.quotaLeft < limit
+	if quotaBound {
+		limit = u.quotaLeft
+	}
+	sum, n, err := s.files.put(u.Body, limit)
 	if errors.Is(err, errTooLarge) {
+		if quotaBound {
+			return stored{}, errQuota()
+		}
 		return stored{}, s.tooLarge()
 	}
 	var be *BodyError
@@ -63,6 +81,9 @@ func (s *Service) ingest(ctx context.Context, u Upload) (stored, error) {
 	}
 	if err != nil {
 		return stored{}, err
+	}
+	if !u.noQuota && u.UserID != "" {
+		s.quota.record(u.UserID, n, s.now())
 	}
 	st := stored{sum: sum, size: n}
 	st.width, st.height, st.img = s.probe(ctx, sum)

@@ -25,6 +25,7 @@ import (
 	"homeserver/metrics"
 	"homeserver/pdu"
 	"homeserver/presence"
+	"homeserver/push"
 	"homeserver/receipts"
 	"homeserver/rooms"
 	"homeserver/serverkey"
@@ -46,6 +47,7 @@ type Server struct {
 	client   *clientapi.API
 	typing   *typing.Service
 	media    *media.HTTP
+	push     *push.Service
 
 	appservices *appservice.Set
 	asQueues    *appservice.Dispatcher
@@ -165,14 +167,30 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	rcpt, typ := receipts.New(db, wakeEphemeral), typing.New(wakeEphemeral)
 	asQueues.SetEphemeral(appservice.EphemeralSources{Typing: typ, Receipts: rcpt, Presence: pres})
 	client.SetReceipts(rcpt, typ)
+	// Push rules are evaluated on every new event by a reader with its own
+	// durable cursor; pushers read the notifications it writes.
+	pushSvc := push.New(db, push.Config{ServerName: cfg.ServerName, Logger: log})
+	rms.OnPersist(pushSvc.Persisted)
+	pushSvc.OnNotified(func(users []string) {
+		for _, u := range users {
+			notifier.WakeUser(u)
+		}
+	})
+	pushSvc.OnRulesChanged(func(userID string, rs *push.Ruleset) {
+		if err := accountData.PutInternal(context.Background(), userID, "", "m.push_rules", push.MarshalRuleset(rs)); err != nil {
+			log.Warn("updating m.push_rules", "user_id", userID, "err", err)
+		}
+	})
+	client.SetPush(pushSvc)
 	client.SetSync(syncapi.New(syncapi.Deps{
 		Rooms: rms, Filters: db, AccountData: accountData, Receipts: rcpt, Typing: typ,
-		Presence: pres, Notifier: notifier, Logger: log,
+		Presence: pres, Notifier: notifier, Push: pushSvc, Logger: log,
 	}))
 	return &Server{
 		cfg: cfg, log: log, db: db, key: key, registry: reg,
 		http: metrics.NewHTTP(reg), accounts: acc, rooms: rms, client: client, typing: typ,
 		media:       mediaHTTP,
+		push:        pushSvc,
 		appservices: appservices, asQueues: asQueues,
 	}, nil
 }
@@ -182,6 +200,9 @@ func (s *Server) Accounts() *accounts.Service { return s.accounts }
 
 // Rooms exposes the rooms service (for tools and tests).
 func (s *Server) Rooms() *rooms.Service { return s.rooms }
+
+// Push exposes the push service (for tests).
+func (s *Server) Push() *push.Service { return s.push }
 
 // AppServiceQueues exposes the application service dispatcher (for tests).
 func (s *Server) AppServiceQueues() *appservice.Dispatcher { return s.asQueues }
@@ -275,6 +296,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.wg.Wait()
 	s.asQueues.Stop()
+	s.push.Stop()
 	s.typing.Close()
 	if s.db != nil {
 		errs = append(errs, s.db.Close())
@@ -287,7 +309,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // first request is served: a new service's cursor is then placed before any
 // event a request writes.
 func (s *Server) startQueues() error {
-	return s.asQueues.Start(context.Background())
+	if err := s.asQueues.Start(context.Background()); err != nil {
+		return err
+	}
+	return s.push.Start(context.Background())
 }
 
 func resourceNames(lc config.Listener) []string {

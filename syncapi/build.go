@@ -247,6 +247,17 @@ func (b *builder) joinedRoom(ctx context.Context, m rooms.Stored) error {
 		}
 	}
 	if include || len(jr.Ephemeral.Events) > 0 || len(jr.AccountData.Events) > 0 {
+		if b.s.push != nil {
+			threads := b.timelineF != nil && b.timelineF.UnreadThreadNotifications
+			main, byThread, err := b.s.push.Unread(ctx, b.req.UserID, roomID, threads)
+			if err != nil {
+				return err
+			}
+			jr.UnreadNotifications = &main
+			if threads {
+				jr.UnreadThreadNotifications = byThread
+			}
+		}
 		b.resp.Rooms.Join[roomID] = jr
 	}
 	return nil

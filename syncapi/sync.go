@@ -15,6 +15,7 @@ import (
 	"homeserver/filter"
 	"homeserver/mxhttp"
 	"homeserver/presence"
+	"homeserver/push"
 	"homeserver/receipts"
 	"homeserver/rooms"
 	"homeserver/typing"
@@ -38,6 +39,7 @@ type Service struct {
 	typing   *typing.Service
 	presence *presence.Service
 	notifier *Notifier
+	push     *push.Service
 	log      *slog.Logger
 }
 
@@ -50,13 +52,15 @@ type Deps struct {
 	Typing      *typing.Service
 	Presence    *presence.Service
 	Notifier    *Notifier
-	Logger      *slog.Logger
+	// Push, when set, gives the unread notification counts.
+	Push   *push.Service
+	Logger *slog.Logger
 }
 
 // New returns the sync service.
 func New(d Deps) *Service {
 	return &Service{rooms: d.Rooms, filters: d.Filters, account: d.AccountData, receipts: d.Receipts,
-		typing: d.Typing, presence: d.Presence, notifier: d.Notifier, log: d.Logger}
+		typing: d.Typing, presence: d.Presence, notifier: d.Notifier, push: d.Push, log: d.Logger}
 }
 
 // Request is one /sync call.
@@ -90,6 +94,10 @@ type JoinedRoom struct {
 	Timeline    Timeline       `json:"timeline"`
 	Ephemeral   Events         `json:"ephemeral"`
 	AccountData Events         `json:"account_data"`
+	// UnreadNotifications and UnreadThreadNotifications are the push
+	// notification counts not yet covered by the user's read receipts.
+	UnreadNotifications       *push.Counts           `json:"unread_notifications,omitempty"`
+	UnreadThreadNotifications map[string]push.Counts `json:"unread_thread_notifications,omitempty"`
 }
 
 // LeftRoom is rooms.leave.{roomId}.

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"homeserver/internal/testserver"
+)
+
+// TestSmoke runs the send and register scenarios, tiny, against the real
+// server started in-process (its rate limits are off).
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	srv := testserver.Start(t, "")
+	for _, args := range [][]string{
+		{"-hs", srv.URL, "-q", "-json", "-send-users", "2", "-send-messages", "3", "-send-concurrency", "2", "-register-count", "2", "-register-concurrency", "2", "send", "register"},
+		{"-hs", srv.URL, "-q", "-json", "-shared-secret", "test-shared-secret", "-register-count", "2", "register"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), args, &stdout, &stderr); code != 0 {
+			t.Fatalf("hsbench %v: exit %d\nstdout:\n%s\nstderr:\n%s", args, code, &stdout, &stderr)
+		}
+		results := map[string]Result{}
+		for _, line := range strings.Split(stdout.String(), "\n") {
+			if strings.HasPrefix(line, "{") {
+				var r Result
+				if err := json.Unmarshal([]byte(line), &r); err != nil {
+					t.Fatal(err)
+				}
+				results[r.Scenario] = r
+			}
+		}
+		if r, ok := results["send"]; ok {
+			if r.Events != 2*2*3 {
+				t.Errorf("send handled %d events, want 12", r.Events)
+			}
+			if !strings.Contains(stdout.String(), "| one room: events/s |") {
+				t.Errorf("no send table in:\n%s", &stdout)
+			}
+		}
+		if r := results["register"]; r.Events != 2 {
+			t.Errorf("register: %d registrations, want 2 (%s)", r.Events, &stdout)
+		}
+	}
+}
+
+// TestMeasuredNothingFails: a scenario that cannot reach a server fails.
+func TestUnreachableFails(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"-hs", "http://127.0.0.1:1", "-q", "-register-count", "1", "register"}, &stdout, &stderr); code == 0 {
+		t.Fatalf("exit 0 against no server:\n%s", &stdout)
+	}
+}

@@ -1,0 +1,321 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"homeserver/pdu"
+	"homeserver/rooms"
+)
+
+// evaluatorCursor names the evaluator's durable cursor into the event log.
+const evaluatorCursor = "evaluator"
+
+const evalBatch = 100
+
+// maxCachedRooms bounds the evaluator's room cache.
+const maxCachedRooms = 4096
+
+// Start places the evaluator's cursor at the end of the log if it has none
+// (history is not evaluated), then runs the evaluator and the pushers
+// until Stop.
+func (s *Service) Start(ctx context.Context) error {
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		return nil
+	}
+	s.started = true
+	s.stop, s.done = make(chan struct{}), make(chan struct{})
+	s.mu.Unlock()
+	if _, ok, err := s.store.PushCursor(ctx, evaluatorCursor); err != nil {
+		return err
+	} else if !ok {
+		pos, err := s.store.MaxPos(ctx)
+		if err != nil {
+			return err
+		}
+		if err := s.store.SetPushCursor(ctx, evaluatorCursor, pos); err != nil {
+			return err
+		}
+	}
+	if err := s.pushers.start(ctx); err != nil {
+		return err
+	}
+	go s.run()
+	return nil
+}
+
+// Stop stops the evaluator and the pushers and waits for them.
+func (s *Service) Stop() {
+	s.mu.Lock()
+	started := s.started
+	s.started = false
+	s.mu.Unlock()
+	if !started {
+		return
+	}
+	close(s.stop)
+	<-s.done
+	s.pushers.stopAll()
+}
+
+// Persisted is the rooms.OnPersist hook: it only says "look again".
+func (s *Service) Persisted(rooms.Persisted) {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Service) run() {
+	defer close(s.done)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-s.stop
+		cancel()
+	}()
+	backoff := time.Duration(0)
+	for {
+		more, err := s.evaluateBatch(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			backoff = min(max(2*backoff, 100*time.Millisecond), 30*time.Second)
+			s.log.Warn("push evaluator", "err", err, "retry_in", backoff)
+			select {
+			case <-s.stop:
+				return
+			case <-time.After(backoff):
+			}
+			continue
+		case more:
+			backoff = 0
+			continue
+		}
+		backoff = 0
+		select {
+		case <-s.stop:
+			return
+		case <-s.wake:
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+// roomInfo is what evaluation needs of a room, loaded once per batch.
+type roomInfo struct {
+	joined   map[string]string // local joined member -> display name
+	count    int
+	power    *PowerLevels
+	creators map[string]bool
+}
+
+func (s *Service) isLocal(userID string) bool { return strings.HasSuffix(userID, ":"+s.server) }
+
+func (s *Service) loadRoom(ctx context.Context, roomID string) (*roomInfo, error) {
+	members, err := s.store.CurrentStateOfType(ctx, roomID, "m.room.member")
+	if err != nil {
+		return nil, err
+	}
+	ri := &roomInfo{joined: map[string]string{}}
+	for _, m := range members {
+		if m.Membership != "join" || m.StateKey == nil {
+			continue
+		}
+		ri.count++
+		if !s.isLocal(*m.StateKey) {
+			continue
+		}
+		var ev struct {
+			Content struct {
+				DisplayName string `json:"displayname"`
+			} `json:"content"`
+		}
+		_ = json.Unmarshal(m.JSON, &ev)
+		ri.joined[*m.StateKey] = ev.Content.DisplayName
+	}
+	st, err := s.store.CurrentState(ctx, roomID, []pdu.StateKey{{Type: "m.room.power_levels"}, {Type: "m.room.create"}})
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range st {
+		var ev struct {
+			Sender  string          `json:"sender"`
+			Content json.RawMessage `json:"content"`
+		}
+		if json.Unmarshal(e.JSON, &ev) != nil {
+			continue
+		}
+		switch e.Type {
+		case "m.room.power_levels":
+			var pl PowerLevels
+			if json.Unmarshal(ev.Content, &pl) == nil {
+				ri.power = &pl
+			}
+		case "m.room.create":
+			ri.creators = map[string]bool{ev.Sender: true}
+		}
+	}
+	return ri, nil
+}
+
+// senderLevel is the sender's power level; without power levels the
+// room's creator has 100.
+func (ri *roomInfo) senderLevel(sender string) int64 {
+	if ri.power == nil {
+		if ri.creators[sender] {
+			return 100
+		}
+		return 0
+	}
+	return ri.power.UserLevel(sender)
+}
+
+func threadOf(e *Event) string {
+	v, ok := e.Lookup([]string{"content", "m.relates_to", "rel_type"})
+	if ok && v == "m.thread" {
+		if id, ok := e.Lookup([]string{"content", "m.relates_to", "event_id"}); ok {
+			if s, ok := id.(string); ok && s != "" {
+				return s
+			}
+		}
+	}
+	return "main"
+}
+
+// evaluateBatch evaluates the events after the cursor, stores the
+// notifications and moves the cursor in one transaction.
+func (s *Service) evaluateBatch(ctx context.Context) (bool, error) {
+	cursor, _, err := s.store.PushCursor(ctx, evaluatorCursor)
+	if err != nil {
+		return false, err
+	}
+	evs, err := s.store.EventsAfter(ctx, cursor, evalBatch)
+	if err != nil || len(evs) == 0 {
+		return false, err
+	}
+	var ns []Notification
+	for _, st := range evs {
+		if st.StateKey != nil && (st.Type == "m.room.member" || st.Type == "m.room.power_levels" || st.Type == "m.room.create") {
+			delete(s.roomCache, st.RoomID)
+		}
+		ri, ok := s.roomCache[st.RoomID]
+		if !ok {
+			if ri, err = s.loadRoom(ctx, st.RoomID); err != nil {
+				return false, err
+			}
+			if len(s.roomCache) >= maxCachedRooms {
+				clear(s.roomCache)
+			}
+			s.roomCache[st.RoomID] = ri
+		}
+		got, err := s.evaluate(ctx, st, ri)
+		if err != nil {
+			return false, err
+		}
+		ns = append(ns, got...)
+	}
+	last := evs[len(evs)-1].Pos
+	if err := s.store.AddNotifications(ctx, evaluatorCursor, ns, last); err != nil {
+		return false, err
+	}
+	if len(ns) > 0 {
+		users := map[string]bool{}
+		var list []string
+		for _, n := range ns {
+			if !users[n.UserID] {
+				users[n.UserID] = true
+				list = append(list, n.UserID)
+			}
+		}
+		if s.onNotified != nil {
+			s.onNotified(list)
+		}
+		s.pushers.wakeUsers(list)
+	}
+	return len(evs) == evalBatch, nil
+}
+
+// evaluate runs the rules of the room's local members (and of a local
+// invitee) over one event.
+func (s *Service) evaluate(ctx context.Context, st rooms.Stored, ri *roomInfo) ([]Notification, error) {
+	if st.RedactedBy != "" {
+		return nil, nil
+	}
+	e, err := ParseEvent(st.JSON)
+	if err != nil {
+		return nil, nil // not evaluable; nothing to notify
+	}
+	e.RoomID, e.Sender = st.RoomID, st.Sender
+	users := make([]string, 0, len(ri.joined)+1)
+	for u := range ri.joined {
+		if u != st.Sender {
+			users = append(users, u)
+		}
+	}
+	if st.Type == "m.room.member" && st.StateKey != nil && st.Membership == "invite" &&
+		s.isLocal(*st.StateKey) && *st.StateKey != st.Sender {
+		if _, joined := ri.joined[*st.StateKey]; !joined {
+			users = append(users, *st.StateKey)
+		}
+	}
+	if len(users) == 0 {
+		return nil, nil
+	}
+	compiled, err := s.compiledFor(ctx, users)
+	if err != nil {
+		return nil, err
+	}
+	senderLevel := ri.senderLevel(st.Sender)
+	thread := threadOf(e)
+	now := s.now().UnixMilli()
+	var out []Notification
+	c := Context{MemberCount: ri.count, SenderLevel: senderLevel, NotificationLevel: ri.power.NotificationLevel}
+	for _, u := range users {
+		c.UserID, c.DisplayName = u, ri.joined[u]
+		res, ok := compiled[u].Evaluate(e, &c)
+		if !ok || !res.Notify {
+			continue
+		}
+		actions, _ := json.Marshal(res.Actions)
+		out = append(out, Notification{
+			UserID: u, RoomID: st.RoomID, EventID: st.EventID, Pos: st.Pos, TS: now,
+			Actions: actions, Highlight: res.Highlight, ThreadID: thread,
+		})
+	}
+	return out, nil
+}
+
+// Unread returns the user's unread counts in a room: the total, and when
+// threads is set, the main timeline's and each thread's apart.
+func (s *Service) Unread(ctx context.Context, userID, roomID string, threads bool) (Counts, map[string]Counts, error) {
+	byThread, err := s.store.UnreadCounts(ctx, userID, roomID)
+	if err != nil {
+		return Counts{}, nil, err
+	}
+	if threads {
+		main := byThread["main"]
+		delete(byThread, "main")
+		return main, byThread, nil
+	}
+	var total Counts
+	for _, c := range byThread {
+		total.Notifications += c.Notifications
+		total.Highlights += c.Highlights
+	}
+	return total, nil, nil
+}
+
+// Notifications lists the user's notifications, newest first; from is the
+// next_token of a previous page.
+func (s *Service) Notifications(ctx context.Context, userID string, from int64, limit int, onlyHighlight bool) ([]Notification, error) {
+	if limit <= 0 || limit > 100 {
+		limit = 100
+	}
+	return s.store.Notifications(ctx, userID, from, limit, onlyHighlight)
+}

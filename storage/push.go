@@ -1,0 +1,293 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"homeserver/push"
+)
+
+var _ push.Store = (*DB)(nil)
+
+func (db *DB) PushRules(ctx context.Context, userIDs []string) (map[string][]byte, error) {
+	defer db.observe("push_rules", time.Now())
+	out := map[string][]byte{}
+	for start := 0; start < len(userIDs); start += 500 {
+		chunk := userIDs[start:min(start+500, len(userIDs))]
+		in, args := inList(chunk, nil)
+		rows, err := db.r.QueryContext(ctx, `SELECT user_id, rules FROM push_rules WHERE user_id IN (`+in+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("storage: push rules: %w", err)
+		}
+		for rows.Next() {
+			var u, r string
+			if err := rows.Scan(&u, &r); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("storage: push rules: %w", err)
+			}
+			out[u] = []byte(r)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("storage: push rules: %w", err)
+		}
+	}
+	return out, nil
+}
+
+func (db *DB) SetPushRules(ctx context.Context, userID string, data []byte) error {
+	_, err := db.exec(ctx, "set_push_rules", `INSERT INTO push_rules (user_id, rules) VALUES ($1, $2)
+		ON CONFLICT (user_id) DO UPDATE SET rules = excluded.rules`, userID, string(data))
+	return err
+}
+
+func (db *DB) PushCursor(ctx context.Context, name string) (int64, bool, error) {
+	defer db.observe("push_cursor", time.Now())
+	var pos int64
+	err := db.r.QueryRowContext(ctx, `SELECT stream_pos FROM push_cursors WHERE name = $1`, name).Scan(&pos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("storage: push cursor: %w", err)
+	}
+	return pos, true, nil
+}
+
+func setCursor(ctx context.Context, x interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}, name string, pos int64) error {
+	_, err := x.ExecContext(ctx, `INSERT INTO push_cursors (name, stream_pos) VALUES ($1, $2)
+		ON CONFLICT (name) DO UPDATE SET stream_pos = excluded.stream_pos`, name, pos)
+	if err != nil {
+		return fmt.Errorf("storage: set push cursor: %w", err)
+	}
+	return nil
+}
+
+func (db *DB) SetPushCursor(ctx context.Context, name string, pos int64) error {
+	defer db.observe("set_push_cursor", time.Now())
+	return setCursor(ctx, db.w, name, pos)
+}
+
+func (db *DB) AddNotifications(ctx context.Context, cursorName string, ns []push.Notification, cursor int64) error {
+	return db.tx(ctx, "add_notifications", func(tx *sql.Tx) error {
+		if len(ns) > 0 {
+			var next int64
+			if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) + 1 FROM push_notifications`).Scan(&next); err != nil {
+				return fmt.Errorf("storage: add notifications: %w", err)
+			}
+			for _, n := range ns {
+				_, err := tx.ExecContext(ctx, `INSERT INTO push_notifications
+					(id, user_id, room_id, event_id, stream_pos, ts, actions, highlight, thread_id)
+					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (user_id, event_id) DO NOTHING`,
+					next, n.UserID, n.RoomID, n.EventID, n.Pos, n.TS, string(n.Actions), n.Highlight, n.ThreadID)
+				if err != nil {
+					return fmt.Errorf("storage: add notifications: %w", err)
+				}
+				next++
+			}
+		}
+		return setCursor(ctx, tx, cursorName, cursor)
+	})
+}
+
+// unreadCond holds for notification n when no read receipt of its user in
+// its room covers it: an unthreaded receipt, or one of its thread, at or
+// after its event.
+const unreadCond = `NOT EXISTS (SELECT 1 FROM receipts r JOIN events e ON e.event_id = r.event_id
+	WHERE r.room_id = n.room_id AND r.user_id = n.user_id AND r.receipt_type IN ('m.read', 'm.read.private')
+	AND (r.thread_id = '' OR r.thread_id = n.thread_id) AND e.stream_pos >= n.stream_pos)`
+
+func (db *DB) UnreadCounts(ctx context.Context, userID, roomID string) (map[string]push.Counts, error) {
+	defer db.observe("unread_counts", time.Now())
+	rows, err := db.r.QueryContext(ctx, `SELECT n.thread_id, COUNT(*), SUM(CASE WHEN n.highlight THEN 1 ELSE 0 END)
+		FROM push_notifications n WHERE n.user_id = $1 AND n.room_id = $2 AND `+unreadCond+` GROUP BY n.thread_id`, userID, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("storage: unread counts: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]push.Counts{}
+	for rows.Next() {
+		var t string
+		var c push.Counts
+		if err := rows.Scan(&t, &c.Notifications, &c.Highlights); err != nil {
+			return nil, fmt.Errorf("storage: unread counts: %w", err)
+		}
+		out[t] = c
+	}
+	return out, rows.Err()
+}
+
+const notificationColumns = `n.id, n.user_id, n.room_id, n.event_id, n.stream_pos, n.ts, n.actions, n.highlight, n.thread_id`
+
+func (db *DB) scanNotifications(rows *sql.Rows, err error, withRead bool) ([]push.Notification, error) {
+	if err != nil {
+		return nil, fmt.Errorf("storage: notifications: %w", err)
+	}
+	defer rows.Close()
+	var out []push.Notification
+	for rows.Next() {
+		var n push.Notification
+		var actions string
+		dest := []any{&n.ID, &n.UserID, &n.RoomID, &n.EventID, &n.Pos, &n.TS, &actions, &n.Highlight, &n.ThreadID}
+		var unread bool
+		if withRead {
+			dest = append(dest, &unread)
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("storage: notifications: %w", err)
+		}
+		n.Actions, n.Read = []byte(actions), withRead && !unread
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+func (db *DB) Notifications(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]push.Notification, error) {
+	defer db.observe("notifications", time.Now())
+	q := `SELECT ` + notificationColumns + `, CASE WHEN ` + unreadCond + ` THEN TRUE ELSE FALSE END
+		FROM push_notifications n WHERE n.user_id = $1 AND ($2 = 0 OR n.id < $2)`
+	if onlyHighlight {
+		q += ` AND n.highlight`
+	}
+	q += ` ORDER BY n.id DESC LIMIT $3`
+	rows, err := db.r.QueryContext(ctx, q, userID, before, limit)
+	return db.scanNotifications(rows, err, true)
+}
+
+func (db *DB) NotificationsAfter(ctx context.Context, userID string, after int64, limit int) ([]push.Notification, error) {
+	defer db.observe("notifications_after", time.Now())
+	rows, err := db.r.QueryContext(ctx, `SELECT `+notificationColumns+` FROM push_notifications n
+		WHERE n.user_id = $1 AND n.id > $2 ORDER BY n.id LIMIT $3`, userID, after, limit)
+	return db.scanNotifications(rows, err, false)
+}
+
+func (db *DB) MaxNotificationID(ctx context.Context) (int64, error) {
+	var id int64
+	if err := db.r.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM push_notifications`).Scan(&id); err != nil {
+		return 0, fmt.Errorf("storage: max notification: %w", err)
+	}
+	return id, nil
+}
+
+const pusherColumns = `id, user_id, app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data, pushkey_ts`
+
+func (db *DB) queryPushers(ctx context.Context, where string, args ...any) ([]push.Pusher, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT `+pusherColumns+` FROM pushers `+where+` ORDER BY id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("storage: pushers: %w", err)
+	}
+	defer rows.Close()
+	var out []push.Pusher
+	for rows.Next() {
+		var p push.Pusher
+		var data string
+		if err := rows.Scan(&p.ID, &p.UserID, &p.AppID, &p.PushKey, &p.Kind, &p.AppDisplayName, &p.DeviceDisplayName,
+			&p.ProfileTag, &p.Lang, &data, &p.PushKeyTS); err != nil {
+			return nil, fmt.Errorf("storage: pushers: %w", err)
+		}
+		p.Data = []byte(data)
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+func (db *DB) Pushers(ctx context.Context, userID string) ([]push.Pusher, error) {
+	defer db.observe("pushers", time.Now())
+	return db.queryPushers(ctx, `WHERE user_id = $1`, userID)
+}
+
+func (db *DB) AllPushers(ctx context.Context) ([]push.Pusher, error) {
+	defer db.observe("all_pushers", time.Now())
+	return db.queryPushers(ctx, ``)
+}
+
+func pusherCursor(id int64) string { return fmt.Sprintf("pusher:%d", id) }
+
+func (db *DB) PutPusher(ctx context.Context, p push.Pusher, appendIt bool) (int64, error) {
+	var id int64
+	err := db.tx(ctx, "put_pusher", func(tx *sql.Tx) error {
+		if !appendIt {
+			if err := deletePushers(ctx, tx, `app_id = $1 AND pushkey = $2 AND user_id <> $3`, p.AppID, p.PushKey, p.UserID); err != nil {
+				return err
+			}
+		}
+		err := tx.QueryRowContext(ctx, `SELECT id FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id = $3`,
+			p.AppID, p.PushKey, p.UserID).Scan(&id)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) + 1 FROM pushers`).Scan(&id); err != nil {
+				return fmt.Errorf("storage: put pusher: %w", err)
+			}
+			_, err = tx.ExecContext(ctx, `INSERT INTO pushers (`+pusherColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+				id, p.UserID, p.AppID, p.PushKey, p.Kind, p.AppDisplayName, p.DeviceDisplayName, p.ProfileTag, p.Lang, string(p.Data), p.PushKeyTS)
+			if err != nil {
+				return fmt.Errorf("storage: put pusher: %w", err)
+			}
+			// A new pusher starts after the notifications that exist now.
+			var maxID int64
+			if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM push_notifications`).Scan(&maxID); err != nil {
+				return fmt.Errorf("storage: put pusher: %w", err)
+			}
+			return setCursor(ctx, tx, pusherCursor(id), maxID)
+		case err != nil:
+			return fmt.Errorf("storage: put pusher: %w", err)
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE pushers SET kind = $2, app_display_name = $3, device_display_name = $4,
+			profile_tag = $5, lang = $6, data = $7 WHERE id = $1`,
+			id, p.Kind, p.AppDisplayName, p.DeviceDisplayName, p.ProfileTag, p.Lang, string(p.Data))
+		if err != nil {
+			return fmt.Errorf("storage: put pusher: %w", err)
+		}
+		return nil
+	})
+	return id, err
+}
+
+func deletePushers(ctx context.Context, tx *sql.Tx, where string, args ...any) error {
+	rows, err := tx.QueryContext(ctx, `SELECT id FROM pushers WHERE `+where, args...)
+	if err != nil {
+		return fmt.Errorf("storage: delete pushers: %w", err)
+	}
+	var names []string
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return fmt.Errorf("storage: delete pushers: %w", err)
+		}
+		names = append(names, pusherCursor(id))
+	}
+	rows.Close()
+	if len(names) > 0 {
+		in, cargs := inList(names, nil)
+		if _, err := tx.ExecContext(ctx, `DELETE FROM push_cursors WHERE name IN (`+in+`)`, cargs...); err != nil {
+			return fmt.Errorf("storage: delete pushers: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM pushers WHERE `+where, args...); err != nil {
+		return fmt.Errorf("storage: delete pushers: %w", err)
+	}
+	return nil
+}
+
+func (db *DB) DeletePusher(ctx context.Context, appID, pushKey, userID string) error {
+	return db.tx(ctx, "delete_pusher", func(tx *sql.Tx) error {
+		return deletePushers(ctx, tx, `app_id = $1 AND pushkey = $2 AND user_id = $3`, appID, pushKey, userID)
+	})
+}
+
+func (db *DB) UnreadTotal(ctx context.Context, userID string) (int, error) {
+	defer db.observe("unread_total", time.Now())
+	var n int
+	err := db.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM push_notifications n WHERE n.user_id = $1 AND `+unreadCond, userID).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("storage: unread total: %w", err)
+	}
+	return n, nil
+}
