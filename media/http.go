@@ -271,15 +271,16 @@ func (h *HTTP) thumbnail(w http.ResponseWriter, r *http.Request) {
 	if method == "" {
 		method = Scale
 	}
+	animated := false
 	if v := q.Get("animated"); v != "" {
-		// Thumbnails are never animated, which animated=false requires
-		// and animated=true permits.
-		if _, err := strconv.ParseBool(v); err != nil {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
 			h.fail(w, r, mxhttp.InvalidParam("animated must be true or false"))
 			return
 		}
+		animated = b
 	}
-	s, err := h.svc.Thumbnail(r.Context(), origin, mediaID, dims[0], dims[1], method, f)
+	s, err := h.svc.ThumbnailAnimated(r.Context(), origin, mediaID, dims[0], dims[1], method, animated, f)
 	if err != nil {
 		h.fail(w, r, err)
 		return

@@ -12,6 +12,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/disintegration/imaging"
@@ -180,9 +181,21 @@ func (s *Service) pregenerate(ctx context.Context, m Metadata, img image.Image) 
 // is at least as large as the image.
 var thumbnailable = map[string]bool{"image/jpeg": true, "image/png": true, "image/gif": true, "image/webp": true}
 
+// mayAnimate are the types whose originals can be animated: they are only
+// served as their own thumbnail when the client asked for animation
+// (animated=true), since animated=false forbids animated thumbnails.
+var mayAnimate = map[string]bool{"image/gif": true, "image/webp": true, "image/apng": true}
+
 // Thumbnail returns a thumbnail of at least w×h (or the original image when
-// it is no larger), from the cache or generated on the spot.
+// it is no larger), from the cache or generated on the spot. Generated
+// thumbnails are static; an animated original is served as is only when
+// animated is set and the request is at least its size.
 func (s *Service) Thumbnail(ctx context.Context, origin, mediaID string, w, h int, method string, f Fetch) (Served, error) {
+	return s.ThumbnailAnimated(ctx, origin, mediaID, w, h, method, false, f)
+}
+
+// ThumbnailAnimated is Thumbnail honouring the animated parameter.
+func (s *Service) ThumbnailAnimated(ctx context.Context, origin, mediaID string, w, h int, method string, animated bool, f Fetch) (Served, error) {
 	if method != Crop && method != Scale {
 		return Served{}, mxhttp.InvalidParam("method must be crop or scale")
 	}
@@ -203,7 +216,8 @@ func (s *Service) Thumbnail(ctx context.Context, origin, mediaID string, w, h in
 		return Served{}, mxhttp.TooLarge("Content is too large to thumbnail")
 	}
 	tw, th := TargetSize(m.Width, m.Height, w, h, method)
-	if tw == m.Width && th == m.Height && thumbnailable[mediaType(m.ContentType)] {
+	ct := mediaType(m.ContentType)
+	if tw == m.Width && th == m.Height && thumbnailable[ct] && (animated || !mayAnimate[ct]) {
 		file, err := s.open(m)
 		if err != nil {
 			return Served{}, err
@@ -214,6 +228,12 @@ func (s *Service) Thumbnail(ctx context.Context, origin, mediaID string, w, h in
 	thumbs, err := s.store.ListThumbnails(ctx, m.Origin, m.MediaID)
 	if err != nil {
 		return Served{}, err
+	}
+	if tw != m.Width || th != m.Height {
+		// A static copy at the original's size (made for an animated
+		// original) stands in for the original: it answers only requests
+		// that large, like the original would.
+		thumbs = slices.DeleteFunc(thumbs, func(t Thumbnail) bool { return t.Width == m.Width && t.Height == m.Height })
 	}
 	t, ok := pick(thumbs, tw, th, method)
 	if !ok {

@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"homeserver/internal/testserver"
 )
@@ -21,8 +24,33 @@ func TestPortDB(t *testing.T) {
 	if dsn == "" {
 		t.Skipf("set %s to a PostgreSQL DSN to run", testserver.PostgresEnv)
 	}
+	// An application service that is down while the source runs: its queue
+	// holds a pending transaction when the database is ported.
+	var asUp atomic.Bool
+	var delivered atomic.Int64
+	as := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !asUp.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		var body struct {
+			Events []json.RawMessage `json:"events"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		delivered.Add(int64(len(body.Events)))
+		w.Write([]byte("{}"))
+	}))
+	defer as.Close()
+	reg := filepath.Join(t.TempDir(), "bridge.yaml")
+	regYAML := "id: bridge\nurl: " + as.URL + "\nas_token: port-as-token\nhs_token: port-hs-token\nsender_localpart: bridge\n" +
+		"namespaces:\n  users:\n    - exclusive: true\n      regex: '@bridge_.*'\n  aliases: []\n  rooms: []\n"
+	if err := os.WriteFile(reg, []byte(regYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	asConfig := "app_service_config_files: [" + reg + "]\n"
 	sqliteBlock := "database:\n  name: sqlite3\n  args:\n    database: source.db\n"
-	src := testserver.StartYAML(t, strings.Replace(testserver.BaseConfig, testserver.SQLiteDatabase, sqliteBlock, 1))
+	src := testserver.StartYAML(t, strings.Replace(testserver.BaseConfig, testserver.SQLiteDatabase, sqliteBlock, 1)+asConfig)
+	src.Srv.AppServiceQueues().SetBackoff(10*time.Millisecond, 50*time.Millisecond)
 	alice := src.Register("alice", "pw-alice")
 	phone := src.Login("alice", "pw-alice")
 	bob := src.Register("bob", "pw-bob")
@@ -37,6 +65,12 @@ func TestPortDB(t *testing.T) {
 			map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("message %d", i)})
 	}
 	src.MustDo(http.StatusOK, "PUT", "/_matrix/client/v3/user/"+alice.ID+"/account_data/org.example.test", alice.Token, map[string]any{"x": 1})
+	media := uploadMedia(t, src, alice.Token, []byte("ported bytes"))
+	// The bridge's user sends into the room while the bridge is down.
+	src.MustDo(http.StatusOK, "POST", "/_matrix/client/v3/register", "port-as-token", map[string]any{
+		"type": "m.login.application_service", "username": "bridge_carl", "inhibit_login": true,
+	})
+	src.MustDo(http.StatusOK, "POST", "/_matrix/client/v3/rooms/"+room+"/join?user_id=@bridge_carl:test.local", "port-as-token", map[string]any{})
 	syncBefore := syncSummary(t, src, alice.Token)
 	before := map[string]*testserver.Response{
 		"devices": src.MustDo(http.StatusOK, "GET", "/_matrix/client/v3/devices", alice.Token, nil),
@@ -44,7 +78,9 @@ func TestPortDB(t *testing.T) {
 	}
 	src.Stop()
 
-	targetYAML := strings.Replace(testserver.BaseConfig, testserver.SQLiteDatabase, testserver.PostgresDatabase(t, dsn), 1)
+	// The media files stay where they are: only the database moves.
+	targetYAML := strings.Replace(testserver.BaseConfig, testserver.SQLiteDatabase, testserver.PostgresDatabase(t, dsn), 1) +
+		"media_store_path: " + filepath.Join(src.Dir, "media_store") + "\n" + asConfig
 	dir := t.TempDir()
 	targetPath := filepath.Join(dir, "homeserver.yaml")
 	if err := os.WriteFile(targetPath, []byte(targetYAML), 0o600); err != nil {
@@ -63,7 +99,9 @@ func TestPortDB(t *testing.T) {
 		t.Fatalf("second port-db into a non-empty database: exit %d, %s", code, stderr.String())
 	}
 
+	asUp.Store(true)
 	dst := testserver.StartYAML(t, targetYAML)
+	dst.Srv.AppServiceQueues().SetBackoff(10*time.Millisecond, 50*time.Millisecond)
 	who := dst.MustDo(http.StatusOK, "GET", "/_matrix/client/v3/account/whoami", phone.Token, nil)
 	if who.String("user_id") != alice.ID || who.String("device_id") != phone.DeviceID {
 		t.Fatalf("whoami on PostgreSQL: %s", who.Body)
@@ -77,12 +115,23 @@ func TestPortDB(t *testing.T) {
 	if syncAfter := syncSummary(t, dst, alice.Token); !reflect.DeepEqual(syncBefore, syncAfter) {
 		t.Errorf("/sync differs after porting:\nSQLite:     %v\nPostgreSQL: %v", syncBefore, syncAfter)
 	}
+	got := dst.MustDo(http.StatusOK, "GET", "/_matrix/client/v1/media/download/"+testserver.ServerName+"/"+media, alice.Token, nil)
+	if string(got.Body) != "ported bytes" || got.Header.Get("Content-Type") != "text/plain" {
+		t.Fatalf("media after porting: %q %s", got.Body, got.Header.Get("Content-Type"))
+	}
 	dst.MustDo(http.StatusOK, "PUT", "/_matrix/client/v3/rooms/"+room+"/send/m.room.message/after", bob.Token,
 		map[string]any{"msgtype": "m.text", "body": "on PostgreSQL"})
 	dst.Login("bob", "pw-bob")
 	dst.MustDo(http.StatusOK, "GET", "/_matrix/client/v3/account/whoami", bob.Token, nil)
 	// The ported database takes new writes.
 	dst.Register("carol", "pw-carol")
+	// The bridge's queue, ported mid-outage, delivers what it held.
+	for i := 0; delivered.Load() == 0; i++ {
+		if i > 600 {
+			t.Fatal("the ported application service queue never delivered")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // syncSummary is what an initial /sync shows a user, minus what changes
@@ -128,4 +177,31 @@ func syncSummary(t *testing.T, s *testserver.Server, token string) map[string]an
 		t.Fatalf("initial sync shows no rooms: %s", r.Body)
 	}
 	return out
+}
+
+// uploadMedia uploads a small text file and returns its media ID.
+func uploadMedia(t *testing.T, s *testserver.Server, token string, body []byte) string {
+	t.Helper()
+	req, err := http.NewRequest("POST", s.URL+"/_matrix/media/v3/upload?filename=a.txt", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "text/plain")
+	resp, err := s.Client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		ContentURI string `json:"content_uri"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("upload: %d %v", resp.StatusCode, err)
+	}
+	id, ok := strings.CutPrefix(out.ContentURI, "mxc://"+testserver.ServerName+"/")
+	if !ok {
+		t.Fatalf("content_uri %q", out.ContentURI)
+	}
+	return id
 }
