@@ -60,6 +60,7 @@ type Service struct {
 	store  Store
 	notify func(userID string)
 	now    func() time.Time
+	sweep  idleSweeper
 }
 
 // New returns the presence service. notify, when set, is called with the

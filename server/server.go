@@ -48,6 +48,7 @@ type Server struct {
 	typing   *typing.Service
 	media    *media.HTTP
 	push     *push.Service
+	presence *presence.Service
 
 	appservices *appservice.Set
 	asQueues    *appservice.Dispatcher
@@ -160,6 +161,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		}
 	}, time.Now)
 	client.SetPresence(pres)
+
 	wakeEphemeral := func(roomID string) {
 		notifier.WakeRoom(roomID)
 		asQueues.WakeEphemeral()
@@ -191,6 +193,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		http: metrics.NewHTTP(reg), accounts: acc, rooms: rms, client: client, typing: typ,
 		media:       mediaHTTP,
 		push:        pushSvc,
+		presence:    pres,
 		appservices: appservices, asQueues: asQueues,
 	}, nil
 }
@@ -297,6 +300,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.wg.Wait()
 	s.asQueues.Stop()
 	s.push.Stop()
+	s.presence.StopIdleSweep()
 	s.typing.Close()
 	if s.db != nil {
 		errs = append(errs, s.db.Close())
@@ -312,7 +316,11 @@ func (s *Server) startQueues() error {
 	if err := s.asQueues.Start(context.Background()); err != nil {
 		return err
 	}
-	return s.push.Start(context.Background())
+	if err := s.push.Start(context.Background()); err != nil {
+		return err
+	}
+	s.presence.StartIdleSweep(s.log)
+	return nil
 }
 
 func resourceNames(lc config.Listener) []string {

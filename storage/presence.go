@@ -146,3 +146,9 @@ func (db *DB) PresenceChanged(ctx context.Context, from, to int64) ([]presence.S
 	}
 	return out, rows.Err()
 }
+
+func (db *DB) StalePresence(ctx context.Context, before int64) ([]string, error) {
+	defer db.observe("stale_presence", time.Now())
+	return queryStrings(ctx, db.r, `SELECT user_id FROM presence
+		WHERE presence <> 'offline' AND last_active_ts < $1 ORDER BY user_id`, before)
+}
