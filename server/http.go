@@ -23,7 +23,15 @@ func (s *Server) Handler(lc config.Listener) http.Handler {
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		mxhttp.WriteError(w, mxhttp.Unrecognized("Unrecognized request"))
 	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
+	r.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
+		// RFC 9110 asks a 405 to list the methods the resource allows.
+		var allowed []string
+		for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete} {
+			if r.Match(chi.NewRouteContext(), m, req.URL.Path) {
+				allowed = append(allowed, m)
+			}
+		}
+		w.Header().Set("Allow", strings.Join(append(allowed, http.MethodOptions), ", "))
 		mxhttp.WriteError(w, mxhttp.MethodNotAllowed())
 	})
 	names := resourceNames(lc)

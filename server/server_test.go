@@ -71,6 +71,13 @@ func TestRouting(t *testing.T) {
 	if r.Status != 405 || r.Errcode() != "M_UNRECOGNIZED" {
 		t.Fatalf("wrong method: %d %s", r.Status, r.Body)
 	}
+	if allow := r.Header.Get("Allow"); allow != "GET, OPTIONS" {
+		t.Fatalf("Allow: %q", allow)
+	}
+	r = s.Do("PATCH", "/_matrix/client/v3/devices/ABC", "", nil)
+	if r.Status != 405 || r.Header.Get("Allow") != "GET, PUT, DELETE, OPTIONS" {
+		t.Fatalf("PATCH on a device: %d, Allow %q", r.Status, r.Header.Get("Allow"))
+	}
 	r = s.Do("OPTIONS", "/_matrix/client/v3/register", "", nil)
 	if r.Status != 200 || r.Header.Get("Access-Control-Allow-Origin") != "*" ||
 		!strings.Contains(r.Header.Get("Access-Control-Allow-Headers"), "Authorization") {
