@@ -56,6 +56,23 @@ type Service struct {
 
 	// queryUser asks application services about an unknown local user.
 	queryUser func(ctx context.Context, userID string) bool
+
+	// onDevicesChanged is told of each user whose devices were deleted or
+	// renamed, after the change committed.
+	onDevicesChanged []func(userID string)
+}
+
+// OnDevicesChanged registers fn to run after a user's devices were deleted
+// or renamed: others who track the user's devices must learn of it. Call it
+// before serving.
+func (s *Service) OnDevicesChanged(fn func(userID string)) {
+	s.onDevicesChanged = append(s.onDevicesChanged, fn)
+}
+
+func (s *Service) devicesChanged(userID string) {
+	for _, fn := range s.onDevicesChanged {
+		fn(userID)
+	}
 }
 
 // New returns the accounts service.
@@ -383,12 +400,20 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (Credentials
 // Logout ends the requester's session and deletes its device, as the spec
 // says for /logout.
 func (s *Service) Logout(ctx context.Context, r *Requester) error {
-	return s.store.DeleteDevices(ctx, r.UserID, []string{r.DeviceID})
+	if err := s.store.DeleteDevices(ctx, r.UserID, []string{r.DeviceID}); err != nil {
+		return err
+	}
+	s.devicesChanged(r.UserID)
+	return nil
 }
 
 // LogoutAll ends every session of the user.
 func (s *Service) LogoutAll(ctx context.Context, userID string) error {
-	return s.store.DeleteOtherDevices(ctx, userID, "")
+	if err := s.store.DeleteOtherDevices(ctx, userID, ""); err != nil {
+		return err
+	}
+	s.devicesChanged(userID)
+	return nil
 }
 
 // ChangePassword sets a new password and, when logoutDevices, ends every
@@ -408,7 +433,10 @@ func (s *Service) ChangePassword(ctx context.Context, userID, password, keepDevi
 		return err
 	}
 	if logoutDevices {
-		return s.store.DeleteOtherDevices(ctx, userID, keepDevice)
+		if err := s.store.DeleteOtherDevices(ctx, userID, keepDevice); err != nil {
+			return err
+		}
+		s.devicesChanged(userID)
 	}
 	return nil
 }
@@ -417,7 +445,11 @@ func (s *Service) ChangePassword(ctx context.Context, userID, password, keepDevi
 // are removed, the user ID stays taken.
 func (s *Service) Deactivate(ctx context.Context, userID string) error {
 	s.log.Info("deactivating user", "user_id", userID)
-	return s.store.Deactivate(ctx, userID)
+	if err := s.store.Deactivate(ctx, userID); err != nil {
+		return err
+	}
+	s.devicesChanged(userID)
+	return nil
 }
 
 // GetAccount returns a local account.
@@ -444,6 +476,30 @@ func (s *Service) GetDevice(ctx context.Context, userID, deviceID string) (Devic
 	return d, err
 }
 
+// CreateDevice creates a device of a user with no session of its own, for
+// an application service that drives it with its own token (Matrix 1.17);
+// an existing device is renamed instead. It reports whether it created one.
+func (s *Service) CreateDevice(ctx context.Context, userID, deviceID string, name *string) (bool, error) {
+	if deviceID == "" || len(deviceID) > MaxDeviceIDLength {
+		return false, mxhttp.InvalidParam("Invalid device ID")
+	}
+	dev := Device{UserID: userID, DeviceID: deviceID, CreatedTS: s.nowMS()}
+	if name != nil {
+		if len(*name) > 100*1024 {
+			return false, mxhttp.InvalidParam("display_name too long")
+		}
+		dev.DisplayName = *name
+	}
+	created, err := s.store.CreateDevice(ctx, dev)
+	if err != nil || created {
+		return created, err
+	}
+	if name != nil {
+		return false, s.RenameDevice(ctx, userID, deviceID, *name)
+	}
+	return false, nil
+}
+
 func (s *Service) RenameDevice(ctx context.Context, userID, deviceID, name string) error {
 	if len(name) > 100*1024 {
 		return mxhttp.InvalidParam("display_name too long")
@@ -452,11 +508,20 @@ func (s *Service) RenameDevice(ctx context.Context, userID, deviceID, name strin
 	if errors.Is(err, ErrNotFound) {
 		return mxhttp.NotFound("Unknown device")
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	s.devicesChanged(userID)
+	return nil
 }
 
+// DeleteDevices deletes devices, their tokens, keys and pending messages.
 func (s *Service) DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error {
-	return s.store.DeleteDevices(ctx, userID, deviceIDs)
+	if err := s.store.DeleteDevices(ctx, userID, deviceIDs); err != nil {
+		return err
+	}
+	s.devicesChanged(userID)
+	return nil
 }
 
 // Tokens and passwords.

@@ -85,6 +85,9 @@ type Store interface {
 	// IssueDevice creates the device (or reuses it, keeping its name when
 	// none is given) and replaces all its tokens with tok.
 	IssueDevice(ctx context.Context, dev Device, tok IssuedTokens) error
+	// CreateDevice creates a device without tokens (for an application
+	// service) and reports whether it was new.
+	CreateDevice(ctx context.Context, dev Device) (bool, error)
 	LookupAccessToken(ctx context.Context, hash string) (TokenOwner, error)
 	DropStaleRefresh(ctx context.Context, refreshHash string) error
 	// RotateRefresh replaces the tokens issued from refresh token old with

@@ -18,9 +18,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"homeserver/e2ee"
 	"homeserver/presence"
 	"homeserver/receipts"
 	"homeserver/rooms"
+	"homeserver/todevice"
 )
 
 // Limits of the transaction queue.
@@ -60,6 +62,8 @@ type State struct {
 	Legacy bool
 	// Pending is the transaction waiting for a 2xx, if any.
 	Pending *Txn
+	// E2EE are the cursors in the end-to-end encryption streams.
+	E2EE E2EECursors
 }
 
 // Store is what the dispatcher reads and writes; storage implements it.
@@ -79,9 +83,21 @@ type Store interface {
 	// AppServiceState returns a service's state, creating it at the
 	// current end of the event stream when the service is new.
 	AppServiceState(ctx context.Context, asID string) (State, error)
-	// QueueAppServiceTxn persists t as the service's pending transaction
-	// and number as its last transaction number.
-	QueueAppServiceTxn(ctx context.Context, asID string, number int64, t Txn) error
+	// QueueAppServiceTxn persists t as the service's pending transaction,
+	// number as its last transaction number and cur as its encryption
+	// cursors; the to-device messages up to cur of the delivered devices
+	// that only the service uses (they have no access token) are deleted,
+	// the transaction holding them now.
+	QueueAppServiceTxn(ctx context.Context, asID string, number int64, t Txn, cur E2EECursors, delivered []e2ee.DeviceRef) error
+	// AdvanceAppServiceE2EE moves the encryption cursors over what did not
+	// interest the service.
+	AdvanceAppServiceE2EE(ctx context.Context, asID string, cur E2EECursors) error
+	// ToDeviceMaxPos, ToDeviceAfter and ToDeviceAt read the to-device
+	// stream: its end, the messages (for any device) in (after, upTo] in
+	// position order, at most limit, and all those of one position.
+	ToDeviceMaxPos(ctx context.Context) (int64, error)
+	ToDeviceAfter(ctx context.Context, after, upTo int64, limit int) ([]todevice.Message, error)
+	ToDeviceAt(ctx context.Context, pos int64) ([]todevice.Message, error)
 	// AppServiceTxnDone forgets the pending transaction and moves the
 	// cursor to pos, atomically.
 	AppServiceTxnDone(ctx context.Context, asID, txnID string, pos int64) error
@@ -121,6 +137,8 @@ type EphemeralSources struct {
 	Typing   TypingSource
 	Receipts ReceiptSource
 	Presence PresenceSource
+	// Keys feeds device lists and key counts (MSC3202).
+	Keys KeySource
 }
 
 // Config of the dispatcher.
@@ -235,14 +253,15 @@ func (d *Dispatcher) Persisted(p rooms.Persisted) {
 	}
 }
 
-// WakeEphemeral wakes the workers of services that receive ephemeral data:
-// typing, receipts or presence changed. It never blocks.
+// WakeEphemeral wakes the workers of services that receive ephemeral or
+// device data: typing, receipts, presence, to-device messages, device lists
+// or keys changed. It never blocks.
 func (d *Dispatcher) WakeEphemeral() {
 	if d == nil {
 		return
 	}
 	for _, w := range d.workers {
-		if w.reg.Ephemeral() {
+		if w.reg.Ephemeral() || w.reg.DeviceData() {
 			signal(w.wake)
 		}
 	}
@@ -292,7 +311,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("appservice %s: %w", w.reg.ID, err)
 		}
-		w.cursor, w.lastTxn, w.legacy, w.pending = st.Cursor, st.LastTxn, st.Legacy, st.Pending
+		w.cursor, w.lastTxn, w.legacy, w.pending, w.e2eeCur = st.Cursor, st.LastTxn, st.Legacy, st.Pending, st.E2EE
 		w.typingPos, w.receiptPos, w.presencePos = typingPos, receiptPos, presencePos
 		w.publish()
 		w.log.Info("application service queue starting", "url", w.reg.URL, "cursor", st.Cursor,
@@ -355,6 +374,7 @@ type worker struct {
 	rooms    map[string]*roomInterest
 
 	typingPos, receiptPos, presencePos int64
+	e2eeCur                            E2EECursors
 
 	m struct {
 		cursor, pendingEvents, failures atomic.Int64
@@ -462,10 +482,22 @@ func (w *worker) fill(ctx context.Context) (more bool, err error) {
 			return false, err
 		}
 	}
-	if len(picked) == 0 && len(eph) == 0 {
+	var enc e2eePart
+	if w.reg.Ephemeral() || w.reg.DeviceData() {
+		if enc, err = w.e2ee(ctx); err != nil {
+			return false, err
+		}
+	}
+	if len(picked) == 0 && len(eph) == 0 && enc.empty() {
 		if w.reg.Ephemeral() {
 			// Nothing of interest changed: skip those positions.
 			w.typingPos, w.receiptPos, w.presencePos = next.typing, next.receipts, next.presence
+		}
+		if enc.next != w.e2eeCur {
+			if err := w.d.store.AdvanceAppServiceE2EE(ctx, w.reg.ID, enc.next); err != nil {
+				return false, err
+			}
+			w.e2eeCur = enc.next
 		}
 		if covered > w.cursor {
 			if err := w.d.store.AdvanceAppService(ctx, w.reg.ID, covered); err != nil {
@@ -482,16 +514,18 @@ func (w *worker) fill(ctx context.Context) (more bool, err error) {
 			return false, err
 		}
 	}
-	body, err := json.Marshal(txnBody{Events: rendered, Ephemeral: eph, MSC2409: eph})
+	tb := txnBody{Events: rendered, Ephemeral: eph, MSC2409: eph}
+	enc.fillBody(&tb)
+	body, err := json.Marshal(tb)
 	if err != nil {
 		return false, fmt.Errorf("appservice: encoding transaction: %w", err)
 	}
 	number := w.lastTxn + 1
 	t := &Txn{ID: strconv.FormatInt(number, 10), Body: body, Pos: covered, Events: len(picked)}
-	if err := w.d.store.QueueAppServiceTxn(ctx, w.reg.ID, number, *t); err != nil {
+	if err := w.d.store.QueueAppServiceTxn(ctx, w.reg.ID, number, *t, enc.next, enc.delivered); err != nil {
 		return false, err
 	}
-	w.lastTxn, w.pending = number, t
+	w.lastTxn, w.pending, w.e2eeCur = number, t, enc.next
 	if w.reg.Ephemeral() {
 		w.typingPos, w.receiptPos, w.presencePos = next.typing, next.receipts, next.presence
 	}
@@ -504,6 +538,18 @@ type txnBody struct {
 	Ephemeral []json.RawMessage `json:"ephemeral,omitempty"`
 	// MSC2409 is the name services written before Matrix 1.13 read.
 	MSC2409 []json.RawMessage `json:"de.sorunome.msc2409.ephemeral,omitempty"`
+
+	// The to-device messages of the service's devices (MSC2409), and
+	// their device lists and key counts (MSC3202), under the stable names
+	// and the unstable ones.
+	ToDevice            []json.RawMessage                    `json:"to_device,omitempty"`
+	MSC2409ToDevice     []json.RawMessage                    `json:"de.sorunome.msc2409.to_device,omitempty"`
+	DeviceLists         *txnDeviceLists                      `json:"device_lists,omitempty"`
+	MSC3202DeviceLists  *txnDeviceLists                      `json:"org.matrix.msc3202.device_lists,omitempty"`
+	OTKCounts           map[string]map[string]map[string]int `json:"device_one_time_keys_count,omitempty"`
+	MSC3202OTKCounts    map[string]map[string]map[string]int `json:"org.matrix.msc3202.device_one_time_keys_count,omitempty"`
+	FallbackKeys        map[string]map[string][]string       `json:"device_unused_fallback_key_types,omitempty"`
+	MSC3202FallbackKeys map[string]map[string][]string       `json:"org.matrix.msc3202.device_unused_fallback_key_types,omitempty"`
 }
 
 // deliver sends the pending transaction until it is acknowledged or ctx

@@ -40,6 +40,13 @@ type Registration struct {
 	Protocols        []string `yaml:"protocols"`
 	ReceiveEphemeral bool     `yaml:"receive_ephemeral"`
 	PushEphemeral    bool     `yaml:"de.sorunome.msc2409.push_ephemeral"`
+	// MSC3202 asks for the device lists, one-time key counts and unused
+	// fallback key types of the namespace's devices in transactions: what
+	// an encrypting bridge would otherwise read from /sync.
+	MSC3202 bool `yaml:"org.matrix.msc3202"`
+	// MSC4190 says the service manages its users' devices itself; since
+	// Matrix 1.17 every service may, so the key is accepted and implied.
+	MSC4190 bool `yaml:"io.element.msc4190"`
 
 	// File is where the registration was read from.
 	File string `yaml:"-"`
@@ -85,8 +92,13 @@ func (m matcher) exclusively(s string) bool { return m.exclusive != nil && m.exc
 // (the default).
 func (r *Registration) RateLimited() bool { return r.RateLimitedOpt == nil || *r.RateLimitedOpt }
 
-// Ephemeral reports whether the service wants typing, receipts and presence.
+// Ephemeral reports whether the service wants typing, receipts and
+// presence, and the to-device messages of its users' devices.
 func (r *Registration) Ephemeral() bool { return r.ReceiveEphemeral || r.PushEphemeral }
+
+// DeviceData reports whether the service wants device lists and key
+// counts (MSC3202).
+func (r *Registration) DeviceData() bool { return r.MSC3202 }
 
 // MatchesUser reports whether userID is in the user namespaces.
 func (r *Registration) MatchesUser(userID string) bool { return r.users.match(userID) }

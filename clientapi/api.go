@@ -17,12 +17,15 @@ import (
 	"homeserver/accountdata"
 	"homeserver/accounts"
 	"homeserver/appservice"
+	"homeserver/e2ee"
+	"homeserver/keybackup"
 	"homeserver/mxhttp"
 	"homeserver/presence"
 	"homeserver/push"
 	"homeserver/ratelimit"
 	"homeserver/rooms"
 	"homeserver/syncapi"
+	"homeserver/todevice"
 )
 
 // RateLimit is one rc_* setting.
@@ -64,6 +67,9 @@ type API struct {
 	asQuery     *appservice.Querier
 	appservices *appservice.Set
 	push        *push.Service
+	keyBackup   *keybackup.Service
+	keys        *e2ee.Service
+	toDevice    *todevice.Service
 	log         *slog.Logger
 
 	rcRegistration *ratelimit.Limiter
@@ -163,8 +169,10 @@ func (a *API) clientRoutes(r chi.Router) {
 		a.accountDataRoutes(r)
 		a.receiptRoutes(r)
 		a.pushRoutes(r)
+		a.keyBackupRoutes(r)
 		a.legacyRoutes(r)
 		a.thirdPartyRoutes(r)
+		a.keysRoutes(r)
 	})
 }
 

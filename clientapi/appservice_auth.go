@@ -45,8 +45,22 @@ func (a *API) appServiceRequester(r *http.Request, as *appservice.Registration, 
 	if acc.Deactivated {
 		return nil, mxhttp.Forbidden("User %s has been deactivated", userID)
 	}
+	// Device masquerading (Matrix 1.17): act as one of the user's devices,
+	// for what needs one (keys, to-device messages).
+	var deviceID string
+	if d := r.URL.Query().Get("device_id"); d != "" {
+		_, err := a.accounts.GetDevice(r.Context(), userID, d)
+		var me *mxhttp.Error
+		if errors.As(err, &me) && me.Code == "M_NOT_FOUND" {
+			return nil, mxhttp.UnknownDevice("Device %s does not belong to %s", d, userID)
+		}
+		if err != nil {
+			return nil, err
+		}
+		deviceID = d
+	}
 	return &accounts.Requester{
-		UserID: userID, IsAdmin: acc.IsAdmin, IsGuest: acc.IsGuest,
+		UserID: userID, DeviceID: deviceID, IsAdmin: acc.IsAdmin, IsGuest: acc.IsGuest,
 		TokenHash: accounts.HashToken(token), AppServiceID: as.ID,
 	}, nil
 }

@@ -56,6 +56,24 @@ func (a *API) updateDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	me, id := requester(r), pathParam(r, "deviceID")
+	if me.AppServiceID != "" {
+		// Application services create their users' devices (1.17).
+		if ok, retry := a.allow(r, a.rcLoginAccount, me.UserID); !ok {
+			a.fail(w, r, mxhttp.LimitExceeded(retry))
+			return
+		}
+		created, err := a.accounts.CreateDevice(r.Context(), me.UserID, id, req.DisplayName)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		if created {
+			mxhttp.WriteJSON(w, http.StatusCreated, empty)
+			return
+		}
+		ok(w, empty)
+		return
+	}
 	var err error
 	if req.DisplayName == nil {
 		_, err = a.accounts.GetDevice(r.Context(), me.UserID, id)
@@ -79,7 +97,7 @@ func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	if err := a.checkPasswordUIA(r, req.Auth); err != nil {
+	if err := a.deviceDeletionAuth(r, req.Auth); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -103,7 +121,7 @@ func (a *API) deleteDevices(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, mxhttp.MissingParam("Missing devices"))
 		return
 	}
-	if err := a.checkPasswordUIA(r, req.Auth); err != nil {
+	if err := a.deviceDeletionAuth(r, req.Auth); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -112,4 +130,14 @@ func (a *API) deleteDevices(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ok(w, empty)
+}
+
+// deviceDeletionAuth asks a client for its password before deleting
+// devices; an application service manages its users' devices without
+// (Matrix 1.17).
+func (a *API) deviceDeletionAuth(r *http.Request, auth json.RawMessage) error {
+	if requester(r).AppServiceID != "" {
+		return nil
+	}
+	return a.checkPasswordUIA(r, auth)
 }

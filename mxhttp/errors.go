@@ -118,6 +118,12 @@ func GuestAccessForbidden(format string, a ...any) *Error {
 func ThreePIDMediumNotSupported() *Error {
 	return newErr(http.StatusBadRequest, "M_THREEPID_MEDIUM_NOT_SUPPORTED", "Third-party identifiers are not supported by this server")
 }
+func InvalidSignature(format string, a ...any) *Error {
+	return newErr(http.StatusBadRequest, "M_INVALID_SIGNATURE", format, a...)
+}
+func UnknownDevice(format string, a ...any) *Error {
+	return newErr(http.StatusBadRequest, "M_UNKNOWN_DEVICE", format, a...)
+}
 func Unknown(format string, a ...any) *Error {
 	return newErr(http.StatusBadRequest, "M_UNKNOWN", format, a...)
 }

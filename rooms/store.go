@@ -42,6 +42,12 @@ type Stored struct {
 	JSON          []byte
 }
 
+// MemberChange is one membership event, with the membership it replaced.
+type MemberChange struct {
+	RoomID, UserID       string
+	Membership, Previous string
+}
+
 // TxnRef identifies a client transaction.
 type TxnRef struct {
 	UserID, Scope, TxnID string
@@ -161,6 +167,12 @@ type SyncStore interface {
 	Heroes(ctx context.Context, roomID, user string, limit int) ([]string, error)
 	// SharesRoom reports whether two users are joined to a common room.
 	SharesRoom(ctx context.Context, a, b string) (bool, error)
+	// UsersSharingRoom returns those of candidates joined to a room the
+	// user is joined to.
+	UsersSharingRoom(ctx context.Context, user string, candidates []string) ([]string, error)
+	// MemberChangesBetween returns the membership events of the rooms in
+	// (from, to], in stream order.
+	MemberChangesBetween(ctx context.Context, roomIDs []string, from, to int64) ([]MemberChange, error)
 	// TxnIDs maps those of eventIDs sent in the given transaction scope to
 	// their transaction IDs.
 	TxnIDs(ctx context.Context, userID, scope string, eventIDs []string) (map[string]string, error)

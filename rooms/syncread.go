@@ -189,6 +189,29 @@ func (s *Service) SharesRoom(ctx context.Context, a, b string) (bool, error) {
 	return s.store.SharesRoom(ctx, a, b)
 }
 
+// UsersSharingRoom returns those of candidates joined to a room the user
+// is joined to (the user themself included, when a candidate).
+func (s *Service) UsersSharingRoom(ctx context.Context, user string, candidates []string) ([]string, error) {
+	if len(candidates) == 0 {
+		return nil, nil
+	}
+	return s.store.UsersSharingRoom(ctx, user, candidates)
+}
+
+// MemberChangesBetween returns the membership events of the rooms in
+// (from, to], in stream order.
+func (s *Service) MemberChangesBetween(ctx context.Context, roomIDs []string, from, to int64) ([]MemberChange, error) {
+	if len(roomIDs) == 0 || to <= from {
+		return nil, nil
+	}
+	return s.store.MemberChangesBetween(ctx, roomIDs, from, to)
+}
+
+// JoinedUserIDs returns the room's joined members.
+func (s *Service) JoinedUserIDs(ctx context.Context, roomID string) ([]string, error) {
+	return s.store.JoinedUserIDs(ctx, roomID)
+}
+
 // MembershipAt returns the user's membership event in force at pos (a
 // zero Stored when they had none).
 func (s *Service) MembershipAt(ctx context.Context, roomID, user string, pos int64) (Stored, error) {

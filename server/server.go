@@ -21,6 +21,8 @@ import (
 	"homeserver/appservice"
 	"homeserver/clientapi"
 	"homeserver/config"
+	"homeserver/e2ee"
+	"homeserver/keybackup"
 	"homeserver/media"
 	"homeserver/metrics"
 	"homeserver/pdu"
@@ -31,6 +33,7 @@ import (
 	"homeserver/serverkey"
 	"homeserver/storage"
 	"homeserver/syncapi"
+	"homeserver/todevice"
 	"homeserver/typing"
 )
 
@@ -147,19 +150,22 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	client.SetAccountData(accountData)
 	client.SetAppServiceQuerier(asQuery)
 	client.SetAppServices(appservices)
-	pres := presence.New(db, func(userID string) {
+	// wakeSharers wakes the syncs of a user and of everyone sharing a room
+	// with them, and the application services that take ephemeral data:
+	// for changes of what others see of a user (presence, devices, keys).
+	wakeSharers := func(userID string) {
 		notifier.WakeUser(userID)
 		asQueues.WakeEphemeral()
-		// Everyone sharing a room with the user learns of the change.
 		joined, err := rms.RoomsWithMembership(context.Background(), userID, "join")
 		if err != nil {
-			log.Warn("waking syncs for presence", "user_id", userID, "err", err)
+			log.Warn("waking syncs", "user_id", userID, "err", err)
 			return
 		}
 		for _, r := range joined {
 			notifier.WakeRoom(r)
 		}
-	}, time.Now)
+	}
+	pres := presence.New(db, wakeSharers, time.Now)
 	client.SetPresence(pres)
 
 	wakeEphemeral := func(roomID string) {
@@ -167,7 +173,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		asQueues.WakeEphemeral()
 	}
 	rcpt, typ := receipts.New(db, wakeEphemeral), typing.New(wakeEphemeral)
-	asQueues.SetEphemeral(appservice.EphemeralSources{Typing: typ, Receipts: rcpt, Presence: pres})
+	keys := e2ee.New(db, e2ee.Config{ServerName: cfg.ServerName, Logger: log})
+	asQueues.SetEphemeral(appservice.EphemeralSources{Typing: typ, Receipts: rcpt, Presence: pres, Keys: keys})
 	client.SetReceipts(rcpt, typ)
 	// Push rules are evaluated on every new event by a reader with its own
 	// durable cursor; pushers read the notifications it writes.
@@ -184,9 +191,21 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		}
 	})
 	client.SetPush(pushSvc)
+	client.SetKeyBackup(keybackup.New(db))
+	// End-to-end encryption: keys and their device-list stream, and
+	// to-device messages; each change wakes those who must learn of it.
+	keys.OnDeviceListChange(wakeSharers)
+	acc.OnDevicesChanged(wakeSharers)
+	keys.OnKeysChange(func(e2ee.DeviceRef) { asQueues.WakeEphemeral() })
+	toDevice := todevice.New(db, cfg.ServerName, log)
+	toDevice.OnMessage(func(userID string) {
+		notifier.WakeUser(userID)
+		asQueues.WakeEphemeral()
+	})
+	client.SetKeys(keys, toDevice)
 	client.SetSync(syncapi.New(syncapi.Deps{
 		Rooms: rms, Filters: db, AccountData: accountData, Receipts: rcpt, Typing: typ,
-		Presence: pres, Notifier: notifier, Push: pushSvc, Logger: log,
+		Presence: pres, Notifier: notifier, Push: pushSvc, Keys: keys, ToDevice: toDevice, Logger: log,
 	}))
 	return &Server{
 		cfg: cfg, log: log, db: db, key: key, registry: reg,

@@ -75,13 +75,25 @@ func (db *DB) Deactivate(ctx context.Context, userID string) error {
 		for _, q := range []string{
 			`UPDATE users SET deactivated = TRUE, password_hash = '' WHERE user_id = $1`,
 			`UPDATE profiles SET displayname = NULL, avatar_url = NULL, fields = '{}' WHERE user_id = $1`,
-			`DELETE FROM devices WHERE user_id = $1`,
+			// A deactivated user's keys must not be used to encrypt to them.
+			`DELETE FROM cross_signing_keys WHERE user_id = $1`,
+			`DELETE FROM key_signatures WHERE target_user = $1 OR signer_user = $1`,
+			// Nor may their key backups outlive the account (as Synapse).
+			`DELETE FROM key_backup_keys WHERE user_id = $1`,
+			`UPDATE key_backup_versions SET deleted = TRUE, key_count = 0, etag = etag + 1 WHERE user_id = $1`,
 		} {
 			if _, err := tx.ExecContext(ctx, q, userID); err != nil {
 				return fmt.Errorf("storage: deactivate: %w", err)
 			}
 		}
-		return nil
+		devices, err := txStrings(ctx, tx, `SELECT device_id FROM devices WHERE user_id = $1`, userID)
+		if err != nil {
+			return err
+		}
+		if err := deleteDeviceRows(ctx, tx, userID, devices); err != nil {
+			return err
+		}
+		return recordDeviceListChange(ctx, tx, userID)
 	})
 }
 
@@ -254,16 +266,29 @@ func (db *DB) GetDevice(ctx context.Context, userID, deviceID string) (accounts.
 		FROM devices WHERE user_id = $1 AND device_id = $2`, userID, deviceID))
 }
 
-func (db *DB) RenameDevice(ctx context.Context, userID, deviceID, name string) error {
-	res, err := db.exec(ctx, "rename_device", `UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3`,
-		name, userID, deviceID)
+func (db *DB) CreateDevice(ctx context.Context, dev accounts.Device) (bool, error) {
+	res, err := db.exec(ctx, "create_device", `INSERT INTO devices (user_id, device_id, display_name, created_ts)
+		VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, dev.UserID, dev.DeviceID, nullString(dev.DisplayName), dev.CreatedTS)
 	if err != nil {
-		return err
+		return false, err
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return accounts.ErrNotFound
-	}
-	return nil
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+func (db *DB) RenameDevice(ctx context.Context, userID, deviceID, name string) error {
+	return db.tx(ctx, "rename_device", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3`,
+			name, userID, deviceID)
+		if err != nil {
+			return fmt.Errorf("storage: rename device: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return accounts.ErrNotFound
+		}
+		// The name is part of what /keys/query shows others.
+		return recordDeviceListChange(ctx, tx, userID)
+	})
 }
 
 func (db *DB) DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error {
@@ -271,28 +296,18 @@ func (db *DB) DeleteDevices(ctx context.Context, userID string, deviceIDs []stri
 		return nil
 	}
 	return db.tx(ctx, "delete_devices", func(tx *sql.Tx) error {
-		// Chunked to stay under the engines' bound-parameter limits.
-		for start := 0; start < len(deviceIDs); start += 500 {
-			chunk := deviceIDs[start:min(start+500, len(deviceIDs))]
-			args := make([]any, 0, len(chunk)+1)
-			args = append(args, userID)
-			ph := make([]string, len(chunk))
-			for i, id := range chunk {
-				args = append(args, id)
-				ph[i] = fmt.Sprintf("$%d", i+2)
-			}
-			q := `DELETE FROM devices WHERE user_id = $1 AND device_id IN (` + strings.Join(ph, ",") + `)`
-			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-				return fmt.Errorf("storage: delete devices: %w", err)
-			}
-		}
-		return nil
+		return deleteDeviceRows(ctx, tx, userID, deviceIDs)
 	})
 }
 
 func (db *DB) DeleteOtherDevices(ctx context.Context, userID, keep string) error {
-	_, err := db.exec(ctx, "delete_other_devices", `DELETE FROM devices WHERE user_id = $1 AND device_id <> $2`, userID, keep)
-	return err
+	return db.tx(ctx, "delete_other_devices", func(tx *sql.Tx) error {
+		devices, err := txStrings(ctx, tx, `SELECT device_id FROM devices WHERE user_id = $1 AND device_id <> $2`, userID, keep)
+		if err != nil {
+			return err
+		}
+		return deleteDeviceRows(ctx, tx, userID, devices)
+	})
 }
 
 func (db *DB) GetProfile(ctx context.Context, userID string) (accounts.Profile, error) {

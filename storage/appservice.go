@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"homeserver/appservice"
+	"homeserver/e2ee"
 	"homeserver/rooms"
 )
 
@@ -37,14 +38,20 @@ func (db *DB) AppServiceState(ctx context.Context, asID string) (appservice.Stat
 	var st appservice.State
 	err := db.tx(ctx, "appservice_state", func(tx *sql.Tx) error {
 		// WHERE true: SQLite needs it to parse an upsert after a SELECT.
-		_, err := tx.ExecContext(ctx, `INSERT INTO appservice_state (as_id, stream_pos)
-			SELECT $1, COALESCE(MAX(stream_pos), 0) FROM events WHERE true
-			ON CONFLICT (as_id) DO NOTHING`, asID)
+		// Device lists and key counts start at the end too; to-device
+		// messages waiting for the service's devices are its to take.
+		_, err := tx.ExecContext(ctx, `INSERT INTO appservice_state (as_id, stream_pos, device_list_pos, otk_pos)
+			SELECT $1, COALESCE(MAX(stream_pos), 0),
+				(SELECT COALESCE(MAX(pos), 0) FROM stream_counters WHERE name = $2),
+				(SELECT COALESCE(MAX(pos), 0) FROM stream_counters WHERE name = $3)
+			FROM events WHERE true
+			ON CONFLICT (as_id) DO NOTHING`, asID, counterDeviceLists, counterOTK)
 		if err != nil {
 			return fmt.Errorf("storage: appservice state: %w", err)
 		}
-		err = tx.QueryRowContext(ctx, `SELECT stream_pos, last_txn, legacy FROM appservice_state WHERE as_id = $1`, asID).
-			Scan(&st.Cursor, &st.LastTxn, &st.Legacy)
+		err = tx.QueryRowContext(ctx, `SELECT stream_pos, last_txn, legacy, to_device_pos, device_list_pos, otk_pos
+			FROM appservice_state WHERE as_id = $1`, asID).
+			Scan(&st.Cursor, &st.LastTxn, &st.Legacy, &st.E2EE.ToDevice, &st.E2EE.DeviceLists, &st.E2EE.OTK)
 		if err != nil {
 			return fmt.Errorf("storage: appservice state: %w", err)
 		}
@@ -67,9 +74,10 @@ func (db *DB) AppServiceState(ctx context.Context, asID string) (appservice.Stat
 
 // QueueAppServiceTxn persists the transaction a service is about to be sent,
 // numbered number, before it is sent.
-func (db *DB) QueueAppServiceTxn(ctx context.Context, asID string, number int64, t appservice.Txn) error {
+func (db *DB) QueueAppServiceTxn(ctx context.Context, asID string, number int64, t appservice.Txn, cur appservice.E2EECursors, delivered []e2ee.DeviceRef) error {
 	return db.tx(ctx, "appservice_queue_txn", func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE appservice_state SET last_txn = $2 WHERE as_id = $1`, asID, number)
+		res, err := tx.ExecContext(ctx, `UPDATE appservice_state SET last_txn = $2, to_device_pos = $3, device_list_pos = $4, otk_pos = $5
+			WHERE as_id = $1`, asID, number, cur.ToDevice, cur.DeviceLists, cur.OTK)
 		if err != nil {
 			return fmt.Errorf("storage: queue appservice transaction: %w", err)
 		}
@@ -81,8 +89,25 @@ func (db *DB) QueueAppServiceTxn(ctx context.Context, asID string, number int64,
 		if err != nil {
 			return fmt.Errorf("storage: queue appservice transaction: %w", err)
 		}
+		// Devices the service drives itself never sync: nobody else would
+		// ever acknowledge their messages.
+		for _, d := range delivered {
+			_, err := tx.ExecContext(ctx, `DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND pos <= $3
+				AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.user_id = $1 AND a.device_id = $2)`,
+				d.UserID, d.DeviceID, cur.ToDevice)
+			if err != nil {
+				return fmt.Errorf("storage: queue appservice transaction: %w", err)
+			}
+		}
 		return nil
 	})
+}
+
+// AdvanceAppServiceE2EE moves a service's encryption cursors.
+func (db *DB) AdvanceAppServiceE2EE(ctx context.Context, asID string, cur appservice.E2EECursors) error {
+	_, err := db.exec(ctx, "appservice_advance_e2ee", `UPDATE appservice_state SET to_device_pos = $2, device_list_pos = $3, otk_pos = $4
+		WHERE as_id = $1`, asID, cur.ToDevice, cur.DeviceLists, cur.OTK)
+	return err
 }
 
 // AppServiceTxnDone records that a service acknowledged its transaction:

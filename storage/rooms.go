@@ -822,6 +822,53 @@ func (db *DB) SharesRoom(ctx context.Context, a, b string) (bool, error) {
 	return n > 0, nil
 }
 
+func (db *DB) UsersSharingRoom(ctx context.Context, user string, candidates []string) ([]string, error) {
+	defer db.observe("users_sharing_room", time.Now())
+	var out []string
+	for start := 0; start < len(candidates); start += 500 {
+		chunk := candidates[start:min(start+500, len(candidates))]
+		in, args := inList(chunk, []any{user})
+		got, err := queryStrings(ctx, db.r, `SELECT DISTINCT y.state_key FROM current_state x
+			JOIN current_state y ON y.room_id = x.room_id AND y.type = 'm.room.member' AND y.membership = 'join'
+			WHERE x.type = 'm.room.member' AND x.state_key = $1 AND x.membership = 'join' AND y.state_key IN (`+in+`)`, args...)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, got...)
+	}
+	return out, nil
+}
+
+func (db *DB) MemberChangesBetween(ctx context.Context, roomIDs []string, from, to int64) ([]rooms.MemberChange, error) {
+	defer db.observe("member_changes_between", time.Now())
+	var out []rooms.MemberChange
+	for start := 0; start < len(roomIDs); start += 500 {
+		chunk := roomIDs[start:min(start+500, len(roomIDs))]
+		in, args := inList(chunk, []any{from, to})
+		rows, err := db.r.QueryContext(ctx, `SELECT e.room_id, e.state_key, COALESCE(e.membership, ''), COALESCE(p.membership, '')
+			FROM events e LEFT JOIN events p ON p.event_id = e.replaces_state
+			WHERE e.type = 'm.room.member' AND e.stream_pos > $1 AND e.stream_pos <= $2 AND e.room_id IN (`+in+`)
+			ORDER BY e.stream_pos`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("storage: member changes: %w", err)
+		}
+		for rows.Next() {
+			var c rooms.MemberChange
+			if err := rows.Scan(&c.RoomID, &c.UserID, &c.Membership, &c.Previous); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("storage: member changes: %w", err)
+			}
+			out = append(out, c)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("storage: member changes: %w", err)
+		}
+	}
+	return out, nil
+}
+
 func (db *DB) TxnIDs(ctx context.Context, userID, scope string, eventIDs []string) (map[string]string, error) {
 	defer db.observe("txn_ids", time.Now())
 	out := map[string]string{}

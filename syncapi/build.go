@@ -21,7 +21,6 @@ const (
 // build answers for the changes in (since, now]; since nil is an initial sync.
 func (s *Service) build(ctx context.Context, req Request, since *Token, now Token, memberships []rooms.Stored) (*Response, error) {
 	resp := newResponse()
-	resp.NextBatch = now.String()
 	f := req.Filter
 	if f == nil {
 		f = &filter.Filter{}
@@ -31,7 +30,7 @@ func (s *Service) build(ctx context.Context, req Request, since *Token, now Toke
 	if !initial {
 		from = *since
 	}
-	b := &builder{s: s, req: req, f: f, resp: resp, from: from, now: now, initial: initial}
+	b := &builder{s: s, req: req, f: f, resp: resp, from: from, now: now, next: now, initial: initial}
 	if f.Room != nil {
 		b.timelineF, b.stateF, b.ephemeralF, b.roomDataF = f.Room.Timeline, f.Room.State, f.Room.Ephemeral, f.Room.AccountData
 	}
@@ -100,16 +99,23 @@ func (s *Service) build(ctx context.Context, req Request, since *Token, now Toke
 	if err := b.presence(ctx); err != nil {
 		return nil, err
 	}
+	if err := b.e2ee(ctx, memberships); err != nil {
+		return nil, err
+	}
+	resp.NextBatch = b.next.String()
 	return resp, nil
 }
 
 type builder struct {
-	s       *Service
-	req     Request
-	f       *filter.Filter
-	resp    *Response
-	from    Token
-	now     Token
+	s    *Service
+	req  Request
+	f    *filter.Filter
+	resp *Response
+	from Token
+	now  Token
+	// next is the token the answer hands out: now, but for the to-device
+	// position when more messages wait than one answer carries.
+	next    Token
 	initial bool
 	limit   int
 	opts    rooms.FormatOptions

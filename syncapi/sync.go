@@ -12,12 +12,14 @@ import (
 	"time"
 
 	"homeserver/accountdata"
+	"homeserver/e2ee"
 	"homeserver/filter"
 	"homeserver/mxhttp"
 	"homeserver/presence"
 	"homeserver/push"
 	"homeserver/receipts"
 	"homeserver/rooms"
+	"homeserver/todevice"
 	"homeserver/typing"
 )
 
@@ -40,6 +42,8 @@ type Service struct {
 	presence *presence.Service
 	notifier *Notifier
 	push     *push.Service
+	keys     *e2ee.Service
+	toDevice *todevice.Service
 	log      *slog.Logger
 }
 
@@ -53,14 +57,18 @@ type Deps struct {
 	Presence    *presence.Service
 	Notifier    *Notifier
 	// Push, when set, gives the unread notification counts.
-	Push   *push.Service
-	Logger *slog.Logger
+	Push *push.Service
+	// Keys and ToDevice, when set, give the end-to-end encryption sections.
+	Keys     *e2ee.Service
+	ToDevice *todevice.Service
+	Logger   *slog.Logger
 }
 
 // New returns the sync service.
 func New(d Deps) *Service {
 	return &Service{rooms: d.Rooms, filters: d.Filters, account: d.AccountData, receipts: d.Receipts,
-		typing: d.Typing, presence: d.Presence, notifier: d.Notifier, push: d.Push, log: d.Logger}
+		typing: d.Typing, presence: d.Presence, notifier: d.Notifier, push: d.Push,
+		keys: d.Keys, toDevice: d.ToDevice, log: d.Logger}
 }
 
 // Request is one /sync call.
@@ -125,7 +133,8 @@ type Rooms struct {
 	Knock  map[string]*KnockedRoom `json:"knock"`
 }
 
-// DeviceLists is filled by end-to-end encryption support later.
+// DeviceLists are the users whose devices a client should fetch again
+// (changed) or may stop tracking (left).
 type DeviceLists struct {
 	Changed []string `json:"changed"`
 	Left    []string `json:"left"`
@@ -155,7 +164,8 @@ func newResponse() *Response {
 
 func (r *Response) empty() bool {
 	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 && len(r.Rooms.Knock) == 0 &&
-		len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0
+		len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.ToDevice.Events) == 0 &&
+		len(r.DeviceLists.Changed) == 0 && len(r.DeviceLists.Left) == 0
 }
 
 // MaxTimeout caps long-polls.
@@ -178,6 +188,16 @@ func (s *Service) Now(ctx context.Context) (Token, error) {
 		return t, err
 	}
 	t.Typing = s.typing.Pos()
+	if s.toDevice != nil {
+		if t.ToDevice, err = s.toDevice.MaxPos(ctx); err != nil {
+			return t, err
+		}
+	}
+	if s.keys != nil {
+		if t.DeviceLists, err = s.keys.DeviceListMaxPos(ctx); err != nil {
+			return t, err
+		}
+	}
 	return t, nil
 }
 

@@ -14,6 +14,7 @@ func TestTokenRoundTrip(t *testing.T) {
 		{Events: 1},
 		{Events: 12, Receipts: 3, AccountData: 45, Presence: 6, Typing: 1700000000000000},
 		{Events: 1<<63 - 1, Receipts: 1<<63 - 1, AccountData: 1<<63 - 1, Presence: 1<<63 - 1, Typing: 1<<63 - 1},
+		{Events: 5, ToDevice: 8, DeviceLists: 9},
 	} {
 		s := tok.String()
 		got, err := ParseToken(s)
@@ -24,15 +25,20 @@ func TestTokenRoundTrip(t *testing.T) {
 			t.Fatalf("ParseToken(%q) = %+v, want %+v", s, got, tok)
 		}
 	}
-	if s := (Token{Events: 7, Receipts: 1, AccountData: 2, Presence: 3, Typing: 4}).String(); s != "s7_1_2_3_4" {
+	if s := (Token{Events: 7, Receipts: 1, AccountData: 2, Presence: 3, Typing: 4, ToDevice: 5, DeviceLists: 6}).String(); s != "s7_1_2_3_4_5_6" {
 		t.Fatalf("String() = %q", s)
+	}
+	// Tokens handed out before the end-to-end encryption streams existed
+	// stay valid.
+	if got, err := ParseToken("s7_1_2_3_4"); err != nil || got != (Token{Events: 7, Receipts: 1, AccountData: 2, Presence: 3, Typing: 4}) {
+		t.Fatalf("ParseToken(old) = %+v, %v", got, err)
 	}
 }
 
 func TestParseTokenRejects(t *testing.T) {
 	for _, s := range []string{
 		"", "s", "x1_2_3_4_5", "1_2_3_4_5", "S1_2_3_4_5", "p12",
-		"s1_2_3_4", "s1_2_3_4_5_6", "s1__3_4_5", "s_1_2_3_4",
+		"s1_2_3_4", "s1_2_3_4_5_6", "s1_2_3_4_5_6_7_8", "s1_2_3_4_5_6_", "s1__3_4_5", "s_1_2_3_4",
 		"s-1_2_3_4_5", "s1_2_3_4_-5", "s+1_2_3_4_5", "s1_2_3_4_5 ", " s1_2_3_4_5",
 		"s1.5_2_3_4_5", "s0x1_2_3_4_5", "s99999999999999999999_0_0_0_0",
 		"s1_2_3_4_5\x00", "s１_2_3_4_5",
@@ -49,7 +55,7 @@ func TestParseTokenRejects(t *testing.T) {
 }
 
 func TestTokenAfter(t *testing.T) {
-	now := Token{Events: 10, Receipts: 10, AccountData: 10, Presence: 10, Typing: 10}
+	now := Token{Events: 10, Receipts: 10, AccountData: 10, Presence: 10, Typing: 10, ToDevice: 10, DeviceLists: 10}
 	for _, c := range []struct {
 		t     Token
 		after bool
@@ -60,6 +66,8 @@ func TestTokenAfter(t *testing.T) {
 		{Token{Receipts: 11}, true},
 		{Token{AccountData: 11}, true},
 		{Token{Presence: 11}, true},
+		{Token{ToDevice: 11}, true},
+		{Token{DeviceLists: 11}, true},
 		// Typing lives in memory: a position from before a restart may be
 		// ahead, and that is no reason to refuse the token.
 		{Token{Typing: 11}, false},

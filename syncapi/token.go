@@ -13,13 +13,19 @@ import (
 // /messages accepts a prev_batch or next_batch as a pagination token.
 type Token struct {
 	Events, Receipts, AccountData, Presence, Typing int64
+	// ToDevice is where the device is in the to-device stream: the
+	// messages up to it were handed out, and are deleted when a sync
+	// comes back with the token.
+	ToDevice    int64
+	DeviceLists int64
 }
 
 func (t Token) String() string {
-	return fmt.Sprintf("s%d_%d_%d_%d_%d", t.Events, t.Receipts, t.AccountData, t.Presence, t.Typing)
+	return fmt.Sprintf("s%d_%d_%d_%d_%d_%d_%d", t.Events, t.Receipts, t.AccountData, t.Presence, t.Typing, t.ToDevice, t.DeviceLists)
 }
 
-// ParseToken reads a next_batch token.
+// ParseToken reads a next_batch token. Tokens of five positions, from
+// before end-to-end encryption streams existed, are read with those at 0.
 func ParseToken(s string) (Token, error) {
 	bad := mxhttp.InvalidParam("Invalid sync token %q", s)
 	rest, ok := strings.CutPrefix(s, "s")
@@ -27,10 +33,10 @@ func ParseToken(s string) (Token, error) {
 		return Token{}, bad
 	}
 	parts := strings.Split(rest, "_")
-	if len(parts) != 5 {
+	if len(parts) != 5 && len(parts) != 7 {
 		return Token{}, bad
 	}
-	var n [5]int64
+	var n [7]int64
 	for i, p := range parts {
 		// Digits only: ParseInt would also take a sign, so that one
 		// position had several spellings.
@@ -43,11 +49,12 @@ func ParseToken(s string) (Token, error) {
 		}
 		n[i] = v
 	}
-	return Token{Events: n[0], Receipts: n[1], AccountData: n[2], Presence: n[3], Typing: n[4]}, nil
+	return Token{Events: n[0], Receipts: n[1], AccountData: n[2], Presence: n[3], Typing: n[4], ToDevice: n[5], DeviceLists: n[6]}, nil
 }
 
 // after reports whether t is past now in a persistent stream: a token this
 // server never handed out.
 func (t Token) after(now Token) bool {
-	return t.Events > now.Events || t.Receipts > now.Receipts || t.AccountData > now.AccountData || t.Presence > now.Presence
+	return t.Events > now.Events || t.Receipts > now.Receipts || t.AccountData > now.AccountData || t.Presence > now.Presence ||
+		t.ToDevice > now.ToDevice || t.DeviceLists > now.DeviceLists
 }
