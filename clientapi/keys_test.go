@@ -607,7 +607,16 @@ func TestCrossSigning(t *testing.T) {
 		t.Fatalf("replacing keys without auth: %d %s", r.Status, r.Body)
 	}
 	bk, bbody := keysOf(bob.ID)
+	// Bob's master key comes signed by his device too (as clients do), and
+	// his client sends that signature again: accepted, nothing to add.
+	bobMasterSigned := ksSign(t, bob.ID, "ed25519:"+bob.DeviceID, bob.ed, bbody["master_key"].(map[string]any))
+	bbody["master_key"] = bobMasterSigned
 	s.MustDo(http.StatusOK, "POST", v3+"/keys/device_signing/upload", bob.Token, bbody)
+	r = s.MustDo(http.StatusOK, "POST", v3+"/keys/signatures/upload", bob.Token, map[string]any{
+		bob.ID: map[string]any{bk.master.pub: bobMasterSigned}})
+	if f, _ := r.JSON["failures"].(map[string]any); len(f) != 0 {
+		t.Fatalf("re-sent device signature of the master key: %s", r.Body)
+	}
 
 	// Bad uploads (by carol, who has none yet, so no auth is asked).
 	_, cbody := keysOf(carol.ID)

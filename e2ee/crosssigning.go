@@ -244,9 +244,14 @@ func (s *Service) ownSignatures(ctx context.Context, userID, keyID string, raw j
 			Signatures *map[string]map[string]string `json:"signatures"`
 		}{&existing})
 		var out []Signature
+		already := false
 		for sigKeyID, sig := range signed {
 			if existing[userID][sigKeyID] == sig {
-				continue // already part of the uploaded key
+				// Part of the key as uploaded (clients sign the master
+				// key with their device before publishing it, and may
+				// send that signature again): nothing to add.
+				already = true
+				continue
 			}
 			device, ok := cutEd25519(sigKeyID)
 			if !ok {
@@ -269,8 +274,8 @@ func (s *Service) ownSignatures(ctx context.Context, userID, keyID string, raw j
 			}
 			out = append(out, Signature{TargetUser: userID, TargetKey: keyID, SignerUser: userID, SignerKeyID: sigKeyID, Signature: sig})
 		}
-		if len(out) == 0 {
-			return nil, mxhttp.InvalidSignature("No new signature by one of your devices")
+		if len(out) == 0 && !already {
+			return nil, mxhttp.InvalidSignature("No signature by one of your devices")
 		}
 		return out, nil
 	}
