@@ -102,7 +102,7 @@ func startBenchHS(b *testing.B, as *benchAS) (*testserver.Server, testserver.Use
 	ts := testserver.Start(b, "app_service_config_files: ["+path+"]\n")
 	fastBackoff(ts)
 	u := ts.Register("bridge_bench", "password-bench")
-	return ts, u, createRoom(ts, u)
+	return ts, u, ts.CreatePublicRoom(u)
 }
 
 // BenchmarkDeliveryLatency: one event at a time, from the commit of the
@@ -122,7 +122,7 @@ func BenchmarkDeliveryLatency(b *testing.B) {
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for i := range b.N {
-		id := send(ts, u, roomID, fmt.Sprintf("latency %d", i))
+		id := ts.SendText(u, roomID, fmt.Sprintf("latency %d", i))
 		as.waitAll(b, []string{id})
 		mu.Lock()
 		at := persisted[id]
@@ -150,7 +150,7 @@ func BenchmarkDeliveryThroughput(b *testing.B) {
 	as.setDown(true)
 	ids := make([]string, b.N)
 	for i := range ids {
-		ids[i] = send(ts, u, roomID, fmt.Sprintf("throughput %d", i))
+		ids[i] = ts.SendText(u, roomID, fmt.Sprintf("throughput %d", i))
 	}
 	b.ResetTimer()
 	start := time.Now()

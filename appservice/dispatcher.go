@@ -22,6 +22,7 @@ import (
 	"homeserver/presence"
 	"homeserver/receipts"
 	"homeserver/rooms"
+	"homeserver/stream"
 	"homeserver/todevice"
 )
 
@@ -62,8 +63,8 @@ type State struct {
 	Legacy bool
 	// Pending is the transaction waiting for a 2xx, if any.
 	Pending *Txn
-	// E2EE are the cursors in the end-to-end encryption streams.
-	E2EE E2EECursors
+	// Ephemeral are the cursors in the streams other than events.
+	Ephemeral EphemeralCursors
 }
 
 // Store is what the dispatcher reads and writes; storage implements it.
@@ -88,10 +89,10 @@ type Store interface {
 	// cursors; the to-device messages up to cur of the delivered devices
 	// that only the service uses (they have no access token) are deleted,
 	// the transaction holding them now.
-	QueueAppServiceTxn(ctx context.Context, asID string, number int64, t Txn, cur E2EECursors, delivered []e2ee.DeviceRef) error
-	// AdvanceAppServiceE2EE moves the encryption cursors over what did not
-	// interest the service.
-	AdvanceAppServiceE2EE(ctx context.Context, asID string, cur E2EECursors) error
+	QueueAppServiceTxn(ctx context.Context, asID string, number int64, t Txn, cur EphemeralCursors, delivered []e2ee.DeviceRef) error
+	// AdvanceAppServiceEphemeral moves the cursors in the streams other
+	// than events over what did not interest the service.
+	AdvanceAppServiceEphemeral(ctx context.Context, asID string, cur EphemeralCursors) error
 	// ToDeviceMaxPos, ToDeviceAfter and ToDeviceAt read the to-device
 	// stream: its end, the messages (for any device) in (after, upTo] in
 	// position order, at most limit, and all those of one position.
@@ -153,6 +154,12 @@ type Config struct {
 	// BackoffBase and BackoffMax shape the retry delays (defaults:
 	// DefaultBackoffBase, DefaultBackoffMax).
 	BackoffBase, BackoffMax time.Duration
+	// Hub wakes the queues when the streams they follow change.
+	Hub *stream.Hub
+	// Metrics receives the queues' reader gauges; Leaser decides which
+	// process runs each queue (one process: nil).
+	Metrics *stream.Metrics
+	Leaser  stream.Leaser
 }
 
 // Dispatcher pushes events to application services: one worker, with its
@@ -166,6 +173,8 @@ type Dispatcher struct {
 	workers []*worker
 
 	eph         EphemeralSources
+	metrics     *stream.Metrics
+	leaser      stream.Leaser
 	backoffBase atomic.Int64
 	backoffMax  atomic.Int64
 	// maxPos is the highest stream position known to be written.
@@ -192,7 +201,14 @@ func NewDispatcher(set *Set, store Store, render Renderer, cfg Config) (*Dispatc
 	if cfg.BackoffMax <= 0 {
 		cfg.BackoffMax = DefaultBackoffMax
 	}
-	d := &Dispatcher{store: store, render: render, server: cfg.ServerName, log: cfg.Logger, client: cfg.Client}
+	if cfg.Leaser == nil {
+		cfg.Leaser = stream.Local{}
+	}
+	if cfg.Hub == nil {
+		cfg.Hub = stream.NewHub(cfg.Logger)
+	}
+	d := &Dispatcher{store: store, render: render, server: cfg.ServerName, log: cfg.Logger, client: cfg.Client,
+		metrics: cfg.Metrics, leaser: cfg.Leaser}
 	d.backoffBase.Store(int64(cfg.BackoffBase))
 	d.backoffMax.Store(int64(cfg.BackoffMax))
 	if set != nil {
@@ -200,13 +216,26 @@ func NewDispatcher(set *Set, store Store, render Renderer, cfg Config) (*Dispatc
 			if r.URL == "" {
 				continue
 			}
+			// What a queue follows: events, and what the service asked for.
+			streams := []stream.Name{stream.Events}
+			if r.Ephemeral() {
+				streams = append(streams, stream.Receipts, stream.Presence, stream.Typing, stream.ToDevice)
+			}
+			if r.DeviceData() {
+				streams = append(streams, stream.DeviceLists, stream.OTK)
+			}
 			d.workers = append(d.workers, &worker{
 				d: d, reg: r, log: cfg.Logger.With("appservice", r.ID),
-				wake: make(chan struct{}, 1), kick: make(chan struct{}, 1),
+				wake: cfg.Hub.Wake(streams...), kick: make(chan struct{}, 1),
 				rooms: map[string]*roomInterest{}, localSuffix: ":" + cfg.ServerName,
 			})
 		}
 	}
+	cfg.Hub.OnChange(func(c stream.Change) {
+		if c.Stream == stream.Events {
+			d.noteMaxPos(c.Pos)
+		}
+	})
 	if cfg.Registerer != nil && len(d.workers) > 0 {
 		if err := cfg.Registerer.Register(newCollector(d)); err != nil {
 			return nil, fmt.Errorf("appservice: metrics: %w", err)
@@ -232,45 +261,17 @@ func (d *Dispatcher) SetBackoff(base, maxDelay time.Duration) {
 	d.backoffBase.Store(int64(base))
 	d.backoffMax.Store(int64(maxDelay))
 	for _, w := range d.workers {
-		signal(w.kick)
+		stream.Signal(w.kick)
 	}
 }
 
-// Persisted is the rooms service's OnPersist hook: it wakes every worker.
-// It never blocks.
-func (d *Dispatcher) Persisted(p rooms.Persisted) {
-	if d == nil {
-		return
-	}
+// noteMaxPos records the highest event position known to be written.
+func (d *Dispatcher) noteMaxPos(pos int64) {
 	for {
 		cur := d.maxPos.Load()
-		if p.Pos <= cur || d.maxPos.CompareAndSwap(cur, p.Pos) {
-			break
+		if pos <= cur || d.maxPos.CompareAndSwap(cur, pos) {
+			return
 		}
-	}
-	for _, w := range d.workers {
-		signal(w.wake)
-	}
-}
-
-// WakeEphemeral wakes the workers of services that receive ephemeral or
-// device data: typing, receipts, presence, to-device messages, device lists
-// or keys changed. It never blocks.
-func (d *Dispatcher) WakeEphemeral() {
-	if d == nil {
-		return
-	}
-	for _, w := range d.workers {
-		if w.reg.Ephemeral() || w.reg.DeviceData() {
-			signal(w.wake)
-		}
-	}
-}
-
-func signal(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
 	}
 }
 
@@ -291,28 +292,19 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("appservice: %w", err)
 	}
-	d.Persisted(rooms.Persisted{Pos: maxPos})
-	var typingPos, receiptPos, presencePos int64
+	d.noteMaxPos(maxPos)
+	// Typing lives in memory: a restart starts it afresh.
+	var typingPos int64
 	if d.eph.Typing != nil {
 		typingPos = d.eph.Typing.Pos()
-	}
-	if d.eph.Receipts != nil {
-		if receiptPos, err = d.eph.Receipts.MaxPos(ctx); err != nil {
-			return fmt.Errorf("appservice: %w", err)
-		}
-	}
-	if d.eph.Presence != nil {
-		if presencePos, err = d.eph.Presence.MaxPos(ctx); err != nil {
-			return fmt.Errorf("appservice: %w", err)
-		}
 	}
 	for _, w := range d.workers {
 		st, err := d.store.AppServiceState(ctx, w.reg.ID)
 		if err != nil {
 			return fmt.Errorf("appservice %s: %w", w.reg.ID, err)
 		}
-		w.cursor, w.lastTxn, w.legacy, w.pending, w.e2eeCur = st.Cursor, st.LastTxn, st.Legacy, st.Pending, st.E2EE
-		w.typingPos, w.receiptPos, w.presencePos = typingPos, receiptPos, presencePos
+		w.cursor, w.lastTxn, w.legacy, w.pending, w.eph = st.Cursor, st.LastTxn, st.Legacy, st.Pending, st.Ephemeral
+		w.typingPos = typingPos
 		w.publish()
 		w.log.Info("application service queue starting", "url", w.reg.URL, "cursor", st.Cursor,
 			"lag", max(d.maxPos.Load()-st.Cursor, 0), "pending_txn", pendingID(st.Pending), "legacy_paths", st.Legacy)
@@ -321,10 +313,17 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	d.cancel = cancel
 	d.started = true
 	for _, w := range d.workers {
+		r := &stream.Reader{
+			Name: "appservice:" + w.reg.ID, Step: w.step, Wake: w.wake, Kick: w.kick,
+			Backoff: func() (time.Duration, time.Duration) {
+				return time.Duration(d.backoffBase.Load()), time.Duration(d.backoffMax.Load())
+			},
+			Log: w.log, Metrics: d.metrics,
+		}
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
-			w.run(runCtx)
+			r.RunLeased(runCtx, d.leaser)
 		}()
 	}
 	return nil
@@ -359,7 +358,8 @@ type worker struct {
 	d           *Dispatcher
 	reg         *Registration
 	log         *slog.Logger
-	wake, kick  chan struct{}
+	wake        <-chan struct{}
+	kick        chan struct{}
 	localSuffix string
 
 	cursor  int64
@@ -368,18 +368,19 @@ type worker struct {
 	pending *Txn
 	// ahead are events after the cursor already read but not yet
 	// considered (a batch holds more than one transaction's worth).
-	ahead    []rooms.Stored
-	failures int
-	failedAt time.Time // first failure of the current outage
-	rooms    map[string]*roomInterest
+	ahead []rooms.Stored
+	rooms map[string]*roomInterest
 
-	typingPos, receiptPos, presencePos int64
-	e2eeCur                            E2EECursors
+	// typingPos is the in-memory typing stream's position; eph the
+	// durable cursors of the other streams.
+	typingPos int64
+	eph       EphemeralCursors
 
+	// m is what the service-specific gauges show; the reader family
+	// (stream.Metrics) has position, lag and failures.
 	m struct {
-		cursor, pendingEvents, failures atomic.Int64
-		lastSuccess, lastFailure        atomic.Int64 // unix nanoseconds
-		sentEvents, sentTxns            atomic.Int64
+		pendingEvents        atomic.Int64
+		sentEvents, sentTxns atomic.Int64
 	}
 }
 
@@ -396,43 +397,32 @@ func (r *roomInterest) interested() bool {
 
 // publish copies the state the gauges show.
 func (w *worker) publish() {
-	w.m.cursor.Store(w.cursor)
 	n := int64(0)
 	if w.pending != nil {
 		n = int64(w.pending.Events)
 	}
 	w.m.pendingEvents.Store(n)
-	w.m.failures.Store(int64(w.failures))
 }
 
-func (w *worker) run(ctx context.Context) {
-	for ctx.Err() == nil {
-		if w.pending != nil {
-			w.deliver(ctx)
-			continue
+// step does the next thing the queue needs: send the pending transaction
+// (an error leaves it pending, retried after the reader's backoff), or
+// read what follows the cursor and queue the next transaction.
+func (w *worker) step(ctx context.Context) (stream.Progress, error) {
+	if w.pending != nil {
+		if err := w.deliver(ctx); err != nil {
+			return stream.Progress{}, err
 		}
-		more, err := w.fill(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			// The database failing is an outage like any other.
-			w.failed(err, "reading events")
-			w.sleep(ctx)
-			continue
-		}
-		if w.failures > 0 {
-			w.recovered()
-		}
-		if w.pending != nil || more {
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-w.wake:
-		}
+		return w.progress(true), nil
 	}
+	more, err := w.fill(ctx)
+	if err != nil {
+		return stream.Progress{}, fmt.Errorf("reading events: %w", err)
+	}
+	return w.progress(more || w.pending != nil), nil
+}
+
+func (w *worker) progress(more bool) stream.Progress {
+	return stream.Progress{More: more, Pos: w.cursor, Head: max(w.d.maxPos.Load(), w.cursor)}
 }
 
 // fill reads the events after the cursor and either queues a transaction
@@ -475,29 +465,30 @@ func (w *worker) fill(ctx context.Context) (more bool, err error) {
 			}
 		}
 	}
+	// The other streams' cursors move with the transaction that carries
+	// what they cover (or, when nothing interests the service, alone).
 	var eph []json.RawMessage
-	var next ephPositions
+	next := ephPositions{typing: w.typingPos, cursors: w.eph}
 	if w.reg.Ephemeral() {
 		if eph, next, err = w.ephemeral(ctx); err != nil {
 			return false, err
 		}
 	}
 	var enc e2eePart
+	enc.next = next.cursors
 	if w.reg.Ephemeral() || w.reg.DeviceData() {
-		if enc, err = w.e2ee(ctx); err != nil {
+		if err = w.e2ee(ctx, &enc); err != nil {
 			return false, err
 		}
 	}
 	if len(picked) == 0 && len(eph) == 0 && enc.empty() {
-		if w.reg.Ephemeral() {
-			// Nothing of interest changed: skip those positions.
-			w.typingPos, w.receiptPos, w.presencePos = next.typing, next.receipts, next.presence
-		}
-		if enc.next != w.e2eeCur {
-			if err := w.d.store.AdvanceAppServiceE2EE(ctx, w.reg.ID, enc.next); err != nil {
+		// Nothing of interest changed: skip those positions.
+		w.typingPos = next.typing
+		if enc.next != w.eph {
+			if err := w.d.store.AdvanceAppServiceEphemeral(ctx, w.reg.ID, enc.next); err != nil {
 				return false, err
 			}
-			w.e2eeCur = enc.next
+			w.eph = enc.next
 		}
 		if covered > w.cursor {
 			if err := w.d.store.AdvanceAppService(ctx, w.reg.ID, covered); err != nil {
@@ -525,10 +516,7 @@ func (w *worker) fill(ctx context.Context) (more bool, err error) {
 	if err := w.d.store.QueueAppServiceTxn(ctx, w.reg.ID, number, *t, enc.next, enc.delivered); err != nil {
 		return false, err
 	}
-	w.lastTxn, w.pending, w.e2eeCur = number, t, enc.next
-	if w.reg.Ephemeral() {
-		w.typingPos, w.receiptPos, w.presencePos = next.typing, next.receipts, next.presence
-	}
+	w.lastTxn, w.pending, w.eph, w.typingPos = number, t, enc.next, next.typing
 	w.publish()
 	return more, nil
 }
@@ -552,72 +540,22 @@ type txnBody struct {
 	MSC3202FallbackKeys map[string]map[string][]string       `json:"org.matrix.msc3202.device_unused_fallback_key_types,omitempty"`
 }
 
-// deliver sends the pending transaction until it is acknowledged or ctx
-// ends, backing off between attempts.
-func (w *worker) deliver(ctx context.Context) {
+// deliver sends the pending transaction once; only a 2xx forgets it and
+// moves the cursor.
+func (w *worker) deliver(ctx context.Context) error {
 	t := w.pending
-	err := w.send(ctx, t)
-	if err == nil {
-		err = w.d.store.AppServiceTxnDone(ctx, w.reg.ID, t.ID, t.Pos)
-		if err == nil {
-			w.cursor = max(w.cursor, t.Pos)
-			w.pending = nil
-			w.m.sentEvents.Add(int64(t.Events))
-			w.m.sentTxns.Add(1)
-			if w.failures > 0 {
-				w.recovered()
-			}
-			w.m.lastSuccess.Store(time.Now().UnixNano())
-			w.publish()
-			return
-		}
+	if err := w.send(ctx, t); err != nil {
+		return fmt.Errorf("sending transaction %s: %w", t.ID, err)
 	}
-	if ctx.Err() != nil {
-		return
+	if err := w.d.store.AppServiceTxnDone(ctx, w.reg.ID, t.ID, t.Pos); err != nil {
+		return err
 	}
-	w.failed(err, "sending transaction "+t.ID)
-	w.sleep(ctx)
-}
-
-// failed counts a failure, logging the change from healthy to failing.
-func (w *worker) failed(err error, doing string) {
-	now := time.Now()
-	if w.failures == 0 {
-		w.failedAt = now
-		w.log.Warn("application service unreachable; retrying with backoff", "while", doing, "err", err,
-			"cursor", w.cursor, "lag", max(w.d.maxPos.Load()-w.cursor, 0), "pending_txn", pendingID(w.pending))
-	} else {
-		w.log.Debug("application service still unreachable", "while", doing, "err", err, "attempts", w.failures+1)
-	}
-	w.failures++
-	w.m.lastFailure.Store(now.UnixNano())
+	w.cursor = max(w.cursor, t.Pos)
+	w.pending = nil
+	w.m.sentEvents.Add(int64(t.Events))
+	w.m.sentTxns.Add(1)
 	w.publish()
-}
-
-// recovered logs the change from failing to healthy.
-func (w *worker) recovered() {
-	w.log.Info("application service reachable again", "failed_attempts", w.failures,
-		"outage", time.Since(w.failedAt).Round(time.Millisecond), "cursor", w.cursor)
-	w.failures = 0
-	w.publish()
-}
-
-// sleep waits out the backoff of the current failure count: base doubled
-// per failure, capped.
-func (w *worker) sleep(ctx context.Context) {
-	base, capped := time.Duration(w.d.backoffBase.Load()), time.Duration(w.d.backoffMax.Load())
-	delay := base
-	for i := 1; i < w.failures && delay < capped; i++ {
-		delay *= 2
-	}
-	delay = min(delay, capped)
-	t := time.NewTimer(delay)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	case <-w.kick:
-	}
+	return nil
 }
 
 // statusError is a non-2xx answer.
@@ -822,14 +760,17 @@ func (w *worker) interesting(ctx context.Context, e rooms.Stored) (bool, error) 
 }
 
 // ephPositions are the ephemeral streams' positions a transaction covers.
-type ephPositions struct{ typing, receipts, presence int64 }
+type ephPositions struct {
+	typing  int64
+	cursors EphemeralCursors
+}
 
 // ephemeral gathers the typing, receipt and presence changes since the
 // last transaction that concern the service. Typing is a snapshot of the
 // rooms that changed; receipts and presence are read by position.
 func (w *worker) ephemeral(ctx context.Context) ([]json.RawMessage, ephPositions, error) {
 	src := w.d.eph
-	next := ephPositions{w.typingPos, w.receiptPos, w.presencePos}
+	next := ephPositions{typing: w.typingPos, cursors: w.eph}
 	var out []json.RawMessage
 	if src.Typing != nil {
 		next.typing = src.Typing.Pos()
@@ -858,9 +799,9 @@ func (w *worker) ephemeral(ctx context.Context) ([]json.RawMessage, ephPositions
 		if err != nil {
 			return nil, next, err
 		}
-		next.receipts = to
-		if to > w.receiptPos {
-			evs, err := w.receiptEvents(ctx, w.receiptPos, to)
+		next.cursors.Receipts = to
+		if to > w.eph.Receipts {
+			evs, err := w.receiptEvents(ctx, w.eph.Receipts, to)
 			if err != nil {
 				return nil, next, err
 			}
@@ -872,9 +813,9 @@ func (w *worker) ephemeral(ctx context.Context) ([]json.RawMessage, ephPositions
 		if err != nil {
 			return nil, next, err
 		}
-		next.presence = to
-		if to > w.presencePos {
-			changed, err := src.Presence.Changed(ctx, w.presencePos, to)
+		next.cursors.Presence = to
+		if to > w.eph.Presence {
+			changed, err := src.Presence.Changed(ctx, w.eph.Presence, to)
 			if err != nil {
 				return nil, next, err
 			}
@@ -988,10 +929,11 @@ func (w *worker) presenceInteresting(ctx context.Context, userID string) (bool, 
 	return false, nil
 }
 
-// collector exposes each queue's state, read at scrape time.
+// collector exposes what is particular to each queue, read at scrape
+// time; position, lag and failures are in the reader family.
 type collector struct {
-	d                                                            *Dispatcher
-	lag, pending, failures, lastSuccess, lastFailure, sent, txns *prometheus.Desc
+	d                   *Dispatcher
+	pending, sent, txns *prometheus.Desc
 }
 
 func newCollector(d *Dispatcher) *collector {
@@ -999,33 +941,23 @@ func newCollector(d *Dispatcher) *collector {
 		return prometheus.NewDesc("homeserver_appservice_"+name, help, []string{"appservice"}, nil)
 	}
 	return &collector{
-		d:           d,
-		lag:         desc("queue_lag", "Stream positions written but not yet handled by the application service's queue (max position - cursor)."),
-		pending:     desc("pending_txn_events", "Events in the transaction waiting to be acknowledged (0 when none)."),
-		failures:    desc("consecutive_failures", "Failed attempts since the last successful delivery."),
-		lastSuccess: desc("last_success_timestamp_seconds", "When a transaction was last acknowledged (0: never since start)."),
-		lastFailure: desc("last_failure_timestamp_seconds", "When a delivery last failed (0: never since start)."),
-		sent:        desc("sent_events_total", "Events acknowledged by the application service since start."),
-		txns:        desc("sent_transactions_total", "Transactions acknowledged by the application service since start."),
+		d:       d,
+		pending: desc("pending_txn_events", "Events in the transaction waiting to be acknowledged (0 when none)."),
+		sent:    desc("sent_events_total", "Events acknowledged by the application service since start."),
+		txns:    desc("sent_transactions_total", "Transactions acknowledged by the application service since start."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.lag, c.pending, c.failures, c.lastSuccess, c.lastFailure, c.sent, c.txns} {
+	for _, d := range []*prometheus.Desc{c.pending, c.sent, c.txns} {
 		ch <- d
 	}
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	maxPos := c.d.maxPos.Load()
-	seconds := func(ns int64) float64 { return float64(ns) / 1e9 }
 	for _, w := range c.d.workers {
 		id := w.reg.ID
-		ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, float64(max(maxPos-w.m.cursor.Load(), 0)), id)
 		ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(w.m.pendingEvents.Load()), id)
-		ch <- prometheus.MustNewConstMetric(c.failures, prometheus.GaugeValue, float64(w.m.failures.Load()), id)
-		ch <- prometheus.MustNewConstMetric(c.lastSuccess, prometheus.GaugeValue, seconds(w.m.lastSuccess.Load()), id)
-		ch <- prometheus.MustNewConstMetric(c.lastFailure, prometheus.GaugeValue, seconds(w.m.lastFailure.Load()), id)
 		ch <- prometheus.MustNewConstMetric(c.sent, prometheus.CounterValue, float64(w.m.sentEvents.Load()), id)
 		ch <- prometheus.MustNewConstMetric(c.txns, prometheus.CounterValue, float64(w.m.sentTxns.Load()), id)
 	}

@@ -244,19 +244,6 @@ func roomPath(roomID, rest string) string {
 	return "/_matrix/client/v3/rooms/" + url.PathEscape(roomID) + rest
 }
 
-func createRoom(ts *testserver.Server, u testserver.User) string {
-	return ts.MustDo(http.StatusOK, "POST", "/_matrix/client/v3/createRoom", u.Token, map[string]any{"preset": "public_chat"}).String("room_id")
-}
-
-func send(ts *testserver.Server, u testserver.User, roomID, body string) string {
-	path := roomPath(roomID, fmt.Sprintf("/send/m.room.message/t%d", txnCounter.Add(1)))
-	return ts.MustDo(http.StatusOK, "PUT", path, u.Token, map[string]any{"msgtype": "m.text", "body": body}).String("event_id")
-}
-
-func join(ts *testserver.Server, u testserver.User, roomID string) {
-	ts.MustDo(http.StatusOK, "POST", roomPath(roomID, "/join"), u.Token, map[string]any{})
-}
-
 // checkOrder checks that the events received are distinct and in stream
 // order, and returns the set of their IDs.
 func checkOrder(t *testing.T, received []string, log []rooms.Persisted) map[string]bool {
@@ -294,38 +281,38 @@ func TestDeliversInterestingEventsInOrder(t *testing.T) {
 	carol := ts.Register("bridge_carol", "password-carol")
 
 	// Q: nobody of the namespace, no alias: nothing is sent.
-	quiet := createRoom(ts, alice)
-	join(ts, bob, quiet)
-	send(ts, alice, quiet, "q1")
-	send(ts, bob, quiet, "q2")
+	quiet := ts.CreatePublicRoom(alice)
+	ts.Join(bob, quiet)
+	ts.SendText(alice, quiet, "q1")
+	ts.SendText(bob, quiet, "q2")
 
 	// M: interesting while carol (of the namespace) is joined.
-	member := createRoom(ts, alice)
-	send(ts, alice, member, "before carol")
-	join(ts, carol, member)
+	member := ts.CreatePublicRoom(alice)
+	ts.SendText(alice, member, "before carol")
+	ts.Join(carol, member)
 	joinPos := log.last(t, member).Pos
-	send(ts, alice, member, "m1")
-	join(ts, bob, member)
-	send(ts, bob, member, "m2")
+	ts.SendText(alice, member, "m1")
+	ts.Join(bob, member)
+	ts.SendText(bob, member, "m2")
 	ts.MustDo(http.StatusOK, "POST", roomPath(member, "/leave"), carol.Token, map[string]any{})
 	leavePos := log.last(t, member).Pos
-	send(ts, alice, member, "after carol left")
-	send(ts, bob, member, "after carol left 2")
+	ts.SendText(alice, member, "after carol left")
+	ts.SendText(bob, member, "after carol left 2")
 
 	// C: created by carol: everything in it is sent.
-	carols := createRoom(ts, carol)
-	join(ts, alice, carols)
-	send(ts, alice, carols, "c1")
+	carols := ts.CreatePublicRoom(carol)
+	ts.Join(alice, carols)
+	ts.SendText(alice, carols, "c1")
 
 	// A: interesting from when its canonical alias is in the namespace.
-	aliased := createRoom(ts, alice)
-	send(ts, alice, aliased, "before alias")
+	aliased := ts.CreatePublicRoom(alice)
+	ts.SendText(alice, aliased, "before alias")
 	alias := "#bridge_a:" + testserver.ServerName
 	ts.MustDo(http.StatusOK, "PUT", "/_matrix/client/v3/directory/room/"+url.PathEscape(alias), alice.Token, map[string]any{"room_id": aliased})
 	ts.MustDo(http.StatusOK, "PUT", roomPath(aliased, "/state/m.room.canonical_alias"), alice.Token, map[string]any{"alias": alias})
 	canonPos := log.last(t, aliased).Pos
-	send(ts, alice, aliased, "a1")
-	lastID := send(ts, alice, aliased, "a2")
+	ts.SendText(alice, aliased, "a1")
+	lastID := ts.SendText(alice, aliased, "a2")
 
 	var required, forbidden []string
 	for _, p := range log.all() {
@@ -344,7 +331,7 @@ func TestDeliversInterestingEventsInOrder(t *testing.T) {
 	}
 	as.waitFor("the last event", func(as *fakeAS) bool { return as.has(lastID) })
 	// Flush: an event after every other one, in a room of the namespace.
-	flush := send(ts, carol, carols, "flush")
+	flush := ts.SendText(carol, carols, "flush")
 	as.waitFor("the flush event", func(as *fakeAS) bool { return as.has(flush) })
 
 	got := checkOrder(t, as.eventIDs(), log.all())
@@ -380,7 +367,7 @@ func TestDeliversInterestingEventsInOrder(t *testing.T) {
 func burst(ts *testserver.Server, u testserver.User, roomID string, n int, label string) []string {
 	ids := make([]string, n)
 	for i := range ids {
-		ids[i] = send(ts, u, roomID, fmt.Sprintf("%s %d", label, i))
+		ids[i] = ts.SendText(u, roomID, fmt.Sprintf("%s %d", label, i))
 	}
 	return ids
 }
@@ -427,7 +414,7 @@ func TestBurstDuringOutage(t *testing.T) {
 	as := newFakeAS(t, false)
 	ts := startHS(t, as, "")
 	carol := ts.Register("bridge_carol", "password-carol")
-	roomID := createRoom(ts, carol)
+	roomID := ts.CreatePublicRoom(carol)
 	as.down.Store(true)
 	sent := burst(ts, carol, roomID, 1000, "burst")
 	as.waitFor("a refused attempt", func(as *fakeAS) bool { return as.failures > 0 })
@@ -439,7 +426,7 @@ func TestOutageAcrossRestart(t *testing.T) {
 	as := newFakeAS(t, false)
 	ts := startHS(t, as, "")
 	carol := ts.Register("bridge_carol", "password-carol")
-	roomID := createRoom(ts, carol)
+	roomID := ts.CreatePublicRoom(carol)
 	as.down.Store(true)
 	sent := burst(ts, carol, roomID, 500, "before restart")
 	as.waitFor("a refused attempt", func(as *fakeAS) bool { return as.failures > 0 })
@@ -458,22 +445,22 @@ func TestLegacyFallback(t *testing.T) {
 	as := newFakeAS(t, true)
 	ts := startHS(t, as, "")
 	carol := ts.Register("bridge_carol", "password-carol")
-	roomID := createRoom(ts, carol)
-	first := send(ts, carol, roomID, "one")
+	roomID := ts.CreatePublicRoom(carol)
+	first := ts.SendText(carol, roomID, "one")
 	as.waitFor("the first message", func(as *fakeAS) bool { return as.has(first) })
 	as.mu.Lock()
 	prefixedBefore := as.prefixed
 	as.mu.Unlock()
 	var sent []string
 	for i := range 3 {
-		id := send(ts, carol, roomID, fmt.Sprintf("more %d", i))
+		id := ts.SendText(carol, roomID, fmt.Sprintf("more %d", i))
 		as.waitFor("a message", func(as *fakeAS) bool { return as.has(id) })
 		sent = append(sent, id)
 	}
 	// The choice survives a restart.
 	ts.Restart()
 	fastBackoff(ts)
-	last := send(ts, carol, roomID, "after restart")
+	last := ts.SendText(carol, roomID, "after restart")
 	as.waitFor("the message after the restart", func(as *fakeAS) bool { return as.has(last) })
 
 	as.mu.Lock()
@@ -499,13 +486,13 @@ func TestEphemeral(t *testing.T) {
 	ts := startHS(t, as, "receive_ephemeral: true\n")
 	carol := ts.Register("bridge_carol", "password-carol")
 	alice := ts.Register("alice", "password-alice")
-	roomID := createRoom(ts, carol)
-	join(ts, alice, roomID)
-	msg := send(ts, alice, roomID, "hello")
+	roomID := ts.CreatePublicRoom(carol)
+	ts.Join(alice, roomID)
+	msg := ts.SendText(alice, roomID, "hello")
 	ts.MustDo(http.StatusOK, "PUT", roomPath(roomID, "/typing/"+url.PathEscape(alice.ID)), alice.Token, map[string]any{"typing": true, "timeout": 30000})
 	ts.MustDo(http.StatusOK, "POST", roomPath(roomID, "/receipt/m.read/"+url.PathEscape(msg)), alice.Token, map[string]any{})
 	// An unrelated room's typing is not sent.
-	other := createRoom(ts, alice)
+	other := ts.CreatePublicRoom(alice)
 	ts.MustDo(http.StatusOK, "PUT", roomPath(other, "/typing/"+url.PathEscape(alice.ID)), alice.Token, map[string]any{"typing": true, "timeout": 30000})
 
 	find := func(as *fakeAS, typ string) map[string]any {
@@ -532,4 +519,44 @@ func TestEphemeral(t *testing.T) {
 			t.Errorf("ephemeral event of an uninteresting room: %v", e)
 		}
 	}
+}
+
+// Receipts and presence that an unreachable service has not received when
+// the homeserver restarts still reach it: its cursors in those streams are
+// durable, like its events cursor.
+func TestEphemeralAcrossRestart(t *testing.T) {
+	as := newFakeAS(t, false)
+	ts := startHS(t, as, "receive_ephemeral: true\n")
+	carol := ts.Register("bridge_carol", "password-carol")
+	alice := ts.Register("alice", "password-alice")
+	roomID := ts.CreatePublicRoom(carol)
+	ts.Join(alice, roomID)
+	msg := ts.SendText(alice, roomID, "hello")
+	as.waitFor("the message", func(as *fakeAS) bool { return as.has(msg) })
+
+	// The service goes down with a transaction pending: what happens next
+	// waits behind it, in no transaction yet, when the homeserver restarts.
+	as.down.Store(true)
+	pending := ts.SendText(alice, roomID, "pending")
+	as.waitFor("a refused attempt", func(as *fakeAS) bool { return as.failures > 0 })
+	ts.MustDo(http.StatusOK, "POST", roomPath(roomID, "/receipt/m.read/"+url.PathEscape(msg)), alice.Token, map[string]any{})
+	ts.MustDo(http.StatusOK, "PUT", "/_matrix/client/v3/presence/"+url.PathEscape(alice.ID)+"/status", alice.Token,
+		map[string]any{"presence": "unavailable", "status_msg": "at lunch"})
+	ts.Restart()
+	fastBackoff(ts)
+	as.down.Store(false)
+
+	as.waitFor("the receipt and the presence", func(as *fakeAS) bool {
+		var receipt, presence bool
+		for _, e := range as.ephemeral {
+			c, _ := json.Marshal(e["content"])
+			switch e["type"] {
+			case "m.receipt":
+				receipt = receipt || (e["room_id"] == roomID && strings.Contains(string(c), msg))
+			case "m.presence":
+				presence = presence || (e["sender"] == alice.ID && strings.Contains(string(c), "at lunch"))
+			}
+		}
+		return receipt && presence && as.has(pending)
+	})
 }

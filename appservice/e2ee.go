@@ -8,11 +8,12 @@ import (
 	"homeserver/e2ee"
 )
 
-// E2EECursors are where a service is in the end-to-end encryption streams.
-// They are persisted with each transaction that carries what they cover:
-// the transaction itself then holds that data until the service takes it.
-type E2EECursors struct {
-	ToDevice, DeviceLists, OTK int64
+// EphemeralCursors are where a service is in the streams other than events
+// (typing aside, which lives in memory). They are persisted with each
+// transaction that carries what they cover: the transaction itself then
+// holds that data until the service takes it, across restarts.
+type EphemeralCursors struct {
+	Receipts, Presence, ToDevice, DeviceLists, OTK int64
 }
 
 // KeySource is the keys service, for device lists and key counts.
@@ -36,7 +37,7 @@ type e2eePart struct {
 	changed   []string
 	otkCounts map[string]map[string]map[string]int
 	fallback  map[string]map[string][]string
-	next      E2EECursors
+	next      EphemeralCursors
 	delivered []e2ee.DeviceRef
 	hasCounts bool
 }
@@ -45,31 +46,31 @@ func (p *e2eePart) empty() bool {
 	return len(p.toDevice) == 0 && len(p.changed) == 0 && !p.hasCounts
 }
 
-// e2ee gathers what moved in the streams since the service's cursors.
-func (w *worker) e2ee(ctx context.Context) (e2eePart, error) {
-	p := e2eePart{next: w.e2eeCur}
+// e2ee gathers what moved in the encryption streams since the service's
+// cursors into p, whose next cursors it moves.
+func (w *worker) e2ee(ctx context.Context, p *e2eePart) error {
 	if w.reg.Ephemeral() {
-		if err := w.toDeviceMessages(ctx, &p); err != nil {
-			return p, err
+		if err := w.toDeviceMessages(ctx, p); err != nil {
+			return err
 		}
 	}
 	keys := w.d.eph.Keys
 	if !w.reg.DeviceData() || keys == nil {
-		return p, nil
+		return nil
 	}
 	to, err := keys.DeviceListMaxPos(ctx)
 	if err != nil {
-		return p, err
+		return err
 	}
-	if to > w.e2eeCur.DeviceLists {
-		users, err := keys.DeviceListChanges(ctx, w.e2eeCur.DeviceLists, to)
+	if to > w.eph.DeviceLists {
+		users, err := keys.DeviceListChanges(ctx, w.eph.DeviceLists, to)
 		if err != nil {
-			return p, err
+			return err
 		}
 		for _, u := range users {
 			ok, err := w.sharesRoomWithNamespace(ctx, u)
 			if err != nil {
-				return p, err
+				return err
 			}
 			if ok {
 				p.changed = append(p.changed, u)
@@ -79,12 +80,12 @@ func (w *worker) e2ee(ctx context.Context) (e2eePart, error) {
 	}
 	to, err = keys.OTKMaxPos(ctx)
 	if err != nil {
-		return p, err
+		return err
 	}
-	if to > w.e2eeCur.OTK {
-		refs, err := keys.OTKChanges(ctx, w.e2eeCur.OTK, to)
+	if to > w.eph.OTK {
+		refs, err := keys.OTKChanges(ctx, w.eph.OTK, to)
 		if err != nil {
-			return p, err
+			return err
 		}
 		for _, r := range refs {
 			if !w.interestedInUser(r.UserID) {
@@ -92,7 +93,7 @@ func (w *worker) e2ee(ctx context.Context) (e2eePart, error) {
 			}
 			c, err := keys.Counts(ctx, r.UserID, r.DeviceID)
 			if err != nil {
-				return p, err
+				return err
 			}
 			if p.otkCounts == nil {
 				p.otkCounts = map[string]map[string]map[string]int{}
@@ -108,7 +109,7 @@ func (w *worker) e2ee(ctx context.Context) (e2eePart, error) {
 		}
 		p.next.OTK = to
 	}
-	return p, nil
+	return nil
 }
 
 // toDeviceMessages reads the to-device messages after the cursor and keeps
@@ -118,10 +119,10 @@ func (w *worker) toDeviceMessages(ctx context.Context, p *e2eePart) error {
 	if err != nil {
 		return err
 	}
-	if to <= w.e2eeCur.ToDevice {
+	if to <= w.eph.ToDevice {
 		return nil
 	}
-	msgs, err := w.d.store.ToDeviceAfter(ctx, w.e2eeCur.ToDevice, to, toDeviceScan)
+	msgs, err := w.d.store.ToDeviceAfter(ctx, w.eph.ToDevice, to, toDeviceScan)
 	if err != nil {
 		return err
 	}

@@ -6,12 +6,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
-	"homeserver/accountdata"
 	"homeserver/mxhttp"
 )
-
-// SetAccountData gives the API the account-data service.
-func (a *API) SetAccountData(s *accountdata.Service) { a.accountData = s }
 
 func (a *API) accountDataRoutes(r chi.Router) {
 	r.Get("/user/{userID}/account_data/{type}", a.getAccountData(false))

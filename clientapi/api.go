@@ -5,10 +5,8 @@ package clientapi
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"unicode/utf8"
 
@@ -23,9 +21,11 @@ import (
 	"homeserver/presence"
 	"homeserver/push"
 	"homeserver/ratelimit"
+	"homeserver/receipts"
 	"homeserver/rooms"
 	"homeserver/syncapi"
 	"homeserver/todevice"
+	"homeserver/typing"
 )
 
 // RateLimit is one rc_* setting.
@@ -82,11 +82,32 @@ type API struct {
 	rcInvitesUser  *ratelimit.Limiter
 }
 
+// Deps are the services the client API calls; all are required.
+type Deps struct {
+	Accounts          *accounts.Service
+	Rooms             *rooms.Service
+	AccountData       *accountdata.Service
+	Presence          *presence.Service
+	Receipts          *receipts.Service
+	Typing            *typing.Service
+	Sync              *syncapi.Service
+	AppServices       *appservice.Set
+	AppServiceQuerier *appservice.Querier
+	Push              *push.Service
+	Keys              *e2ee.Service
+	ToDevice          *todevice.Service
+	KeyBackup         *keybackup.Service
+}
+
 // New returns the client API.
-func New(cfg Config, acc *accounts.Service, rms *rooms.Service, log *slog.Logger) *API {
+func New(cfg Config, d Deps, log *slog.Logger) *API {
 	lim := func(r RateLimit) *ratelimit.Limiter { return ratelimit.New(r.PerSecond, r.Burst) }
 	return &API{
-		cfg: cfg, accounts: acc, rooms: rms, log: log,
+		cfg: cfg, accounts: d.Accounts, rooms: d.Rooms, log: log,
+		accountData: d.AccountData, presence: d.Presence, sync: d.Sync,
+		ephemeral: ephemeralServices{receipts: d.Receipts, typing: d.Typing},
+		asQuery:   d.AppServiceQuerier, appservices: d.AppServices, push: d.Push,
+		keys: d.Keys, toDevice: d.ToDevice, keyBackup: d.KeyBackup,
 		rcRegistration: lim(cfg.RcRegistration),
 		rcLoginAddress: lim(cfg.RcLoginAddress),
 		rcLoginAccount: lim(cfg.RcLoginAccount),
@@ -196,19 +217,8 @@ func clientIP(r *http.Request) string {
 	return r.RemoteAddr
 }
 
-// pathParam returns a path parameter percent-decoded. chi matches on the raw
-// path whenever it holds escapes that differ from the default encoding (such
-// as "%40alice%3Aexample.org"), and then hands the parameters out undecoded.
-func pathParam(r *http.Request, name string) string {
-	v := chi.URLParam(r, name)
-	if r.URL.RawPath == "" {
-		return v
-	}
-	if d, err := url.PathUnescape(v); err == nil {
-		return d
-	}
-	return v // net/http has already rejected invalid escapes
-}
+// pathParam returns a path parameter percent-decoded.
+var pathParam = mxhttp.PathParam
 
 // validPath refuses a path whose decoded form is not UTF-8 or holds a NUL,
 // which no identifier may contain and no database stores.
@@ -268,14 +278,7 @@ func (a *API) requireAuth(next http.Handler) http.Handler {
 
 // fail writes err, logging it when it is not a Matrix error meant for the
 // client.
-func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
-	var me *mxhttp.Error
-	var resp mxhttp.Response
-	if !errors.As(err, &me) && !errors.As(err, &resp) {
-		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-	}
-	mxhttp.WriteError(w, err)
-}
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) { mxhttp.Fail(w, r, a.log, err) }
 
 func ok(w http.ResponseWriter, v any) { mxhttp.WriteJSON(w, http.StatusOK, v) }
 

@@ -11,10 +11,6 @@ import (
 	"homeserver/mxhttp"
 )
 
-// SetAppServiceQuerier gives the client API the calls it makes to
-// application services: pings and third-party lookups.
-func (a *API) SetAppServiceQuerier(q *appservice.Querier) { a.asQuery = q }
-
 func (a *API) thirdPartyRoutes(r chi.Router) {
 	r.Get("/thirdparty/protocols", a.thirdPartyProtocols)
 	r.Get("/thirdparty/protocol/{protocol}", a.thirdPartyProtocol)

@@ -20,10 +20,6 @@ const LoginTypeAppService = "m.login.application_service"
 // integer canonical JSON allows.
 const maxTS = 1<<53 - 1
 
-// SetAppServices gives the client API the registered application services,
-// whose as_tokens then authenticate requests. Call it before serving.
-func (a *API) SetAppServices(set *appservice.Set) { a.appservices = set }
-
 // appServiceRequester authenticates a request made with an as_token: the
 // service acts as its sender or, with ?user_id=, as an existing local user
 // of its user namespaces (identity assertion).

@@ -13,9 +13,6 @@ import (
 // keys of about a kilobyte each; other bodies of the API keep the default.
 const keyBackupBodyLimit = 4 << 20
 
-// SetKeyBackup gives the API the server-side key backup service.
-func (a *API) SetKeyBackup(kb *keybackup.Service) { a.keyBackup = kb }
-
 func (a *API) keyBackupRoutes(r chi.Router) {
 	r = r.With(keyBackupNoGuests)
 	r.Post("/room_keys/version", a.createKeyBackupVersion)

@@ -15,11 +15,6 @@ import (
 // are some 30 KiB, a query of thousands of users a few hundred.
 const keysBodyLimit = 4 << 20
 
-// SetKeys plugs the end-to-end encryption services in.
-func (a *API) SetKeys(keys *e2ee.Service, toDevice *todevice.Service) {
-	a.keys, a.toDevice = keys, toDevice
-}
-
 func (a *API) keysRoutes(r chi.Router) {
 	r.Post("/keys/upload", a.uploadKeys)
 	// The device ID in the path is what r0 clients before 2019 sent.

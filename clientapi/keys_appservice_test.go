@@ -125,7 +125,7 @@ func TestAppServiceEncryptedBridge(t *testing.T) {
 	})
 
 	// alice shares a room with the ghost; her new keys reach the service.
-	roomID := rmCreate(t, s, alice.User, map[string]any{"preset": "public_chat"})
+	roomID := s.CreateRoom(alice.User, map[string]any{"preset": "public_chat"})
 	s.MustDo(http.StatusOK, "POST", v3+"/join/"+url.PathEscape(roomID)+"?user_id="+url.QueryEscape(ghost), asTok, map[string]any{})
 	ksUpload(t, s, alice, map[string]any{"device_keys": alice.deviceKeys(t)})
 	as.await(t, "alice in device_lists.changed", func(txn map[string]json.RawMessage) bool {

@@ -367,8 +367,8 @@ func TestDeviceListsInSync(t *testing.T) {
 	alice := ksNewDevice(t, s.Register("alice", "pw"))
 	bob := ksNewDevice(t, s.Register("bob", "pw"))
 	carol := ksNewDevice(t, s.Register("carol", "pw"))
-	roomID := rmCreate(t, s, alice.User, map[string]any{"preset": "public_chat"})
-	rmJoin(t, s, carol.User, roomID)
+	roomID := s.CreateRoom(alice.User, map[string]any{"preset": "public_chat"})
+	s.Join(carol.User, roomID)
 	a0 := ksSync(t, s, alice.Token, "")
 	b0 := ksSync(t, s, bob.Token, "")
 
@@ -386,7 +386,7 @@ func TestDeviceListsInSync(t *testing.T) {
 
 	// Bob joins: alice learns he is to be tracked, and bob learns of the
 	// room's members.
-	rmJoin(t, s, bob.User, roomID)
+	s.Join(bob.User, roomID)
 	a2 := ksSync(t, s, alice.Token, a1.NextBatch)
 	if !slices.Equal(a2.DeviceLists.Changed, []string{bob.ID}) {
 		t.Fatalf("after bob joined, alice's changed = %v", a2.DeviceLists.Changed)
@@ -447,8 +447,8 @@ func TestDeviceListChangeWakesSync(t *testing.T) {
 	s := testserver.Start(t, "")
 	alice := ksNewDevice(t, s.Register("alice", "pw"))
 	bob := ksNewDevice(t, s.Register("bob", "pw"))
-	roomID := rmCreate(t, s, alice.User, map[string]any{"preset": "public_chat"})
-	rmJoin(t, s, bob.User, roomID)
+	roomID := s.CreateRoom(alice.User, map[string]any{"preset": "public_chat"})
+	s.Join(bob.User, roomID)
 	since := ksSync(t, s, alice.Token, "").NextBatch
 	done := make(chan ksSyncResp, 1)
 	go func() {

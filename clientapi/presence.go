@@ -10,12 +10,7 @@ import (
 
 	"homeserver/accounts"
 	"homeserver/mxhttp"
-	"homeserver/presence"
 )
-
-// SetPresence gives the client API the presence service; without it the
-// presence endpoints answer 404 M_UNRECOGNIZED.
-func (a *API) SetPresence(p *presence.Service) { a.presence = p }
 
 func (a *API) presenceRoutes(r chi.Router) {
 	r.Put("/presence/{userID}/status", a.setPresence)
@@ -24,7 +19,7 @@ func (a *API) presenceRoutes(r chi.Router) {
 
 func (a *API) setPresence(w http.ResponseWriter, r *http.Request) {
 	userID := pathParam(r, "userID")
-	if err := a.presenceAvailable(userID); err != nil {
+	if err := validUserID(userID); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -64,7 +59,7 @@ func (a *API) setPresence(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) getPresence(w http.ResponseWriter, r *http.Request) {
 	userID := pathParam(r, "userID")
-	if err := a.presenceAvailable(userID); err != nil {
+	if err := validUserID(userID); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -78,13 +73,6 @@ func (a *API) getPresence(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ok(w, a.presence.Content(st))
-}
-
-func (a *API) presenceAvailable(userID string) error {
-	if a.presence == nil {
-		return mxhttp.Unrecognized("Presence is not enabled on this server")
-	}
-	return validUserID(userID)
 }
 
 // canSeePresence allows one's own presence and that of users one shares a

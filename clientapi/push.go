@@ -11,9 +11,6 @@ import (
 	"homeserver/push"
 )
 
-// SetPush gives the API the push service.
-func (a *API) SetPush(s *push.Service) { a.push = s }
-
 func (a *API) pushRoutes(r chi.Router) {
 	r.Get("/pushrules/", a.getAllPushRules)
 	r.Get("/pushrules", a.getAllPushRules)
@@ -31,14 +28,6 @@ func (a *API) pushRoutes(r chi.Router) {
 	r.Get("/notifications", a.getNotifications)
 }
 
-func (a *API) pushReady(w http.ResponseWriter, r *http.Request) bool {
-	if a.push == nil {
-		a.fail(w, r, mxhttp.Unrecognized("Push is not enabled"))
-		return false
-	}
-	return true
-}
-
 // pushPath checks the scope (only "global" exists) and, when withKind, the
 // kind.
 func pushPath(r *http.Request, withKind bool) (string, error) {
@@ -53,9 +42,6 @@ func pushPath(r *http.Request, withKind bool) (string, error) {
 }
 
 func (a *API) getAllPushRules(w http.ResponseWriter, r *http.Request) {
-	if !a.pushReady(w, r) {
-		return
-	}
 	rs, err := a.push.Rules(r.Context(), requester(r).UserID)
 	if err != nil {
 		a.fail(w, r, err)
@@ -65,9 +51,6 @@ func (a *API) getAllPushRules(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getPushRulesScope(w http.ResponseWriter, r *http.Request) {
-	if !a.pushReady(w, r) {
-		return
-	}
 	if _, err := pushPath(r, false); err != nil {
 		a.fail(w, r, err)
 		return
@@ -81,9 +64,6 @@ func (a *API) getPushRulesScope(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getPushRulesKind(w http.ResponseWriter, r *http.Request) {
-	if !a.pushReady(w, r) {
-		return
-	}
 	kind, err := pushPath(r, true)
 	if err != nil {
 		a.fail(w, r, err)
@@ -102,9 +82,6 @@ func (a *API) getPushRulesKind(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getPushRule(w http.ResponseWriter, r *http.Request) {
-	if !a.pushReady(w, r) {
-		return
-	}
 	kind, err := pushPath(r, true)
 	if err != nil {
 		a.fail(w, r, err)
@@ -119,9 +96,6 @@ func (a *API) getPushRule(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) putPushRule(w http.ResponseWriter, r *http.Request) {
-	if !a.pushReady(w, r) {
-		return
-	}
 	kind, err := pushPath(r, true)
 	if err != nil {
 		a.fail(w, r, err)
@@ -141,9 +115,6 @@ func (a *API) putPushRule(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) deletePushRule(w http.ResponseWriter, r *http.Request) {
-	if !a.pushReady(w, r) {
-		return
-	}
 	kind, err := pushPath(r, true)
 	if err != nil {
 		a.fail(w, r, err)
@@ -157,9 +128,6 @@ func (a *API) deletePushRule(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getPushRuleAttr(w http.ResponseWriter, r *http.Request) {
-	if !a.pushReady(w, r) {
-		return
-	}
 	kind, err := pushPath(r, true)
 	if err != nil {
 		a.fail(w, r, err)
@@ -187,9 +155,6 @@ func (a *API) getPushRuleAttr(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) putPushRuleAttr(w http.ResponseWriter, r *http.Request) {
-	if !a.pushReady(w, r) {
-		return
-	}
 	kind, err := pushPath(r, true)
 	if err != nil {
 		a.fail(w, r, err)
@@ -241,9 +206,6 @@ type pusherJSON struct {
 }
 
 func (a *API) getPushers(w http.ResponseWriter, r *http.Request) {
-	if !a.pushReady(w, r) {
-		return
-	}
 	ps, err := a.push.Pushers(r.Context(), requester(r).UserID)
 	if err != nil {
 		a.fail(w, r, err)
@@ -258,9 +220,6 @@ func (a *API) getPushers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) setPusher(w http.ResponseWriter, r *http.Request) {
-	if !a.pushReady(w, r) {
-		return
-	}
 	body, err := mxhttp.ReadBody(r, mxhttp.DefaultBodyLimit)
 	if err != nil {
 		a.fail(w, r, err)
@@ -289,9 +248,6 @@ func (a *API) setPusher(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getNotifications(w http.ResponseWriter, r *http.Request) {
-	if !a.pushReady(w, r) {
-		return
-	}
 	q := r.URL.Query()
 	var from int64
 	if s := q.Get("from"); s != "" {

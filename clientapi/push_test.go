@@ -387,3 +387,35 @@ func TestUnreadThreadNotificationsAndPaging(t *testing.T) {
 		t.Fatalf("bad from: %s", r.Body)
 	}
 }
+
+// A room version 12 creator has no entry in the power levels' users (their
+// power is infinite), and their @room mention notifies everyone; a member
+// at level 0 cannot.
+func TestRoomMentionByV12Creator(t *testing.T) {
+	s := testserver.Start(t, "")
+	alice, bob, carol := s.Register("alice", "pw"), s.Register("bob", "pw"), s.Register("carol", "pw")
+	room := s.MustDo(http.StatusOK, "POST", v3+"/createRoom", alice.Token, map[string]any{"preset": "public_chat", "room_version": "12"}).String("room_id")
+	for _, u := range []testserver.User{bob, carol} {
+		s.MustDo(http.StatusOK, "POST", v3+"/join/"+url.PathEscape(room), u.Token, map[string]any{})
+	}
+	send := func(u testserver.User, body string) string {
+		return s.MustDo(http.StatusOK, "PUT", fmt.Sprintf("%s/rooms/%s/send/m.room.message/%d", v3, url.PathEscape(room), time.Now().UnixNano()), u.Token,
+			map[string]any{"msgtype": "m.text", "body": body, "m.mentions": map[string]any{"room": true}}).String("event_id")
+	}
+	byBob := send(bob, "@room from bob")
+	byAlice := send(alice, "@room from alice")
+	highlights := func(u testserver.User) []string {
+		var ids []string
+		for _, n := range s.MustDo(http.StatusOK, "GET", v3+"/notifications?only=highlight", u.Token, nil).JSON["notifications"].([]any) {
+			ids = append(ids, n.(map[string]any)["event"].(map[string]any)["event_id"].(string))
+		}
+		return ids
+	}
+	waitFor(t, "alice's @room to highlight", func() bool { return len(highlights(carol)) > 0 })
+	if got := highlights(carol); len(got) != 1 || got[0] != byAlice {
+		t.Fatalf("carol's highlights %v, want only alice's %s (not bob's %s)", got, byAlice, byBob)
+	}
+	if got := highlights(bob); len(got) != 1 || got[0] != byAlice {
+		t.Fatalf("bob's highlights %v, want alice's %s", got, byAlice)
+	}
+}

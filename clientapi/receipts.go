@@ -22,11 +22,6 @@ type ephemeralServices struct {
 	typing   *typing.Service
 }
 
-// SetReceipts gives the API the receipts and typing services.
-func (a *API) SetReceipts(r *receipts.Service, t *typing.Service) {
-	a.ephemeral = ephemeralServices{receipts: r, typing: t}
-}
-
 func (a *API) receiptRoutes(r chi.Router) {
 	r.Post("/rooms/{roomID}/receipt/{receiptType}/{eventID}", a.postReceipt)
 	r.Post("/rooms/{roomID}/read_markers", a.postReadMarkers)

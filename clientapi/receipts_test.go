@@ -31,21 +31,10 @@ func rcTypingPath(roomID, userID string) string {
 	return rcRoomPath(roomID, "/typing/"+url.PathEscape(userID))
 }
 
-func rcCreateRoom(t *testing.T, s *testserver.Server, u testserver.User) string {
-	t.Helper()
-	r := s.MustDo(http.StatusOK, "POST", "/_matrix/client/v3/createRoom", u.Token, map[string]any{"preset": "public_chat"})
-	return r.String("room_id")
-}
-
 func rcSend(t *testing.T, s *testserver.Server, u testserver.User, roomID string, content map[string]any) string {
 	t.Helper()
 	path := rcRoomPath(roomID, fmt.Sprintf("/send/m.room.message/rc%d", rcTxn.Add(1)))
 	return s.MustDo(http.StatusOK, "PUT", path, u.Token, content).String("event_id")
-}
-
-func rcText(t *testing.T, s *testserver.Server, u testserver.User, roomID, body string) string {
-	t.Helper()
-	return rcSend(t, s, u, roomID, map[string]any{"msgtype": "m.text", "body": body})
 }
 
 func rcWantErr(t *testing.T, r *testserver.Response, status int, errcode string) {
@@ -82,10 +71,10 @@ func rcStoredReceipts(t *testing.T, s *testserver.Server, roomIDs ...string) []r
 func TestReceiptErrors(t *testing.T) {
 	s := testserver.Start(t, "")
 	alice, bob := s.Register("alice", "pw-alice"), s.Register("bob", "pw-bob")
-	roomID := rcCreateRoom(t, s, alice)
-	e1 := rcText(t, s, alice, roomID, "one")
-	other := rcCreateRoom(t, s, alice)
-	elsewhere := rcText(t, s, alice, other, "elsewhere")
+	roomID := s.CreatePublicRoom(alice)
+	e1 := s.SendText(alice, roomID, "one")
+	other := s.CreatePublicRoom(alice)
+	elsewhere := s.SendText(alice, other, "elsewhere")
 
 	// Not joined.
 	rcWantErr(t, s.Do("POST", rcReceiptPath(roomID, "m.read", e1), bob.Token, map[string]any{}), http.StatusForbidden, "M_FORBIDDEN")
@@ -128,10 +117,10 @@ func TestReceiptErrors(t *testing.T) {
 func TestReceiptsStored(t *testing.T) {
 	s := testserver.Start(t, "")
 	alice, bob := s.Register("alice", "pw-alice"), s.Register("bob", "pw-bob")
-	roomID := rcCreateRoom(t, s, alice)
+	roomID := s.CreatePublicRoom(alice)
 	s.MustDo(http.StatusOK, "POST", rcRoomPath(roomID, "/join"), bob.Token, map[string]any{})
-	e1 := rcText(t, s, alice, roomID, "one")
-	e2 := rcText(t, s, alice, roomID, "two")
+	e1 := s.SendText(alice, roomID, "one")
+	e2 := s.SendText(alice, roomID, "two")
 	inThread := rcSend(t, s, alice, roomID, map[string]any{
 		"msgtype": "m.text", "body": "in thread",
 		"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": e1},
@@ -193,9 +182,9 @@ func rcFullyRead(t *testing.T, s *testserver.Server, u testserver.User, roomID s
 func TestReadMarkers(t *testing.T) {
 	s := testserver.Start(t, "")
 	alice, bob := s.Register("alice", "pw-alice"), s.Register("bob", "pw-bob")
-	roomID := rcCreateRoom(t, s, alice)
-	e1 := rcText(t, s, alice, roomID, "one")
-	e2 := rcText(t, s, alice, roomID, "two")
+	roomID := s.CreatePublicRoom(alice)
+	e1 := s.SendText(alice, roomID, "one")
+	e2 := s.SendText(alice, roomID, "two")
 	path := rcRoomPath(roomID, "/read_markers")
 
 	rcWantErr(t, s.Do("POST", path, bob.Token, map[string]any{"m.fully_read": e1}), http.StatusForbidden, "M_FORBIDDEN")
@@ -235,7 +224,7 @@ func TestReadMarkers(t *testing.T) {
 func TestTypingEndpoint(t *testing.T) {
 	s := testserver.Start(t, "")
 	alice, bob := s.Register("alice", "pw-alice"), s.Register("bob", "pw-bob")
-	roomID := rcCreateRoom(t, s, alice)
+	roomID := s.CreatePublicRoom(alice)
 
 	s.MustDo(http.StatusOK, "PUT", rcTypingPath(roomID, alice.ID), alice.Token, map[string]any{"typing": true, "timeout": 30000})
 	s.MustDo(http.StatusOK, "PUT", rcTypingPath(roomID, alice.ID), alice.Token, map[string]any{"typing": true}) // default timeout
@@ -294,12 +283,10 @@ func rcEphemeral(t *testing.T, s *testserver.Server, u testserver.User, roomID s
 func TestTypingAndReceiptsInSync(t *testing.T) {
 	s := testserver.Start(t, "")
 	alice, bob := s.Register("alice", "pw-alice"), s.Register("bob", "pw-bob")
-	roomID := rcCreateRoom(t, s, alice)
+	roomID := s.CreatePublicRoom(alice)
 	s.MustDo(http.StatusOK, "POST", rcRoomPath(roomID, "/join"), bob.Token, map[string]any{})
-	e1 := rcText(t, s, alice, roomID, "one")
-	if r := s.Do("GET", "/_matrix/client/v3/sync?timeout=0", alice.Token, nil); r.Status != http.StatusOK {
-		t.Skipf("/sync is not served yet: %d %s", r.Status, r.Body)
-	}
+	e1 := s.SendText(alice, roomID, "one")
+	s.MustDo(http.StatusOK, "GET", "/_matrix/client/v3/sync?timeout=0", alice.Token, nil)
 
 	s.MustDo(http.StatusOK, "PUT", rcTypingPath(roomID, bob.ID), bob.Token, map[string]any{"typing": true})
 	s.MustDo(http.StatusOK, "POST", rcReceiptPath(roomID, "m.read", e1), alice.Token, map[string]any{})

@@ -25,28 +25,6 @@ func rmNextTxn() string { return "txn" + strconv.FormatInt(rmTxn.Add(1), 10) }
 // rmRoom is the path prefix of a room's endpoints.
 func rmRoom(roomID string) string { return v3 + "/rooms/" + url.PathEscape(roomID) }
 
-// rmCreate creates a room and returns its ID.
-func rmCreate(t *testing.T, s *testserver.Server, u testserver.User, body map[string]any) string {
-	t.Helper()
-	if body == nil {
-		body = map[string]any{}
-	}
-	r := s.MustDo(http.StatusOK, "POST", v3+"/createRoom", u.Token, body)
-	id := r.String("room_id")
-	if !strings.HasPrefix(id, "!") {
-		t.Fatalf("createRoom returned room_id %q: %s", id, r.Body)
-	}
-	return id
-}
-
-// rmSendText sends an m.room.message with this body and returns its ID.
-func rmSendText(t *testing.T, s *testserver.Server, u testserver.User, roomID, body string) string {
-	t.Helper()
-	r := s.MustDo(http.StatusOK, "PUT", rmRoom(roomID)+"/send/m.room.message/"+rmNextTxn(), u.Token,
-		map[string]any{"msgtype": "m.text", "body": body})
-	return r.String("event_id")
-}
-
 // rmPutState sets a state event; key is put in the path percent-encoded.
 func rmPutState(t *testing.T, s *testserver.Server, u testserver.User, roomID, eventType, key string, content any) string {
 	t.Helper()
@@ -58,14 +36,6 @@ func rmPutState(t *testing.T, s *testserver.Server, u testserver.User, roomID, e
 func rmStateContent(t *testing.T, s *testserver.Server, u testserver.User, roomID, eventType, key string) map[string]any {
 	t.Helper()
 	return s.MustDo(http.StatusOK, "GET", rmRoom(roomID)+"/state/"+url.PathEscape(eventType)+"/"+url.PathEscape(key), u.Token, nil).JSON
-}
-
-func rmJoin(t *testing.T, s *testserver.Server, u testserver.User, roomID string) {
-	t.Helper()
-	r := s.MustDo(http.StatusOK, "POST", rmRoom(roomID)+"/join", u.Token, map[string]any{})
-	if r.String("room_id") != roomID {
-		t.Fatalf("join answered room_id %q, want %s", r.String("room_id"), roomID)
-	}
 }
 
 func rmInvite(t *testing.T, s *testserver.Server, u testserver.User, roomID, target string) {
@@ -152,7 +122,7 @@ func TestCreateRoomPresets(t *testing.T) {
 		{"public_chat", "public", "shared", "forbidden"},
 	} {
 		t.Run(c.preset, func(t *testing.T) {
-			room := rmCreate(t, s, alice, map[string]any{"preset": c.preset, "invite": []string{bob.ID}})
+			room := s.CreateRoom(alice, map[string]any{"preset": c.preset, "invite": []string{bob.ID}})
 			if got := rmStateContent(t, s, alice, room, "m.room.join_rules", "")["join_rule"]; got != c.joinRule {
 				t.Errorf("join_rule %v, want %s", got, c.joinRule)
 			}
@@ -181,11 +151,11 @@ func TestCreateRoomPresets(t *testing.T) {
 		})
 	}
 	// Without a preset, visibility decides: public → public_chat.
-	room := rmCreate(t, s, alice, map[string]any{"visibility": "public"})
+	room := s.CreateRoom(alice, map[string]any{"visibility": "public"})
 	if got := rmStateContent(t, s, alice, room, "m.room.join_rules", "")["join_rule"]; got != "public" {
 		t.Errorf("visibility public: join_rule %v, want public", got)
 	}
-	room = rmCreate(t, s, alice, nil)
+	room = s.CreateRoom(alice, nil)
 	if got := rmStateContent(t, s, alice, room, "m.room.join_rules", "")["join_rule"]; got != "invite" {
 		t.Errorf("default: join_rule %v, want invite", got)
 	}
@@ -195,7 +165,7 @@ func TestCreateRoomOptions(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := rmUsers(s, "alice", "bob")
 	alice, bob := u[0], u[1]
-	room := rmCreate(t, s, alice, map[string]any{
+	room := s.CreateRoom(alice, map[string]any{
 		"preset":          "public_chat",
 		"name":            "The Room",
 		"topic":           "Things",
@@ -274,7 +244,7 @@ func TestCreateRoomVersions(t *testing.T) {
 	alice := s.Register("alice", "pw")
 	for v := 1; v <= 12; v++ {
 		version := strconv.Itoa(v)
-		room := rmCreate(t, s, alice, map[string]any{"room_version": version, "name": "v" + version})
+		room := s.CreateRoom(alice, map[string]any{"room_version": version, "name": "v" + version})
 		create := rmStateContent(t, s, alice, room, "m.room.create", "")
 		if create["room_version"] != version {
 			t.Errorf("v%s: create content %v", version, create)
@@ -283,7 +253,7 @@ func TestCreateRoomVersions(t *testing.T) {
 		if wantCreator := v <= 10; (create["creator"] == alice.ID) != wantCreator {
 			t.Errorf("v%s: creator in create content: %v", version, create)
 		}
-		rmSendText(t, s, alice, room, "hello v"+version)
+		s.SendText(alice, room, "hello v"+version)
 		if got := rmAllBodies(t, s, alice, room); !slices.Equal(got, []string{"hello v" + version}) {
 			t.Errorf("v%s: messages %v", version, got)
 		}
@@ -299,7 +269,7 @@ func TestCreateRoomVersions(t *testing.T) {
 func TestCreateRoomErrors(t *testing.T) {
 	s := testserver.Start(t, "")
 	alice := s.Register("alice", "pw")
-	rmCreate(t, s, alice, map[string]any{"room_alias_name": "taken"})
+	s.CreateRoom(alice, map[string]any{"room_alias_name": "taken"})
 	wantErr(t, s.Do("POST", v3+"/createRoom", alice.Token, map[string]any{"room_alias_name": "taken"}), http.StatusBadRequest, "M_ROOM_IN_USE")
 	for name, body := range map[string]any{
 		"name not a string":       `{"name": 5}`,
@@ -338,7 +308,7 @@ func TestCreateRoomErrors(t *testing.T) {
 	}), http.StatusBadRequest, "M_INVALID_ROOM_STATE")
 	// The failed room gave its alias back.
 	wantErr(t, s.Do("GET", v3+"/directory/room/"+url.PathEscape("#half:test.local"), "", nil), http.StatusNotFound, "M_NOT_FOUND")
-	rmCreate(t, s, alice, map[string]any{"room_alias_name": "half"})
+	s.CreateRoom(alice, map[string]any{"room_alias_name": "half"})
 	wantErr(t, s.Do("POST", v3+"/createRoom", "", map[string]any{}), http.StatusUnauthorized, "M_MISSING_TOKEN")
 	// The failed attempts left alice in no room: she is in the two made.
 	r := s.MustDo(http.StatusOK, "GET", v3+"/joined_rooms", alice.Token, nil)
@@ -352,11 +322,11 @@ func TestMembershipLifecycle(t *testing.T) {
 	u := rmUsers(s, "alice", "bob", "carol")
 	alice, bob, carol := u[0], u[1], u[2]
 
-	public := rmCreate(t, s, alice, map[string]any{"preset": "public_chat", "room_alias_name": "pub"})
-	private := rmCreate(t, s, alice, map[string]any{"preset": "private_chat"})
+	public := s.CreateRoom(alice, map[string]any{"preset": "public_chat", "room_alias_name": "pub"})
+	private := s.CreateRoom(alice, map[string]any{"preset": "private_chat"})
 
 	// Join by ID and by (percent-encoded) alias.
-	rmJoin(t, s, bob, public)
+	s.Join(bob, public)
 	r := s.MustDo(http.StatusOK, "POST", v3+"/join/"+url.PathEscape("#pub:test.local"), carol.Token, nil)
 	if r.String("room_id") != public {
 		t.Fatalf("join by alias: %s", r.Body)
@@ -374,7 +344,7 @@ func TestMembershipLifecycle(t *testing.T) {
 	// Invite-only: no join without an invite.
 	wantErr(t, s.Do("POST", rmRoom(private)+"/join", bob.Token, nil), http.StatusForbidden, "M_FORBIDDEN")
 	rmInvite(t, s, alice, private, bob.ID)
-	rmJoin(t, s, bob, private)
+	s.Join(bob, private)
 	if got := rmStateContent(t, s, alice, private, "m.room.member", bob.ID)["membership"]; got != "join" {
 		t.Fatalf("bob after invite and join: %v", got)
 	}
@@ -415,7 +385,7 @@ func TestMembershipLifecycle(t *testing.T) {
 	}
 	wantErr(t, s.Do("POST", rmRoom(public)+"/kick", alice.Token, map[string]any{"reason": "no user"}), http.StatusBadRequest, "M_MISSING_PARAM")
 	// A public room lets the kicked user come back.
-	rmJoin(t, s, carol, public)
+	s.Join(carol, public)
 
 	// Ban: bob cannot ban; alice bans carol, who cannot rejoin.
 	wantErr(t, s.Do("POST", rmRoom(public)+"/ban", bob.Token, map[string]any{"user_id": carol.ID}), http.StatusForbidden, "M_FORBIDDEN")
@@ -429,7 +399,7 @@ func TestMembershipLifecycle(t *testing.T) {
 	if got := rmStateContent(t, s, alice, public, "m.room.member", carol.ID)["membership"]; got != "leave" {
 		t.Fatalf("after unban: %v", got)
 	}
-	rmJoin(t, s, carol, public)
+	s.Join(carol, public)
 
 	// Unknown rooms.
 	wantErr(t, s.Do("POST", rmRoom("!nope:test.local")+"/join", bob.Token, nil), http.StatusNotFound, "M_NOT_FOUND")
@@ -443,7 +413,7 @@ func TestKnock(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := rmUsers(s, "alice", "bob")
 	alice, bob := u[0], u[1]
-	room := rmCreate(t, s, alice, map[string]any{
+	room := s.CreateRoom(alice, map[string]any{
 		"room_version": "7",
 		"initial_state": []map[string]any{
 			{"type": "m.room.join_rules", "content": map[string]any{"join_rule": "knock"}},
@@ -451,9 +421,9 @@ func TestKnock(t *testing.T) {
 	})
 	// Knocking on an invite-only room, or a room of a version without
 	// knocking, is refused.
-	invite := rmCreate(t, s, alice, nil)
+	invite := s.CreateRoom(alice, nil)
 	wantErr(t, s.Do("POST", v3+"/knock/"+url.PathEscape(invite), bob.Token, map[string]any{}), http.StatusForbidden, "M_FORBIDDEN")
-	old := rmCreate(t, s, alice, map[string]any{
+	old := s.CreateRoom(alice, map[string]any{
 		"room_version":  "6",
 		"initial_state": []map[string]any{{"type": "m.room.join_rules", "content": map[string]any{"join_rule": "knock"}}},
 	})
@@ -474,8 +444,8 @@ func TestKnock(t *testing.T) {
 		t.Fatalf("knocking members: %s", members.Body)
 	}
 	rmInvite(t, s, alice, room, bob.ID)
-	rmJoin(t, s, bob, room)
-	rmSendText(t, s, bob, room, "in")
+	s.Join(bob, room)
+	s.SendText(bob, room, "in")
 
 	// A knock is rescinded by leaving; an invite is rejected the same way.
 	carol := s.Register("carol", "pw")
@@ -497,8 +467,8 @@ func TestRestrictedJoin(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := rmUsers(s, "alice", "bob")
 	alice, bob := u[0], u[1]
-	space := rmCreate(t, s, alice, map[string]any{"preset": "public_chat"})
-	room := rmCreate(t, s, alice, map[string]any{
+	space := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	room := s.CreateRoom(alice, map[string]any{
 		"room_version": "8",
 		"initial_state": []map[string]any{{"type": "m.room.join_rules", "content": map[string]any{
 			"join_rule": "restricted",
@@ -506,8 +476,8 @@ func TestRestrictedJoin(t *testing.T) {
 		}}},
 	})
 	wantErr(t, s.Do("POST", rmRoom(room)+"/join", bob.Token, nil), http.StatusForbidden, "M_FORBIDDEN")
-	rmJoin(t, s, bob, space)
-	rmJoin(t, s, bob, room)
+	s.Join(bob, space)
+	s.Join(bob, room)
 	m := rmStateContent(t, s, alice, room, "m.room.member", bob.ID)
 	if m["membership"] != "join" || m["join_authorised_via_users_server"] != alice.ID {
 		t.Fatalf("restricted join: %v", m)
@@ -524,11 +494,11 @@ func TestRoomMembersEndpoints(t *testing.T) {
 	u := rmUsers(s, "alice", "bob", "carol", "dave")
 	alice, bob, carol, dave := u[0], u[1], u[2], u[3]
 	s.MustDo(http.StatusOK, "PUT", v3+"/profile/"+url.PathEscape(bob.ID)+"/displayname", bob.Token, map[string]any{"displayname": "Bob B"})
-	room := rmCreate(t, s, alice, map[string]any{"preset": "public_chat"})
-	rmJoin(t, s, bob, room)
-	rmSendText(t, s, alice, room, "one")
+	room := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	s.Join(bob, room)
+	s.SendText(alice, room, "one")
 	before := rmMessages(t, s, alice, room, url.Values{"dir": {"b"}, "limit": {"1"}}).Start
-	rmJoin(t, s, carol, room)
+	s.Join(carol, room)
 	rmInvite(t, s, alice, room, dave.ID)
 	s.MustDo(http.StatusOK, "POST", rmRoom(room)+"/leave", carol.Token, nil)
 
@@ -588,14 +558,14 @@ func TestSendEvents(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := rmUsers(s, "alice", "bob")
 	alice, bob := u[0], u[1]
-	room := rmCreate(t, s, alice, map[string]any{"preset": "public_chat"})
+	room := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
 	send := func(u testserver.User, eventType, txn string, body any) *testserver.Response {
 		return s.Do("PUT", rmRoom(room)+"/send/"+url.PathEscape(eventType)+"/"+url.PathEscape(txn), u.Token, body)
 	}
 
 	// Not a member.
 	wantErr(t, send(bob, "m.room.message", "t1", map[string]any{"body": "hi"}), http.StatusForbidden, "M_FORBIDDEN")
-	rmJoin(t, s, bob, room)
+	s.Join(bob, room)
 
 	// The same transaction ID gives the same event, also after a restart,
 	// and sends nothing more.
@@ -663,7 +633,7 @@ func TestRoomState(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := rmUsers(s, "alice", "bob")
 	alice, bob := u[0], u[1]
-	room := rmCreate(t, s, alice, map[string]any{"preset": "public_chat"})
+	room := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
 
 	// Empty state key, with and without the trailing slash.
 	s.MustDo(http.StatusOK, "PUT", rmRoom(room)+"/state/m.room.name", alice.Token, map[string]any{"name": "A"})
@@ -722,9 +692,9 @@ func TestRoomState(t *testing.T) {
 	wantErr(t, s.Do("GET", rmRoom(room)+"/state/m.room.name", bob.Token, nil), http.StatusForbidden, "M_FORBIDDEN")
 
 	// Power: bob (0) may not set the name (50) in a private chat.
-	private := rmCreate(t, s, alice, map[string]any{"preset": "private_chat", "power_level_content_override": map[string]any{"state_default": 50}})
+	private := s.CreateRoom(alice, map[string]any{"preset": "private_chat", "power_level_content_override": map[string]any{"state_default": 50}})
 	rmInvite(t, s, alice, private, bob.ID)
-	rmJoin(t, s, bob, private)
+	s.Join(bob, private)
 	wantErr(t, s.Do("PUT", rmRoom(private)+"/state/m.room.name", bob.Token, map[string]any{"name": "mine"}), http.StatusForbidden, "M_FORBIDDEN")
 	wantErr(t, s.Do("PUT", rmRoom(private)+"/state/m.custom/x", bob.Token, map[string]any{}), http.StatusForbidden, "M_FORBIDDEN")
 	wantErr(t, s.Do("PUT", rmRoom(private)+"/state/m.room.power_levels", bob.Token, map[string]any{"users": map[string]int{bob.ID: 100}}), http.StatusForbidden, "M_FORBIDDEN")
@@ -751,10 +721,10 @@ func TestRedaction(t *testing.T) {
 	alice, bob := u[0], u[1]
 	for _, version := range []string{"1", "7", "8", "10", "11", "12"} {
 		t.Run("v"+version, func(t *testing.T) {
-			room := rmCreate(t, s, alice, map[string]any{"preset": "public_chat", "room_version": version})
-			rmJoin(t, s, bob, room)
-			mine := rmSendText(t, s, bob, room, "mine")
-			theirs := rmSendText(t, s, alice, room, "theirs")
+			room := s.CreateRoom(alice, map[string]any{"preset": "public_chat", "room_version": version})
+			s.Join(bob, room)
+			mine := s.SendText(bob, room, "mine")
+			theirs := s.SendText(alice, room, "theirs")
 
 			// bob may redact his own event but not alice's.
 			r := s.MustDo(http.StatusOK, "PUT", rmRoom(room)+"/redact/"+url.PathEscape(mine)+"/"+rmNextTxn(), bob.Token, map[string]any{"reason": "oops"})
@@ -790,7 +760,7 @@ func TestRedaction(t *testing.T) {
 				t.Errorf("v%s redaction redacts: %v", version, because)
 			}
 			// A moderator redacts anyone's event.
-			bobs := rmSendText(t, s, bob, room, "moderated")
+			bobs := s.SendText(bob, room, "moderated")
 			s.MustDo(http.StatusOK, "PUT", rmRoom(room)+"/redact/"+url.PathEscape(bobs)+"/"+rmNextTxn(), alice.Token, map[string]any{})
 			if ev := rmEventOf(t, s.MustDo(http.StatusOK, "GET", rmRoom(room)+"/event/"+url.PathEscape(bobs), bob.Token, nil)); len(ev.Content) != 0 {
 				t.Errorf("moderated event: %+v", ev)
@@ -826,7 +796,7 @@ func TestRedaction(t *testing.T) {
 				t.Errorf("v%s redacted join rules: %v", version, got)
 			}
 			// The room still works with its redacted join rules.
-			rmSendText(t, s, bob, room, "still here")
+			s.SendText(bob, room, "still here")
 		})
 	}
 }
@@ -835,14 +805,14 @@ func TestGetEventVisibility(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := rmUsers(s, "alice", "bob")
 	alice, bob := u[0], u[1]
-	room := rmCreate(t, s, alice, map[string]any{
+	room := s.CreateRoom(alice, map[string]any{
 		"preset":        "public_chat",
 		"initial_state": []map[string]any{{"type": "m.room.history_visibility", "content": map[string]any{"history_visibility": "joined"}}},
 	})
-	early := rmSendText(t, s, alice, room, "early")
+	early := s.SendText(alice, room, "early")
 	wantErr(t, s.Do("GET", rmRoom(room)+"/event/"+url.PathEscape(early), bob.Token, nil), http.StatusNotFound, "M_NOT_FOUND")
-	rmJoin(t, s, bob, room)
-	late := rmSendText(t, s, alice, room, "late")
+	s.Join(bob, room)
+	late := s.SendText(alice, room, "late")
 	ev := rmEventOf(t, s.MustDo(http.StatusOK, "GET", rmRoom(room)+"/event/"+url.PathEscape(late), bob.Token, nil))
 	if ev.EventID != late || ev.body() != "late" || ev.Sender != alice.ID || ev.Type != "m.room.message" {
 		t.Fatalf("visible event: %+v", ev)
@@ -854,8 +824,8 @@ func TestGetEventVisibility(t *testing.T) {
 	// event that does not exist, nor one of another room: all the same 404.
 	wantErr(t, s.Do("GET", rmRoom(room)+"/event/"+url.PathEscape(early), bob.Token, nil), http.StatusNotFound, "M_NOT_FOUND")
 	wantErr(t, s.Do("GET", rmRoom(room)+"/event/"+url.PathEscape("$nope"), bob.Token, nil), http.StatusNotFound, "M_NOT_FOUND")
-	other := rmCreate(t, s, alice, nil)
-	otherEv := rmSendText(t, s, alice, other, "elsewhere")
+	other := s.CreateRoom(alice, nil)
+	otherEv := s.SendText(alice, other, "elsewhere")
 	wantErr(t, s.Do("GET", rmRoom(room)+"/event/"+url.PathEscape(otherEv), alice.Token, nil), http.StatusNotFound, "M_NOT_FOUND")
 	s.MustDo(http.StatusOK, "GET", rmRoom(room)+"/event/"+url.PathEscape(early), alice.Token, nil)
 }
@@ -863,11 +833,11 @@ func TestGetEventVisibility(t *testing.T) {
 func TestMessagesPagination(t *testing.T) {
 	s := testserver.Start(t, "")
 	alice := s.Register("alice", "pw")
-	room := rmCreate(t, s, alice, nil)
+	room := s.CreateRoom(alice, nil)
 	var want []string
 	for i := range 25 {
 		b := fmt.Sprintf("m%02d", i)
-		rmSendText(t, s, alice, room, b)
+		s.SendText(alice, room, b)
 		want = append(want, b)
 	}
 	filter := `{"types":["m.room.message"]}`
@@ -984,7 +954,7 @@ func TestMessagesPagination(t *testing.T) {
 			back = append(back, e.EventID)
 		}
 		if pages == 0 {
-			rmSendText(t, s, alice, room, "late")
+			s.SendText(alice, room, "late")
 		}
 		if p.End == "" {
 			break
@@ -1030,13 +1000,13 @@ func TestMessagesFilter(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := rmUsers(s, "alice", "bob", "carol")
 	alice, bob, carol := u[0], u[1], u[2]
-	room := rmCreate(t, s, alice, map[string]any{"preset": "public_chat"})
-	rmJoin(t, s, bob, room)
-	rmJoin(t, s, carol, room)
-	rmSendText(t, s, alice, room, "a1")
-	rmSendText(t, s, bob, room, "b1")
+	room := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	s.Join(bob, room)
+	s.Join(carol, room)
+	s.SendText(alice, room, "a1")
+	s.SendText(bob, room, "b1")
 	s.MustDo(http.StatusOK, "PUT", rmRoom(room)+"/send/m.custom.event/"+rmNextTxn(), bob.Token, map[string]any{"body": "c1"})
-	rmSendText(t, s, alice, room, "a2")
+	s.SendText(alice, room, "a2")
 
 	page := func(f string, limit string) rmMessagesPage {
 		t.Helper()
@@ -1105,7 +1075,7 @@ func TestHistoryVisibility(t *testing.T) {
 	u := rmUsers(s, "alice", "bob", "carol")
 	alice, bob, carol := u[0], u[1], u[2]
 	roomWith := func(visibility string) string {
-		return rmCreate(t, s, alice, map[string]any{
+		return s.CreateRoom(alice, map[string]any{
 			"preset": "public_chat",
 			"initial_state": []map[string]any{
 				{"type": "m.room.history_visibility", "content": map[string]any{"history_visibility": visibility}},
@@ -1115,9 +1085,9 @@ func TestHistoryVisibility(t *testing.T) {
 
 	t.Run("joined", func(t *testing.T) {
 		room := roomWith("joined")
-		rmSendText(t, s, alice, room, "before")
-		rmJoin(t, s, bob, room)
-		rmSendText(t, s, alice, room, "after")
+		s.SendText(alice, room, "before")
+		s.Join(bob, room)
+		s.SendText(alice, room, "after")
 		if got := rmAllBodies(t, s, bob, room); !slices.Equal(got, []string{"after"}) {
 			t.Errorf("bob sees %v", got)
 		}
@@ -1127,21 +1097,21 @@ func TestHistoryVisibility(t *testing.T) {
 	})
 	t.Run("shared", func(t *testing.T) {
 		room := roomWith("shared")
-		rmSendText(t, s, alice, room, "before")
+		s.SendText(alice, room, "before")
 		wantErr(t, s.Do("GET", rmRoom(room)+"/messages?dir=b", bob.Token, nil), http.StatusForbidden, "M_FORBIDDEN")
-		rmJoin(t, s, bob, room)
-		rmSendText(t, s, alice, room, "after")
+		s.Join(bob, room)
+		s.SendText(alice, room, "after")
 		if got := rmAllBodies(t, s, bob, room); !slices.Equal(got, []string{"after", "before"}) {
 			t.Errorf("bob sees %v", got)
 		}
 	})
 	t.Run("left", func(t *testing.T) {
 		room := roomWith("shared")
-		rmSendText(t, s, alice, room, "m0")
-		rmJoin(t, s, bob, room)
-		m1 := rmSendText(t, s, alice, room, "m1")
+		s.SendText(alice, room, "m0")
+		s.Join(bob, room)
+		m1 := s.SendText(alice, room, "m1")
 		s.MustDo(http.StatusOK, "POST", rmRoom(room)+"/leave", bob.Token, nil)
-		m2 := rmSendText(t, s, alice, room, "m2")
+		m2 := s.SendText(alice, room, "m2")
 		if got := rmAllBodies(t, s, bob, room); !slices.Equal(got, []string{"m1", "m0"}) {
 			t.Errorf("bob after leaving sees %v", got)
 		}
@@ -1158,18 +1128,18 @@ func TestHistoryVisibility(t *testing.T) {
 	})
 	t.Run("invited", func(t *testing.T) {
 		room := roomWith("invited")
-		rmSendText(t, s, alice, room, "m0")
+		s.SendText(alice, room, "m0")
 		rmInvite(t, s, alice, room, bob.ID)
-		rmSendText(t, s, alice, room, "m1")
-		rmJoin(t, s, bob, room)
-		rmSendText(t, s, alice, room, "m2")
+		s.SendText(alice, room, "m1")
+		s.Join(bob, room)
+		s.SendText(alice, room, "m2")
 		if got := rmAllBodies(t, s, bob, room); !slices.Equal(got, []string{"m2", "m1"}) {
 			t.Errorf("bob sees %v", got)
 		}
 	})
 	t.Run("world_readable", func(t *testing.T) {
 		room := roomWith("world_readable")
-		rmSendText(t, s, alice, room, "public")
+		s.SendText(alice, room, "public")
 		if got := rmAllBodies(t, s, carol, room); !slices.Equal(got, []string{"public"}) {
 			t.Errorf("non-member sees %v", got)
 		}
@@ -1178,7 +1148,7 @@ func TestHistoryVisibility(t *testing.T) {
 		wantErr(t, s.Do("PUT", rmRoom(room)+"/send/m.room.message/"+rmNextTxn(), carol.Token, map[string]any{"body": "x"}), http.StatusForbidden, "M_FORBIDDEN")
 		// Once it is no longer world readable, they see nothing more.
 		rmPutState(t, s, alice, room, "m.room.history_visibility", "", map[string]any{"history_visibility": "shared"})
-		rmSendText(t, s, alice, room, "private")
+		s.SendText(alice, room, "private")
 		wantErr(t, s.Do("GET", rmRoom(room)+"/messages?dir=b", carol.Token, nil), http.StatusForbidden, "M_FORBIDDEN")
 	})
 }
@@ -1195,11 +1165,11 @@ func TestRedactedStateAuthorises(t *testing.T) {
 		mayInvite bool
 	}{{"10", true}, {"11", false}} {
 		t.Run("v"+c.version, func(t *testing.T) {
-			room := rmCreate(t, s, alice, map[string]any{
+			room := s.CreateRoom(alice, map[string]any{
 				"preset": "public_chat", "room_version": c.version,
 				"power_level_content_override": map[string]any{"invite": 50},
 			})
-			rmJoin(t, s, bob, room)
+			s.Join(bob, room)
 			wantErr(t, s.Do("POST", rmRoom(room)+"/invite", bob.Token, map[string]any{"user_id": carol.ID}), http.StatusForbidden, "M_FORBIDDEN")
 			pl := rmEventOf(t, s.MustDo(http.StatusOK, "GET", rmRoom(room)+"/state/m.room.power_levels?format=event", alice.Token, nil))
 			s.MustDo(http.StatusOK, "PUT", rmRoom(room)+"/redact/"+url.PathEscape(pl.EventID)+"/"+rmNextTxn(), alice.Token, map[string]any{})

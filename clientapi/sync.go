@@ -12,9 +12,6 @@ import (
 	"homeserver/syncapi"
 )
 
-// SetSync plugs the sync service in.
-func (a *API) SetSync(s *syncapi.Service) { a.sync = s }
-
 func (a *API) syncRoutes(r chi.Router) {
 	r.Get("/sync", a.syncHandler)
 	r.Post("/user/{userID}/filter", a.createFilter)

@@ -140,30 +140,6 @@ func syFilterQuery(filter string, extra ...string) string {
 
 func syRoomPath(roomID, rest string) string { return v3 + "/rooms/" + url.PathEscape(roomID) + rest }
 
-func syCreate(t *testing.T, s *testserver.Server, u testserver.User, body map[string]any) string {
-	t.Helper()
-	if body == nil {
-		body = map[string]any{}
-	}
-	id := s.MustDo(http.StatusOK, "POST", v3+"/createRoom", u.Token, body).String("room_id")
-	if !strings.HasPrefix(id, "!") {
-		t.Fatalf("createRoom answered room_id %q", id)
-	}
-	return id
-}
-
-func syJoin(t *testing.T, s *testserver.Server, u testserver.User, roomID string) {
-	t.Helper()
-	s.MustDo(http.StatusOK, "POST", syRoomPath(roomID, "/join"), u.Token, map[string]any{})
-}
-
-func syText(t *testing.T, s *testserver.Server, u testserver.User, roomID, body string) string {
-	t.Helper()
-	r := s.MustDo(http.StatusOK, "PUT", syRoomPath(roomID, "/send/m.room.message/"+syNextTxn()), u.Token,
-		map[string]any{"msgtype": "m.text", "body": body})
-	return r.String("event_id")
-}
-
 func syState(t *testing.T, s *testserver.Server, u testserver.User, roomID, eventType, key string, content any) string {
 	t.Helper()
 	r := s.MustDo(http.StatusOK, "PUT", syRoomPath(roomID, "/state/"+url.PathEscape(eventType)+"/"+url.PathEscape(key)), u.Token, content)
@@ -299,20 +275,20 @@ func TestSyncInitial(t *testing.T) {
 	u := syUsers(s, "alice", "bob", "carol")
 	alice, bob, carol := u[0], u[1], u[2]
 
-	room := syCreate(t, s, alice, map[string]any{"preset": "public_chat", "name": "Initial"})
-	syJoin(t, s, bob, room)
+	room := s.CreateRoom(alice, map[string]any{"preset": "public_chat", "name": "Initial"})
+	s.Join(bob, room)
 	syState(t, s, alice, room, "m.room.topic", "", map[string]any{"topic": "before the timeline"})
 	var sent []string
 	for i := range 12 {
-		sent = append(sent, syText(t, s, alice, room, fmt.Sprintf("m%d", i)))
+		sent = append(sent, s.SendText(alice, room, fmt.Sprintf("m%d", i)))
 	}
 	// A room Carol is invited to, and one Bob left.
-	private := syCreate(t, s, alice, map[string]any{"preset": "private_chat", "name": "Secret", "invite": []string{carol.ID}})
-	left := syCreate(t, s, alice, map[string]any{"preset": "public_chat", "name": "Left"})
-	syJoin(t, s, bob, left)
-	leftMsg := syText(t, s, alice, left, "before bob left")
+	private := s.CreateRoom(alice, map[string]any{"preset": "private_chat", "name": "Secret", "invite": []string{carol.ID}})
+	left := s.CreateRoom(alice, map[string]any{"preset": "public_chat", "name": "Left"})
+	s.Join(bob, left)
+	leftMsg := s.SendText(alice, left, "before bob left")
 	s.MustDo(http.StatusOK, "POST", syRoomPath(left, "/leave"), bob.Token, map[string]any{})
-	afterLeave := syText(t, s, alice, left, "after bob left")
+	afterLeave := s.SendText(alice, left, "after bob left")
 
 	// Account data: global, per room, and a tag.
 	s.MustDo(http.StatusOK, "PUT", v3+"/user/"+url.PathEscape(bob.ID)+"/account_data/com.example.global", bob.Token, map[string]any{"g": 1})
@@ -450,9 +426,9 @@ func syChain(t *testing.T, limit int) {
 	dave := s.Register("dave", "password dave")
 	var roomIDs []string
 	for i := range 3 {
-		room := syCreate(t, s, senders[0], map[string]any{"preset": "public_chat", "name": fmt.Sprintf("r%d", i)})
+		room := s.CreateRoom(senders[0], map[string]any{"preset": "public_chat", "name": fmt.Sprintf("r%d", i)})
 		for _, u := range append(senders[1:], dave) {
-			syJoin(t, s, u, room)
+			s.Join(u, room)
 		}
 		roomIDs = append(roomIDs, room)
 	}
@@ -651,15 +627,15 @@ func TestSyncLongPollWakesForRoomEvent(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := syUsers(s, "alice", "bob")
 	alice, bob := u[0], u[1]
-	room := syCreate(t, s, alice, map[string]any{"preset": "public_chat"})
-	syJoin(t, s, bob, room)
+	room := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	s.Join(bob, room)
 	since := sySync(t, s, bob, "").NextBatch
 
 	// A long timeout: the answer comes from the event, not the clock. Had
 	// the sync timed out, it would be empty.
 	w := syStart(s, bob, url.Values{"since": {since}, "timeout": {"60000"}}.Encode())
 	time.Sleep(100 * time.Millisecond) // give it time to park; correct either way
-	id := syText(t, s, alice, room, "wake up")
+	id := s.SendText(alice, room, "wake up")
 	r := w.result(t)
 	if got := syIDs(r.Rooms.Join[room].Timeline.Events); !slices.Contains(got, id) {
 		t.Fatalf("woken sync's timeline %v lacks %s: %s", got, id, r.Raw)
@@ -670,14 +646,14 @@ func TestSyncLongPollIgnoresOtherRooms(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := syUsers(s, "alice", "bob")
 	alice, bob := u[0], u[1]
-	mine := syCreate(t, s, bob, nil)
-	theirs := syCreate(t, s, alice, map[string]any{"preset": "public_chat"})
+	mine := s.CreateRoom(bob, nil)
+	theirs := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
 	since := sySync(t, s, bob, "").NextBatch
 
 	w := syStart(s, bob, url.Values{"since": {since}, "timeout": {"1500"}}.Encode())
 	time.Sleep(100 * time.Millisecond)
 	for i := range 3 {
-		syText(t, s, alice, theirs, fmt.Sprintf("not for bob %d", i))
+		s.SendText(alice, theirs, fmt.Sprintf("not for bob %d", i))
 	}
 	r := w.result(t)
 	if !r.empty() {
@@ -685,7 +661,7 @@ func TestSyncLongPollIgnoresOtherRooms(t *testing.T) {
 	}
 	// The token still works and nothing was lost: the next event in Bob's
 	// own room comes with it.
-	id := syText(t, s, bob, mine, "mine")
+	id := s.SendText(bob, mine, "mine")
 	r = sySync(t, s, bob, sySince(r.NextBatch))
 	if got := syIDs(r.Rooms.Join[mine].Timeline.Events); !slices.Equal(got, []string{id}) {
 		t.Fatalf("timeline %v, want [%s]", got, id)
@@ -699,7 +675,7 @@ func TestSyncLongPollWakesInvitee(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := syUsers(s, "alice", "carol")
 	alice, carol := u[0], u[1]
-	room := syCreate(t, s, alice, map[string]any{"name": "Come in"})
+	room := s.CreateRoom(alice, map[string]any{"name": "Come in"})
 	since := sySync(t, s, carol, "").NextBatch
 
 	w := syStart(s, carol, url.Values{"since": {since}, "timeout": {"60000"}}.Encode())
@@ -726,19 +702,19 @@ func TestSyncLimitedTimelineChainsIntoMessages(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := syUsers(s, "alice", "bob")
 	alice, bob := u[0], u[1]
-	room := syCreate(t, s, alice, map[string]any{"preset": "public_chat", "name": "Old name"})
-	syJoin(t, s, bob, room)
+	room := s.CreateRoom(alice, map[string]any{"preset": "public_chat", "name": "Old name"})
+	s.Join(bob, room)
 	filter := `{"room":{"timeline":{"limit":5}}}`
 	since := sySync(t, s, bob, syFilterQuery(filter)).NextBatch
 
 	var sent []string // every event after since, in order
 	for i := range 10 {
-		sent = append(sent, syText(t, s, alice, room, fmt.Sprintf("m%d", i)))
+		sent = append(sent, s.SendText(alice, room, fmt.Sprintf("m%d", i)))
 	}
 	rename := syState(t, s, alice, room, "m.room.name", "", map[string]any{"name": "New name"})
 	sent = append(sent, rename)
 	for i := 10; i < 20; i++ {
-		sent = append(sent, syText(t, s, alice, room, fmt.Sprintf("m%d", i)))
+		sent = append(sent, s.SendText(alice, room, fmt.Sprintf("m%d", i)))
 	}
 
 	r := sySync(t, s, bob, sySince(since, "filter", filter))
@@ -773,7 +749,7 @@ func TestSyncLimitedTimelineChainsIntoMessages(t *testing.T) {
 	}
 
 	// Unlimited: the whole of a small gap, no state.
-	id := syText(t, s, alice, room, "one more")
+	id := s.SendText(alice, room, "one more")
 	r = sySync(t, s, bob, sySince(r.NextBatch, "filter", filter))
 	jr = r.Rooms.Join[room]
 	if jr.Timeline.Limited || !slices.Equal(syIDs(jr.Timeline.Events), []string{id}) || len(jr.State.Events) != 0 {
@@ -817,9 +793,9 @@ func TestSyncFilterAPI(t *testing.T) {
 	syWantErr(t, s.Do("GET", v3+"/user/"+url.PathEscape(bob.ID)+"/filter/"+url.PathEscape(id), bob.Token, nil), http.StatusNotFound, "M_NOT_FOUND")
 
 	// /sync with the filter's ID, with an unknown ID, with bad inline JSON.
-	room := syCreate(t, s, alice, nil)
+	room := s.CreateRoom(alice, nil)
 	for i := range 5 {
-		syText(t, s, alice, room, fmt.Sprintf("m%d", i))
+		s.SendText(alice, room, fmt.Sprintf("m%d", i))
 	}
 	r := sySync(t, s, alice, url.Values{"filter": {id}}.Encode())
 	if got := syBodies(r.Rooms.Join[room].Timeline.Events); !slices.Equal(got, []string{"m2", "m3", "m4"}) {
@@ -838,16 +814,16 @@ func TestSyncFilters(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := syUsers(s, "alice", "bob", "carol", "dave")
 	alice, bob, carol, dave := u[0], u[1], u[2], u[3]
-	room := syCreate(t, s, alice, map[string]any{"preset": "public_chat"})
-	other := syCreate(t, s, alice, map[string]any{"preset": "public_chat"})
+	room := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	other := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
 	for _, x := range []testserver.User{bob, carol, dave} {
-		syJoin(t, s, x, room)
+		s.Join(x, room)
 	}
-	syText(t, s, alice, other, "elsewhere")
+	s.SendText(alice, other, "elsewhere")
 	var bobs []string
 	for i := range 3 {
-		syText(t, s, carol, room, fmt.Sprintf("carol %d", i))
-		bobs = append(bobs, syText(t, s, bob, room, fmt.Sprintf("bob %d", i)))
+		s.SendText(carol, room, fmt.Sprintf("carol %d", i))
+		bobs = append(bobs, s.SendText(bob, room, fmt.Sprintf("bob %d", i)))
 		s.MustDo(http.StatusOK, "PUT", syRoomPath(room, "/send/com.example.custom/"+syNextTxn()), bob.Token, map[string]any{"n": i})
 	}
 
@@ -915,7 +891,7 @@ func TestSyncFilters(t *testing.T) {
 		}
 		// Incrementally: Carol speaks; her membership comes with it.
 		since := r.NextBatch
-		syText(t, s, carol, room, "carol again")
+		s.SendText(carol, room, "carol again")
 		r = sySync(t, s, alice, sySince(since, "filter", f))
 		r2 := sySync(t, s, alice, sySince(since, "filter", `{"room":{"state":{"lazy_load_members":true}}}`))
 		if n := len(r.Rooms.Join[room].Timeline.Events); n != 0 {
@@ -971,7 +947,7 @@ func TestSyncFilters(t *testing.T) {
 func TestSyncBadParameters(t *testing.T) {
 	s := testserver.Start(t, "")
 	alice := s.Register("alice", "password alice")
-	room := syCreate(t, s, alice, map[string]any{"name": "Full"})
+	room := s.CreateRoom(alice, map[string]any{"name": "Full"})
 	tok := sySync(t, s, alice, "").NextBatch
 
 	for _, q := range []string{
@@ -1015,16 +991,16 @@ func TestSyncLeaverSeesUpToTheirLeave(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := syUsers(s, "alice", "bob")
 	alice, bob := u[0], u[1]
-	room := syCreate(t, s, alice, map[string]any{"preset": "public_chat"})
-	syJoin(t, s, bob, room)
-	syText(t, s, alice, room, "before")
+	room := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	s.Join(bob, room)
+	s.SendText(alice, room, "before")
 	since := sySync(t, s, bob, "").NextBatch
 
-	seen := syText(t, s, alice, room, "while bob is here")
+	seen := s.SendText(alice, room, "while bob is here")
 	s.MustDo(http.StatusOK, "POST", syRoomPath(room, "/leave"), bob.Token, map[string]any{})
-	after1 := syText(t, s, alice, room, "after bob left 1")
+	after1 := s.SendText(alice, room, "after bob left 1")
 	syState(t, s, alice, room, "m.room.topic", "", map[string]any{"topic": "after bob left"})
-	after2 := syText(t, s, alice, room, "after bob left 2")
+	after2 := s.SendText(alice, room, "after bob left 2")
 
 	r := sySync(t, s, bob, sySince(since))
 	if _, ok := r.Rooms.Join[room]; ok {
@@ -1048,7 +1024,7 @@ func TestSyncLeaverSeesUpToTheirLeave(t *testing.T) {
 	}
 	// Later syncs say nothing more of the room, whatever happens in it.
 	next := r.NextBatch
-	syText(t, s, alice, room, "after bob left 3")
+	s.SendText(alice, room, "after bob left 3")
 	r = sySync(t, s, bob, sySince(next))
 	if _, ok := r.Rooms.Leave[room]; ok || len(r.Rooms.Join) != 0 {
 		t.Fatalf("room served after the leave was: %s", r.Raw)
@@ -1076,9 +1052,9 @@ func TestSyncTyping(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := syUsers(s, "alice", "bob", "eve")
 	alice, bob, eve := u[0], u[1], u[2]
-	room := syCreate(t, s, alice, map[string]any{"preset": "public_chat"})
-	syJoin(t, s, bob, room)
-	elsewhere := syCreate(t, s, eve, nil)
+	room := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	s.Join(bob, room)
+	elsewhere := s.CreateRoom(eve, nil)
 	bobSince := sySync(t, s, bob, "").NextBatch
 	eveSince := sySync(t, s, eve, "").NextBatch
 
@@ -1122,10 +1098,10 @@ func TestSyncReceipts(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := syUsers(s, "alice", "bob")
 	alice, bob := u[0], u[1]
-	room := syCreate(t, s, alice, map[string]any{"preset": "public_chat"})
-	syJoin(t, s, bob, room)
-	msg := syText(t, s, alice, room, "read me")
-	priv := syText(t, s, alice, room, "read me privately")
+	room := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	s.Join(bob, room)
+	msg := s.SendText(alice, room, "read me")
+	priv := s.SendText(alice, room, "read me privately")
 	aliceSince := sySync(t, s, alice, "").NextBatch
 	bobSince := sySync(t, s, bob, "").NextBatch
 
@@ -1182,8 +1158,8 @@ func TestSyncTransactionIDOnlyForSendingDevice(t *testing.T) {
 	alice := s.Register("alice", "password alice")
 	phone := s.Login("alice", "password alice")
 	bob := s.Register("bob", "password bob")
-	room := syCreate(t, s, alice, map[string]any{"preset": "public_chat"})
-	syJoin(t, s, bob, room)
+	room := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	s.Join(bob, room)
 	r := s.MustDo(http.StatusOK, "PUT", syRoomPath(room, "/send/m.room.message/my-txn-1"), alice.Token,
 		map[string]any{"msgtype": "m.text", "body": "hi"})
 	id := r.String("event_id")
@@ -1234,16 +1210,16 @@ func TestSyncRejoinBetweenSyncsSendsState(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := syUsers(s, "alice", "bob")
 	alice, bob := u[0], u[1]
-	room := syCreate(t, s, alice, map[string]any{"preset": "public_chat"})
+	room := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
 	syState(t, s, alice, room, "m.room.history_visibility", "", map[string]any{"history_visibility": "joined"})
-	syJoin(t, s, bob, room)
+	s.Join(bob, room)
 	since := sySync(t, s, bob, "").NextBatch
 
 	s.MustDo(http.StatusOK, "POST", syRoomPath(room, "/leave"), bob.Token, map[string]any{})
 	topic := syState(t, s, alice, room, "m.room.topic", "", map[string]any{"topic": "set while bob was away"})
-	away := syText(t, s, alice, room, "while bob was away")
-	syJoin(t, s, bob, room)
-	back := syText(t, s, alice, room, "bob is back")
+	away := s.SendText(alice, room, "while bob was away")
+	s.Join(bob, room)
+	back := s.SendText(alice, room, "bob is back")
 
 	r := sySync(t, s, bob, sySince(since))
 	jr, ok := r.Rooms.Join[room]
@@ -1266,10 +1242,10 @@ func TestSyncForgottenRoomsHidden(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := syUsers(s, "alice", "bob")
 	alice, bob := u[0], u[1]
-	kept := syCreate(t, s, alice, map[string]any{"preset": "public_chat"})
-	forgotten := syCreate(t, s, alice, map[string]any{"preset": "public_chat"})
+	kept := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	forgotten := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
 	for _, room := range []string{kept, forgotten} {
-		syJoin(t, s, bob, room)
+		s.Join(bob, room)
 	}
 	since := sySync(t, s, bob, "").NextBatch
 	for _, room := range []string{kept, forgotten} {
@@ -1304,14 +1280,14 @@ func TestSyncLeftRoomStateStopsAtLeave(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := syUsers(s, "alice", "bob")
 	alice, bob := u[0], u[1]
-	room := syCreate(t, s, alice, map[string]any{"preset": "public_chat"})
-	syJoin(t, s, bob, room)
+	room := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	s.Join(bob, room)
 	since := sySync(t, s, bob, "").NextBatch
-	syText(t, s, alice, room, "before the leave")
+	s.SendText(alice, room, "before the leave")
 	s.MustDo(http.StatusOK, "POST", syRoomPath(room, "/leave"), bob.Token, map[string]any{})
 	syState(t, s, alice, room, "m.room.topic", "", map[string]any{"topic": "after bob left"})
 	syState(t, s, alice, room, "m.room.name", "", map[string]any{"name": "after bob left"})
-	syText(t, s, alice, room, "after the leave")
+	s.SendText(alice, room, "after the leave")
 
 	for _, c := range []struct{ name, query string }{
 		{"initial", syFilterQuery(`{"room":{"include_leave":true,"timeline":{"types":["m.nothing"]}}}`)},
@@ -1346,14 +1322,14 @@ func TestSyncFilteredTimelineKeepsState(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := syUsers(s, "alice", "bob")
 	alice, bob := u[0], u[1]
-	room := syCreate(t, s, alice, map[string]any{"preset": "public_chat", "name": "Old"})
-	syJoin(t, s, bob, room)
+	room := s.CreateRoom(alice, map[string]any{"preset": "public_chat", "name": "Old"})
+	s.Join(bob, room)
 	filter := `{"room":{"timeline":{"types":["m.room.message"]}}}`
 	since := sySync(t, s, bob, syFilterQuery(filter)).NextBatch
 
-	syText(t, s, alice, room, "one")
+	s.SendText(alice, room, "one")
 	rename := syState(t, s, alice, room, "m.room.name", "", map[string]any{"name": "New"})
-	syText(t, s, alice, room, "two")
+	s.SendText(alice, room, "two")
 	for _, q := range []string{sySince(since, "filter", filter), syFilterQuery(filter)} {
 		r := sySync(t, s, bob, q)
 		jr := r.Rooms.Join[room]
@@ -1381,11 +1357,11 @@ func TestSyncFilteredTimelineScanCapIsLimited(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := syUsers(s, "alice", "bob")
 	alice, bob := u[0], u[1]
-	room := syCreate(t, s, alice, map[string]any{"preset": "public_chat"})
-	syJoin(t, s, bob, room)
+	room := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	s.Join(bob, room)
 	filter := `{"room":{"timeline":{"types":["m.room.message"],"limit":5}}}`
 	since := sySync(t, s, bob, syFilterQuery(filter)).NextBatch
-	old := syText(t, s, alice, room, "old but matching")
+	old := s.SendText(alice, room, "old but matching")
 	// Bulk events through the service: the HTTP path is not under test.
 	ctx := t.Context()
 	for i := range 5010 { // more than rooms.maxScan (5000)

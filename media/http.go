@@ -1,11 +1,8 @@
 package media
 
 import (
-	"context"
-	"errors"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -85,26 +82,10 @@ func (h *HTTP) MountClient(r chi.Router) {
 	})
 }
 
-func (h *HTTP) fail(w http.ResponseWriter, r *http.Request, err error) {
-	var me *mxhttp.Error
-	if !errors.As(err, &me) && !errors.Is(err, context.Canceled) {
-		h.log.Error("media request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-	}
-	mxhttp.WriteError(w, err)
-}
+func (h *HTTP) fail(w http.ResponseWriter, r *http.Request, err error) { mxhttp.Fail(w, r, h.log, err) }
 
-// param returns a path parameter percent-decoded (chi matches on the raw
-// path when it holds escapes, and then hands parameters out undecoded).
-func param(r *http.Request, name string) string {
-	v := chi.URLParam(r, name)
-	if r.URL.RawPath == "" {
-		return v
-	}
-	if d, err := url.PathUnescape(v); err == nil {
-		return d
-	}
-	return v
-}
+// param returns a path parameter percent-decoded.
+var param = mxhttp.PathParam
 
 // ids returns the server name and media ID of the path, checked.
 func ids(r *http.Request) (string, string, error) {

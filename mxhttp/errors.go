@@ -5,9 +5,11 @@
 package mxhttp
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/http"
 	"strconv"
@@ -184,4 +186,16 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+}
+
+// Fail writes err as the answer, logging it first when it is not a Matrix
+// error meant for the client (an unexpected failure, answered 500) nor a
+// request the client gave up on.
+func Fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	var me *Error
+	var resp Response
+	if !errors.As(err, &me) && !errors.As(err, &resp) && !errors.Is(err, context.Canceled) {
+		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	WriteError(w, err)
 }

@@ -8,10 +8,12 @@ import (
 
 	"homeserver/pdu"
 	"homeserver/rooms"
+	"homeserver/stream"
 )
 
-// evaluatorCursor names the evaluator's durable cursor into the event log.
-const evaluatorCursor = "evaluator"
+// evaluatorReader names the evaluator among the durable readers; it
+// follows the events stream.
+const evaluatorReader = "push:evaluator"
 
 const evalBatch = 100
 
@@ -28,23 +30,32 @@ func (s *Service) Start(ctx context.Context) error {
 		return nil
 	}
 	s.started = true
-	s.stop, s.done = make(chan struct{}), make(chan struct{})
 	s.mu.Unlock()
-	if _, ok, err := s.store.PushCursor(ctx, evaluatorCursor); err != nil {
+	if _, ok, err := s.store.ReaderCursor(ctx, evaluatorReader, stream.Events); err != nil {
 		return err
 	} else if !ok {
 		pos, err := s.store.MaxPos(ctx)
 		if err != nil {
 			return err
 		}
-		if err := s.store.SetPushCursor(ctx, evaluatorCursor, pos); err != nil {
+		if err := s.store.SetReaderCursor(ctx, evaluatorReader, stream.Events, pos); err != nil {
 			return err
 		}
 	}
 	if err := s.pushers.start(ctx); err != nil {
 		return err
 	}
-	go s.run()
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel, s.done = cancel, make(chan struct{})
+	r := &stream.Reader{
+		Name: evaluatorReader, Step: s.evaluateBatch, Wake: s.wake, Poll: 5 * time.Second,
+		Backoff: func() (time.Duration, time.Duration) { return 100 * time.Millisecond, 30 * time.Second },
+		Log:     s.log, Metrics: s.metrics,
+	}
+	go func() {
+		defer close(s.done)
+		r.RunLeased(runCtx, s.leaser)
+	}()
 	return nil
 }
 
@@ -57,62 +68,16 @@ func (s *Service) Stop() {
 	if !started {
 		return
 	}
-	close(s.stop)
+	s.cancel()
 	<-s.done
 	s.pushers.stopAll()
 }
 
-// Persisted is the rooms.OnPersist hook: it only says "look again".
-func (s *Service) Persisted(rooms.Persisted) {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (s *Service) run() {
-	defer close(s.done)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-s.stop
-		cancel()
-	}()
-	backoff := time.Duration(0)
-	for {
-		more, err := s.evaluateBatch(ctx)
-		switch {
-		case ctx.Err() != nil:
-			return
-		case err != nil:
-			backoff = min(max(2*backoff, 100*time.Millisecond), 30*time.Second)
-			s.log.Warn("push evaluator", "err", err, "retry_in", backoff)
-			select {
-			case <-s.stop:
-				return
-			case <-time.After(backoff):
-			}
-			continue
-		case more:
-			backoff = 0
-			continue
-		}
-		backoff = 0
-		select {
-		case <-s.stop:
-			return
-		case <-s.wake:
-		case <-time.After(5 * time.Second):
-		}
-	}
-}
-
 // roomInfo is what evaluation needs of a room, loaded once per batch.
 type roomInfo struct {
-	joined   map[string]string // local joined member -> display name
-	count    int
-	power    *PowerLevels
-	creators map[string]bool
+	joined map[string]string // local joined member -> display name
+	count  int
+	power  rooms.PowerLevels
 }
 
 func (s *Service) isLocal(userID string) bool { return strings.HasSuffix(userID, ":"+s.server) }
@@ -143,37 +108,21 @@ func (s *Service) loadRoom(ctx context.Context, roomID string) (*roomInfo, error
 	if err != nil {
 		return nil, err
 	}
-	for _, e := range st {
-		var ev struct {
-			Sender  string          `json:"sender"`
-			Content json.RawMessage `json:"content"`
-		}
-		if json.Unmarshal(e.JSON, &ev) != nil {
-			continue
-		}
-		switch e.Type {
-		case "m.room.power_levels":
-			var pl PowerLevels
-			if json.Unmarshal(ev.Content, &pl) == nil {
-				ri.power = &pl
-			}
+	var create, levels *rooms.Stored
+	for i := range st {
+		switch st[i].Type {
 		case "m.room.create":
-			ri.creators = map[string]bool{ev.Sender: true}
+			create = &st[i]
+		case "m.room.power_levels":
+			levels = &st[i]
 		}
+	}
+	// The rooms package's power model: defaults, a creator without power
+	// levels, room version 12 creators' infinite power.
+	if ri.power, err = rooms.PowerLevelsOf(create, levels); err != nil {
+		return nil, err
 	}
 	return ri, nil
-}
-
-// senderLevel is the sender's power level; without power levels the
-// room's creator has 100.
-func (ri *roomInfo) senderLevel(sender string) int64 {
-	if ri.power == nil {
-		if ri.creators[sender] {
-			return 100
-		}
-		return 0
-	}
-	return ri.power.UserLevel(sender)
 }
 
 func threadOf(e *Event) string {
@@ -190,14 +139,14 @@ func threadOf(e *Event) string {
 
 // evaluateBatch evaluates the events after the cursor, stores the
 // notifications and moves the cursor in one transaction.
-func (s *Service) evaluateBatch(ctx context.Context) (bool, error) {
-	cursor, _, err := s.store.PushCursor(ctx, evaluatorCursor)
+func (s *Service) evaluateBatch(ctx context.Context) (stream.Progress, error) {
+	cursor, _, err := s.store.ReaderCursor(ctx, evaluatorReader, stream.Events)
 	if err != nil {
-		return false, err
+		return stream.Progress{}, err
 	}
 	evs, err := s.store.EventsAfter(ctx, cursor, evalBatch)
 	if err != nil || len(evs) == 0 {
-		return false, err
+		return stream.Progress{Pos: cursor, Head: cursor}, err
 	}
 	var ns []Notification
 	for _, st := range evs {
@@ -207,7 +156,7 @@ func (s *Service) evaluateBatch(ctx context.Context) (bool, error) {
 		ri, ok := s.roomCache[st.RoomID]
 		if !ok {
 			if ri, err = s.loadRoom(ctx, st.RoomID); err != nil {
-				return false, err
+				return stream.Progress{}, err
 			}
 			if len(s.roomCache) >= maxCachedRooms {
 				clear(s.roomCache)
@@ -216,13 +165,13 @@ func (s *Service) evaluateBatch(ctx context.Context) (bool, error) {
 		}
 		got, err := s.evaluate(ctx, st, ri)
 		if err != nil {
-			return false, err
+			return stream.Progress{}, err
 		}
 		ns = append(ns, got...)
 	}
 	last := evs[len(evs)-1].Pos
-	if err := s.store.AddNotifications(ctx, evaluatorCursor, ns, last); err != nil {
-		return false, err
+	if err := s.store.AddNotifications(ctx, evaluatorReader, ns, last); err != nil {
+		return stream.Progress{}, err
 	}
 	if len(ns) > 0 {
 		users := map[string]bool{}
@@ -233,12 +182,10 @@ func (s *Service) evaluateBatch(ctx context.Context) (bool, error) {
 				list = append(list, n.UserID)
 			}
 		}
-		if s.onNotified != nil {
-			s.onNotified(list)
-		}
-		s.pushers.wakeUsers(list)
+		// Pushers and the users' syncs learn of it through the hub.
+		s.hub.Announce(stream.Change{Stream: stream.Notifications, Users: list})
 	}
-	return len(evs) == evalBatch, nil
+	return stream.Progress{More: len(evs) == evalBatch, Pos: last, Head: last}, nil
 }
 
 // evaluate runs the rules of the room's local members (and of a local
@@ -271,7 +218,7 @@ func (s *Service) evaluate(ctx context.Context, st rooms.Stored, ri *roomInfo) (
 	if err != nil {
 		return nil, err
 	}
-	senderLevel := ri.senderLevel(st.Sender)
+	senderLevel := ri.power.UserLevel(st.Sender)
 	thread := threadOf(e)
 	now := s.now().UnixMilli()
 	var out []Notification

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"homeserver/mxhttp"
+	"homeserver/stream"
 )
 
 // Doer sends HTTP requests (an *http.Client).
@@ -92,6 +93,10 @@ func (s *Service) Pushers(ctx context.Context, userID string) ([]Pusher, error) 
 func (s *Service) SetBackoff(minB, maxB time.Duration) {
 	s.pushers.mu.Lock()
 	s.pushers.minBackoff, s.pushers.maxBackoff = minB, maxB
+	// A pusher waiting out a longer backoff retries now.
+	for _, w := range s.pushers.workers {
+		stream.Signal(w.kick)
+	}
 	s.pushers.mu.Unlock()
 }
 
@@ -109,10 +114,10 @@ type pusherSet struct {
 }
 
 type pusherWorker struct {
-	p    Pusher
-	wake chan struct{}
-	stop chan struct{}
-	done chan struct{}
+	p          Pusher
+	wake, kick chan struct{}
+	stop       chan struct{}
+	done       chan struct{}
 }
 
 func newPusherSet(s *Service, c Config) *pusherSet {
@@ -125,7 +130,13 @@ func newPusherSet(s *Service, c Config) *pusherSet {
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = 10 * time.Minute
 	}
-	return &pusherSet{s: s, client: c.HTTPClient, minBackoff: c.MinBackoff, maxBackoff: c.MaxBackoff, workers: map[int64]*pusherWorker{}}
+	ps := &pusherSet{s: s, client: c.HTTPClient, minBackoff: c.MinBackoff, maxBackoff: c.MaxBackoff, workers: map[int64]*pusherWorker{}}
+	s.hub.OnChange(func(ch stream.Change) {
+		if ch.Stream == stream.Notifications {
+			ps.wakeUsers(ch.Users)
+		}
+	})
+	return ps
 }
 
 func (ps *pusherSet) start(ctx context.Context) error {
@@ -156,7 +167,7 @@ func (ps *pusherSet) sync(ctx context.Context) error {
 			}
 			ps.stopLocked(p.ID)
 		}
-		w := &pusherWorker{p: p, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+		w := &pusherWorker{p: p, wake: make(chan struct{}, 1), kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 		ps.workers[p.ID] = w
 		ps.wg.Add(1)
 		go ps.run(w)
@@ -201,10 +212,7 @@ func (ps *pusherSet) wakeUsers(users []string) {
 	defer ps.mu.Unlock()
 	for _, w := range ps.workers {
 		if set[w.p.UserID] {
-			select {
-			case w.wake <- struct{}{}:
-			default:
-			}
+			stream.Signal(w.wake)
 		}
 	}
 }
@@ -215,7 +223,9 @@ func (ps *pusherSet) backoffs() (time.Duration, time.Duration) {
 	return ps.minBackoff, ps.maxBackoff
 }
 
-func cursorName(id int64) string { return fmt.Sprintf("pusher:%d", id) }
+// readerName names a pusher among the durable readers; it follows the
+// notifications stream.
+func readerName(id int64) string { return fmt.Sprintf("pusher:%d", id) }
 
 // run sends the pusher's notifications after its durable cursor, one at a
 // time and in order, retrying each with exponential backoff until the
@@ -232,48 +242,23 @@ func (ps *pusherSet) run(w *pusherWorker) {
 		case <-w.done:
 		}
 	}()
-	var backoff time.Duration
-	wait := func(d time.Duration) bool {
-		select {
-		case <-w.stop:
-			return false
-		case <-w.wake:
-			return true
-		case <-time.After(d):
-			return true
-		}
+	r := &stream.Reader{
+		Name: readerName(w.p.ID),
+		Step: func(ctx context.Context) (stream.Progress, error) {
+			sent, err := ps.sendNext(ctx, w)
+			return stream.Progress{More: sent}, err
+		},
+		Wake: w.wake, Kick: w.kick, Poll: 30 * time.Second, Backoff: ps.backoffs,
+		Log: ps.s.log.With("app_id", w.p.AppID, "user_id", w.p.UserID), Metrics: ps.s.metrics,
 	}
-	for {
-		sent, err := ps.sendNext(ctx, w)
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			minB, maxB := ps.backoffs()
-			backoff = min(max(2*backoff, minB), maxB)
-			ps.s.log.Warn("pusher failed", "app_id", w.p.AppID, "user_id", w.p.UserID, "err", err, "retry_in", backoff)
-			select {
-			case <-w.stop:
-				return
-			case <-time.After(backoff):
-			}
-			continue
-		}
-		backoff = 0
-		if sent {
-			continue
-		}
-		if !wait(30 * time.Second) {
-			return
-		}
-	}
+	r.RunLeased(ctx, ps.s.leaser)
 }
 
 // sendNext delivers the next notification after the cursor; sent is false
 // when there was none.
 func (ps *pusherSet) sendNext(ctx context.Context, w *pusherWorker) (bool, error) {
 	st := ps.s.store
-	cursor, _, err := st.PushCursor(ctx, cursorName(w.p.ID))
+	cursor, _, err := st.ReaderCursor(ctx, readerName(w.p.ID), stream.Notifications)
 	if err != nil {
 		return false, err
 	}
@@ -298,7 +283,7 @@ func (ps *pusherSet) sendNext(ctx context.Context, w *pusherWorker) (bool, error
 		ps.mu.Unlock()
 		return false, nil
 	}
-	if err := st.SetPushCursor(ctx, cursorName(w.p.ID), n.ID); err != nil {
+	if err := st.SetReaderCursor(ctx, readerName(w.p.ID), stream.Notifications, n.ID); err != nil {
 		return false, err
 	}
 	return true, nil

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"homeserver/mxhttp"
+	"homeserver/stream"
 )
 
 // Service keeps push rules, evaluates them on new events and keeps the
@@ -30,12 +31,14 @@ type Service struct {
 	roomCache map[string]*roomInfo
 
 	onRulesChanged func(userID string, rules *Ruleset)
-	onNotified     func(userIDs []string)
 
-	wake    chan struct{}
-	stop    chan struct{}
+	hub     *stream.Hub
+	wake    <-chan struct{}
+	cancel  context.CancelFunc
 	done    chan struct{}
 	started bool
+	metrics *stream.Metrics
+	leaser  stream.Leaser
 
 	pushers *pusherSet
 }
@@ -48,6 +51,13 @@ type Config struct {
 	HTTPClient Doer
 	// MinBackoff and MaxBackoff bound a failing pusher's retries.
 	MinBackoff, MaxBackoff time.Duration
+	// Hub wakes the evaluator on new events and the pushers on new
+	// notifications, which it announces there.
+	Hub *stream.Hub
+	// Metrics receives the readers' gauges; Leaser decides which process
+	// runs them (one process: nil).
+	Metrics *stream.Metrics
+	Leaser  stream.Leaser
 }
 
 // New returns the push service.
@@ -57,8 +67,16 @@ func New(store Store, c Config) *Service {
 	}
 	s := &Service{
 		store: store, server: c.ServerName, log: c.Logger, now: time.Now,
-		cache: map[string]*Compiled{}, roomCache: map[string]*roomInfo{}, wake: make(chan struct{}, 1),
+		cache: map[string]*Compiled{}, roomCache: map[string]*roomInfo{},
+		hub: c.Hub, metrics: c.Metrics, leaser: c.Leaser,
 	}
+	if s.leaser == nil {
+		s.leaser = stream.Local{}
+	}
+	if s.hub == nil {
+		s.hub = stream.NewHub(c.Logger)
+	}
+	s.wake = s.hub.Wake(stream.Events)
 	s.pushers = newPusherSet(s, c)
 	return s
 }
@@ -66,9 +84,6 @@ func New(store Store, c Config) *Service {
 // OnRulesChanged registers fn, called after a user's rules change (the
 // m.push_rules account data is refreshed from it).
 func (s *Service) OnRulesChanged(fn func(userID string, rules *Ruleset)) { s.onRulesChanged = fn }
-
-// OnNotified registers fn, called with the users who got notifications.
-func (s *Service) OnNotified(fn func(userIDs []string)) { s.onNotified = fn }
 
 // userRules loads a user's own rules.
 func (s *Service) userRules(ctx context.Context, userID string) (*UserRules, error) {

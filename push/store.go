@@ -6,6 +6,7 @@ import (
 
 	"homeserver/pdu"
 	"homeserver/rooms"
+	"homeserver/stream"
 )
 
 // Notification is one event that a user's rules said notify for.
@@ -49,15 +50,16 @@ type Store interface {
 	PushRules(ctx context.Context, userIDs []string) (map[string][]byte, error)
 	SetPushRules(ctx context.Context, userID string, data []byte) error
 
-	// PushCursor returns a reader's cursor; ok is false when it has none.
-	PushCursor(ctx context.Context, name string) (pos int64, ok bool, err error)
-	SetPushCursor(ctx context.Context, name string, pos int64) error
+	// ReaderCursor returns a durable reader's cursor in a stream; ok is
+	// false when it has none.
+	ReaderCursor(ctx context.Context, reader string, s stream.Name) (pos int64, ok bool, err error)
+	SetReaderCursor(ctx context.Context, reader string, s stream.Name, pos int64) error
 	// EventsAfter returns up to limit events after the stream position, in
 	// stream order.
 	EventsAfter(ctx context.Context, from int64, limit int) ([]rooms.Stored, error)
 	// AddNotifications stores ns and sets the evaluator's cursor to cursor
 	// in one transaction.
-	AddNotifications(ctx context.Context, cursorName string, ns []Notification, cursor int64) error
+	AddNotifications(ctx context.Context, reader string, ns []Notification, cursor int64) error
 	// UnreadCounts returns the user's notifications in the room not yet
 	// covered by a read receipt, by thread ("main" for the main timeline).
 	UnreadCounts(ctx context.Context, userID, roomID string) (map[string]Counts, error)

@@ -240,7 +240,7 @@ func (s *Service) maySendState(ctx context.Context, roomID, user, eventType stri
 	if err != nil {
 		return false, err
 	}
-	return pl.userLevel(user) >= pl.eventLevel(eventType, true), nil
+	return pl.UserLevel(user) >= pl.eventLevel(eventType, true), nil
 }
 
 // canonicalAlias is the content of m.room.canonical_alias.

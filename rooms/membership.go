@@ -141,7 +141,7 @@ func (s *Service) restrictedJoin(ctx context.Context, roomID, user, current stri
 		return nil, err
 	}
 	for _, m := range members {
-		if m.Membership == "join" && s.isLocal(*m.StateKey) && pl.userLevel(*m.StateKey) >= pl.invite {
+		if m.Membership == "join" && s.isLocal(*m.StateKey) && pl.UserLevel(*m.StateKey) >= pl.invite {
 			return map[string]any{"join_authorised_via_users_server": *m.StateKey}, nil
 		}
 	}

@@ -13,15 +13,18 @@ import (
 	"homeserver/pdu"
 )
 
-// powerLevels is m.room.power_levels with the spec's defaults applied.
-type powerLevels struct {
+// PowerLevels is m.room.power_levels with the spec's defaults applied, and
+// the room version 12 creators' infinite power: the one power model every
+// package uses (the rooms' own checks, push's sender_notification_permission).
+type PowerLevels struct {
 	users        map[string]int64
 	usersDefault int64
 	events       map[string]int64
 	eventsDefault,
 	stateDefault,
 	ban, kick, redact, invite int64
-	creators []string // room version 12: infinite power
+	notifications map[string]int64
+	creators      []string // room version 12: infinite power
 }
 
 func parseLevel(raw json.RawMessage, def int64) int64 {
@@ -43,12 +46,11 @@ func parseLevel(raw json.RawMessage, def int64) int64 {
 	return def
 }
 
-func (s *Service) loadPowerLevels(ctx context.Context, roomID string) (powerLevels, error) {
+func (s *Service) loadPowerLevels(ctx context.Context, roomID string) (PowerLevels, error) {
 	st, err := s.store.CurrentState(ctx, roomID, []pdu.StateKey{{Type: "m.room.power_levels"}, {Type: "m.room.create"}})
 	if err != nil {
-		return powerLevels{}, err
+		return PowerLevels{}, err
 	}
-	pl := powerLevels{users: map[string]int64{}, events: map[string]int64{}, stateDefault: 0, ban: 50, kick: 50, redact: 50, invite: 0}
 	var create, levels *Stored
 	for i := range st {
 		switch st[i].Type {
@@ -58,7 +60,16 @@ func (s *Service) loadPowerLevels(ctx context.Context, roomID string) (powerLeve
 			levels = &st[i]
 		}
 	}
-	version := ""
+	return PowerLevelsOf(create, levels)
+}
+
+// PowerLevelsOf reads the power model of a room from its m.room.create and
+// m.room.power_levels events (either may be nil; a redacted power levels
+// event counts as redacted).
+func PowerLevelsOf(create, levels *Stored) (PowerLevels, error) {
+	pl := PowerLevels{users: map[string]int64{}, events: map[string]int64{}, notifications: map[string]int64{},
+		stateDefault: 0, ban: 50, kick: 50, redact: 50, invite: 0}
+	version := "1" // a create event without room_version is version 1
 	if create != nil {
 		var c struct {
 			Content struct {
@@ -67,7 +78,9 @@ func (s *Service) loadPowerLevels(ctx context.Context, roomID string) (powerLeve
 			} `json:"content"`
 		}
 		_ = json.Unmarshal(create.JSON, &c)
-		version = c.Content.RoomVersion
+		if c.Content.RoomVersion != "" {
+			version = c.Content.RoomVersion
+		}
 		if version == "12" {
 			pl.creators = append([]string{create.Sender}, c.Content.AdditionalCreators...)
 		}
@@ -79,15 +92,9 @@ func (s *Service) loadPowerLevels(ctx context.Context, roomID string) (powerLeve
 		}
 		return pl, nil
 	}
-	data := levels.JSON
-	if levels.RedactedBy != "" {
-		room, err := s.store.GetRoom(ctx, roomID)
-		if err != nil {
-			return pl, err
-		}
-		if data, err = authJSON(room.Version, *levels); err != nil {
-			return pl, err
-		}
+	data, err := authJSON(version, *levels)
+	if err != nil {
+		return pl, err
 	}
 	var c struct {
 		Content map[string]json.RawMessage `json:"content"`
@@ -95,7 +102,6 @@ func (s *Service) loadPowerLevels(ctx context.Context, roomID string) (powerLeve
 	if err := json.Unmarshal(data, &c); err != nil {
 		return pl, err
 	}
-	pl.stateDefault = 50
 	get := func(k string, def int64) int64 {
 		if raw, ok := c.Content[k]; ok {
 			return parseLevel(raw, def)
@@ -106,19 +112,25 @@ func (s *Service) loadPowerLevels(ctx context.Context, roomID string) (powerLeve
 	pl.eventsDefault = get("events_default", 0)
 	pl.stateDefault = get("state_default", 50)
 	pl.ban, pl.kick, pl.redact, pl.invite = get("ban", 50), get("kick", 50), get("redact", 50), get("invite", 0)
-	var users, events map[string]json.RawMessage
+	var users, events, notifications map[string]json.RawMessage
 	_ = json.Unmarshal(c.Content["users"], &users)
 	_ = json.Unmarshal(c.Content["events"], &events)
+	_ = json.Unmarshal(c.Content["notifications"], &notifications)
 	for u, v := range users {
 		pl.users[u] = parseLevel(v, 0)
 	}
 	for t, v := range events {
 		pl.events[t] = parseLevel(v, 0)
 	}
+	for k, v := range notifications {
+		pl.notifications[k] = parseLevel(v, 50)
+	}
 	return pl, nil
 }
 
-func (pl powerLevels) userLevel(userID string) int64 {
+// UserLevel is a user's power level (the maximum for a room version 12
+// creator).
+func (pl PowerLevels) UserLevel(userID string) int64 {
 	if slices.Contains(pl.creators, userID) {
 		return math.MaxInt64
 	}
@@ -128,7 +140,16 @@ func (pl powerLevels) userLevel(userID string) int64 {
 	return pl.usersDefault
 }
 
-func (pl powerLevels) required(action string) int64 {
+// NotificationLevel is the level a notification key (such as "room")
+// requires; 50 unless the power levels say otherwise.
+func (pl PowerLevels) NotificationLevel(key string) int64 {
+	if v, ok := pl.notifications[key]; ok {
+		return v
+	}
+	return 50
+}
+
+func (pl PowerLevels) required(action string) int64 {
 	switch action {
 	case "ban":
 		return pl.ban
@@ -143,7 +164,7 @@ func (pl powerLevels) required(action string) int64 {
 }
 
 // eventLevel is the level needed to send an event of this type.
-func (pl powerLevels) eventLevel(eventType string, state bool) int64 {
+func (pl PowerLevels) eventLevel(eventType string, state bool) int64 {
 	if v, ok := pl.events[eventType]; ok {
 		return v
 	}
@@ -165,7 +186,7 @@ func (s *Service) powerLevel(ctx context.Context, roomID, userID, action string)
 	if err != nil {
 		return levelCheck{}, err
 	}
-	u, r := pl.userLevel(userID), pl.required(action)
+	u, r := pl.UserLevel(userID), pl.required(action)
 	return levelCheck{ok: u >= r, user: u, required: r}, nil
 }
 

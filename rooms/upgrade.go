@@ -290,7 +290,7 @@ func levelOf(pl map[string]any, key string) int64 {
 // Creators of the new room are left out of users in versions where they
 // hold infinite power. Coming from such a version to one without, the old
 // room's creators get the highest level in use (at least 100) instead.
-func upgradedPowerLevels(raw json.RawMessage, old powerLevels, user, version string, additional []string) (levels, final map[string]any) {
+func upgradedPowerLevels(raw json.RawMessage, old PowerLevels, user, version string, additional []string) (levels, final map[string]any) {
 	pl := normalisedPowerLevels(raw)
 	if raw == nil {
 		// Without power levels the creator had 100.
@@ -353,7 +353,7 @@ func highestLevel(pl map[string]any) int64 {
 // restrictUpgradedRoom raises the level needed to send messages and to
 // invite in a tombstoned room to the greater of 50 and users_default + 1,
 // as the spec suggests.
-func (s *Service) restrictUpgradedRoom(ctx context.Context, user, roomID string, raw json.RawMessage, old powerLevels) error {
+func (s *Service) restrictUpgradedRoom(ctx context.Context, user, roomID string, raw json.RawMessage, old PowerLevels) error {
 	if raw == nil {
 		return nil
 	}

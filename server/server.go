@@ -32,6 +32,7 @@ import (
 	"homeserver/rooms"
 	"homeserver/serverkey"
 	"homeserver/storage"
+	"homeserver/stream"
 	"homeserver/syncapi"
 	"homeserver/todevice"
 	"homeserver/typing"
@@ -100,6 +101,77 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		_ = db.Close()
 		return nil, err
 	}
+	// The spine: every writer announces what it committed on the hub;
+	// the sync notifier and the durable readers (application service
+	// queues, push evaluator, pushers) learn of it there. The hub only
+	// says "look again": everyone reads from their own position.
+	hub := stream.NewHub(log)
+	notifier := syncapi.NewNotifier()
+	hub.OnChange(func(c stream.Change) {
+		for _, r := range c.Rooms {
+			notifier.WakeRoom(r)
+		}
+		for _, u := range c.Users {
+			notifier.WakeUser(u)
+		}
+	})
+	announce := func(name stream.Name, pos int64, rooms, users []string) {
+		hub.Announce(stream.Change{Stream: name, Pos: pos, Rooms: rooms, Users: users})
+	}
+	// announceSharers announces a change of what others see of a user
+	// (presence, devices, keys): it concerns everyone sharing a room.
+	announceSharers := func(name stream.Name, userID string) {
+		joined, err := rms.RoomsWithMembership(context.Background(), userID, "join")
+		if err != nil {
+			log.Warn("listing rooms to announce a change", "user_id", userID, "err", err)
+		}
+		announce(name, 0, joined, []string{userID})
+	}
+	rms.OnPersist(func(p rooms.Persisted) {
+		var users []string
+		if p.Type == "m.room.member" && p.StateKey != nil {
+			users = []string{*p.StateKey}
+		}
+		announce(stream.Events, p.Pos, []string{p.RoomID}, users)
+	})
+
+	// Every durable reader (queues, evaluator, pushers) reports through
+	// one family of gauges.
+	readers := stream.NewMetrics()
+	if err := reg.Register(readers); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	// Each application service with a URL has an ordered, persistent queue
+	// of the events (and ephemeral data) that interest it.
+	asQueues, err := appservice.NewDispatcher(appservices, db, rms, appservice.Config{
+		ServerName: cfg.ServerName, Logger: log, Registerer: reg, Hub: hub, Metrics: readers,
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	accountData := accountdata.New(db, func(userID string) { announce(stream.AccountData, 0, nil, []string{userID}) })
+	pres := presence.New(db, func(userID string) { announceSharers(stream.Presence, userID) }, time.Now)
+	rcpt := receipts.New(db, func(roomID string) { announce(stream.Receipts, 0, []string{roomID}, nil) })
+	typ := typing.New(func(roomID string) { announce(stream.Typing, 0, []string{roomID}, nil) })
+	keys := e2ee.New(db, e2ee.Config{ServerName: cfg.ServerName, Logger: log})
+	asQueues.SetEphemeral(appservice.EphemeralSources{Typing: typ, Receipts: rcpt, Presence: pres, Keys: keys})
+	// Push rules are evaluated on every new event by a reader with its own
+	// durable cursor; pushers read the notifications it writes.
+	pushSvc := push.New(db, push.Config{ServerName: cfg.ServerName, Logger: log, Hub: hub, Metrics: readers})
+	pushSvc.OnRulesChanged(func(userID string, rs *push.Ruleset) {
+		if err := accountData.PutInternal(context.Background(), userID, "", "m.push_rules", push.MarshalRuleset(rs)); err != nil {
+			log.Warn("updating m.push_rules", "user_id", userID, "err", err)
+		}
+	})
+	// End-to-end encryption: keys and their device-list stream, and
+	// to-device messages.
+	keys.OnDeviceListChange(func(userID string) { announceSharers(stream.DeviceLists, userID) })
+	acc.OnDevicesChanged(func(userID string) { announceSharers(stream.DeviceLists, userID) })
+	keys.OnKeysChange(func(e2ee.DeviceRef) { announce(stream.OTK, 0, nil, nil) })
+	toDevice := todevice.New(db, cfg.ServerName, log)
+	toDevice.OnMessage(func(userID string) { announce(stream.ToDevice, 0, nil, []string{userID}) })
 	rl := func(r config.RateLimit) clientapi.RateLimit {
 		return clientapi.RateLimit{PerSecond: r.PerSecond, Burst: r.BurstCount}
 	}
@@ -121,92 +193,20 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		RcJoinsLocal:              rl(cfg.RcJoins.Local),
 		RcInvitesPerRoom:          rl(cfg.RcInvites.PerRoom),
 		RcInvitesPerUser:          rl(cfg.RcInvites.PerUser),
-	}, acc, rms, log)
+	}, clientapi.Deps{
+		Accounts: acc, Rooms: rms, AccountData: accountData, Presence: pres, Receipts: rcpt, Typing: typ,
+		Sync: syncapi.New(syncapi.Deps{
+			Rooms: rms, Filters: db, AccountData: accountData, Receipts: rcpt, Typing: typ,
+			Presence: pres, Notifier: notifier, Push: pushSvc, Keys: keys, ToDevice: toDevice, Logger: log,
+		}),
+		AppServices: appservices, AppServiceQuerier: asQuery, Push: pushSvc,
+		Keys: keys, ToDevice: toDevice, KeyBackup: keybackup.New(db),
+	}, log)
 	mediaHTTP, err := newMedia(cfg, db, client, log)
 	if err != nil {
 		_ = db.Close()
 		return nil, err
 	}
-	// The notifier wakes long-polling syncs; every stream tells it what
-	// changed after it commits.
-	notifier := syncapi.NewNotifier()
-	// Each application service with a URL has an ordered, persistent queue
-	// of the events (and ephemeral data) that interest it.
-	asQueues, err := appservice.NewDispatcher(appservices, db, rms, appservice.Config{
-		ServerName: cfg.ServerName, Logger: log, Registerer: reg,
-	})
-	if err != nil {
-		_ = db.Close()
-		return nil, err
-	}
-	rms.OnPersist(asQueues.Persisted)
-	rms.OnPersist(func(p rooms.Persisted) {
-		notifier.WakeRoom(p.RoomID)
-		if p.Type == "m.room.member" && p.StateKey != nil {
-			notifier.WakeUser(*p.StateKey)
-		}
-	})
-	accountData := accountdata.New(db, notifier.WakeUser)
-	client.SetAccountData(accountData)
-	client.SetAppServiceQuerier(asQuery)
-	client.SetAppServices(appservices)
-	// wakeSharers wakes the syncs of a user and of everyone sharing a room
-	// with them, and the application services that take ephemeral data:
-	// for changes of what others see of a user (presence, devices, keys).
-	wakeSharers := func(userID string) {
-		notifier.WakeUser(userID)
-		asQueues.WakeEphemeral()
-		joined, err := rms.RoomsWithMembership(context.Background(), userID, "join")
-		if err != nil {
-			log.Warn("waking syncs", "user_id", userID, "err", err)
-			return
-		}
-		for _, r := range joined {
-			notifier.WakeRoom(r)
-		}
-	}
-	pres := presence.New(db, wakeSharers, time.Now)
-	client.SetPresence(pres)
-
-	wakeEphemeral := func(roomID string) {
-		notifier.WakeRoom(roomID)
-		asQueues.WakeEphemeral()
-	}
-	rcpt, typ := receipts.New(db, wakeEphemeral), typing.New(wakeEphemeral)
-	keys := e2ee.New(db, e2ee.Config{ServerName: cfg.ServerName, Logger: log})
-	asQueues.SetEphemeral(appservice.EphemeralSources{Typing: typ, Receipts: rcpt, Presence: pres, Keys: keys})
-	client.SetReceipts(rcpt, typ)
-	// Push rules are evaluated on every new event by a reader with its own
-	// durable cursor; pushers read the notifications it writes.
-	pushSvc := push.New(db, push.Config{ServerName: cfg.ServerName, Logger: log})
-	rms.OnPersist(pushSvc.Persisted)
-	pushSvc.OnNotified(func(users []string) {
-		for _, u := range users {
-			notifier.WakeUser(u)
-		}
-	})
-	pushSvc.OnRulesChanged(func(userID string, rs *push.Ruleset) {
-		if err := accountData.PutInternal(context.Background(), userID, "", "m.push_rules", push.MarshalRuleset(rs)); err != nil {
-			log.Warn("updating m.push_rules", "user_id", userID, "err", err)
-		}
-	})
-	client.SetPush(pushSvc)
-	client.SetKeyBackup(keybackup.New(db))
-	// End-to-end encryption: keys and their device-list stream, and
-	// to-device messages; each change wakes those who must learn of it.
-	keys.OnDeviceListChange(wakeSharers)
-	acc.OnDevicesChanged(wakeSharers)
-	keys.OnKeysChange(func(e2ee.DeviceRef) { asQueues.WakeEphemeral() })
-	toDevice := todevice.New(db, cfg.ServerName, log)
-	toDevice.OnMessage(func(userID string) {
-		notifier.WakeUser(userID)
-		asQueues.WakeEphemeral()
-	})
-	client.SetKeys(keys, toDevice)
-	client.SetSync(syncapi.New(syncapi.Deps{
-		Rooms: rms, Filters: db, AccountData: accountData, Receipts: rcpt, Typing: typ,
-		Presence: pres, Notifier: notifier, Push: pushSvc, Keys: keys, ToDevice: toDevice, Logger: log,
-	}))
 	return &Server{
 		cfg: cfg, log: log, db: db, key: key, registry: reg,
 		http: metrics.NewHTTP(reg), accounts: acc, rooms: rms, client: client, typing: typ,

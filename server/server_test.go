@@ -41,6 +41,9 @@ func TestMetricsListener(t *testing.T) {
 			`homeserver_http_request_duration_seconds_bucket`,
 			`homeserver_db_query_duration_seconds_bucket{op="create_account"`,
 			`go_sql_open_connections{db_name="writer"}`,
+			// Every durable reader is in one family.
+			`homeserver_reader_position{reader="push:evaluator"}`,
+			`homeserver_reader_consecutive_failures{reader="push:evaluator"} 0`,
 			`go_goroutines`,
 		} {
 			if !strings.Contains(string(body), want) {

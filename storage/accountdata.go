@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"homeserver/accountdata"
+
+	"homeserver/stream"
 )
 
 var _ accountdata.Store = (*DB)(nil)
@@ -23,10 +25,9 @@ func (db *DB) UpdateAccountData(ctx context.Context, userID, roomID, eventType s
 		// Taking the position first locks the counter row until commit
 		// (PostgreSQL; SQLite has one writer anyway): concurrent writers,
 		// even in other processes, queue here and then read current content.
-		err := tx.QueryRowContext(ctx, `INSERT INTO account_data_stream (id, pos) VALUES (1, 1)
-			ON CONFLICT (id) DO UPDATE SET pos = account_data_stream.pos + 1 RETURNING pos`).Scan(&pos)
-		if err != nil {
-			return fmt.Errorf("storage: allocate account data position: %w", err)
+		var err error
+		if pos, err = nextStreamPos(ctx, tx, string(stream.AccountData)); err != nil {
+			return err
 		}
 		var current json.RawMessage
 		var s string
@@ -101,11 +102,5 @@ func (db *DB) AccountDataSince(ctx context.Context, userID string, from, to int6
 }
 
 func (db *DB) MaxAccountDataPos(ctx context.Context) (int64, error) {
-	defer db.observe("max_account_data_pos", time.Now())
-	var pos int64
-	err := db.r.QueryRowContext(ctx, `SELECT COALESCE(MAX(pos), 0) FROM account_data_stream`).Scan(&pos)
-	if err != nil {
-		return 0, fmt.Errorf("storage: max account data position: %w", err)
-	}
-	return pos, nil
+	return db.streamMaxPos(ctx, string(stream.AccountData))
 }

@@ -10,6 +10,7 @@ import (
 	"homeserver/appservice"
 	"homeserver/e2ee"
 	"homeserver/rooms"
+	"homeserver/stream"
 )
 
 var _ appservice.Store = (*DB)(nil)
@@ -30,28 +31,62 @@ func (db *DB) ReceiptRoomsBetween(ctx context.Context, from, to int64) ([]string
 		WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY room_id`, from, to)
 }
 
+// appServiceReader is the name of a service's queue among the readers.
+func appServiceReader(asID string) string { return "appservice:" + asID }
+
+// appServiceStreams are the streams a queue keeps cursors in, and where a
+// new service starts in each: at the end (no history), but for to-device
+// messages already waiting for its devices, which are its to take.
+var appServiceStreams = []struct {
+	name      stream.Name
+	fromStart bool
+	ephemeral func(*appservice.EphemeralCursors) *int64
+}{
+	{stream.Events, false, nil},
+	{stream.Receipts, false, func(c *appservice.EphemeralCursors) *int64 { return &c.Receipts }},
+	{stream.Presence, false, func(c *appservice.EphemeralCursors) *int64 { return &c.Presence }},
+	{stream.ToDevice, true, func(c *appservice.EphemeralCursors) *int64 { return &c.ToDevice }},
+	{stream.DeviceLists, false, func(c *appservice.EphemeralCursors) *int64 { return &c.DeviceLists }},
+	{stream.OTK, false, func(c *appservice.EphemeralCursors) *int64 { return &c.OTK }},
+}
+
 // AppServiceState returns the queue state of a service. A service seen for
-// the first time starts at the current end of the event stream: it gets no
-// history. The row is created in the same statement that reads the end, so
-// that no event slips between the two.
+// the first time starts at the current end of each stream it follows: it
+// gets no history. The cursors are created in the transaction that reads
+// the ends; the counter rows it reads are locked by writers until they
+// commit, so no write slips between the two.
 func (db *DB) AppServiceState(ctx context.Context, asID string) (appservice.State, error) {
 	var st appservice.State
+	reader := appServiceReader(asID)
 	err := db.tx(ctx, "appservice_state", func(tx *sql.Tx) error {
-		// WHERE true: SQLite needs it to parse an upsert after a SELECT.
-		// Device lists and key counts start at the end too; to-device
-		// messages waiting for the service's devices are its to take.
-		_, err := tx.ExecContext(ctx, `INSERT INTO appservice_state (as_id, stream_pos, device_list_pos, otk_pos)
-			SELECT $1, COALESCE(MAX(stream_pos), 0),
-				(SELECT COALESCE(MAX(pos), 0) FROM stream_counters WHERE name = $2),
-				(SELECT COALESCE(MAX(pos), 0) FROM stream_counters WHERE name = $3)
-			FROM events WHERE true
-			ON CONFLICT (as_id) DO NOTHING`, asID, counterDeviceLists, counterOTK)
+		_, err := tx.ExecContext(ctx, `INSERT INTO appservice_state (as_id) VALUES ($1) ON CONFLICT (as_id) DO NOTHING`, asID)
 		if err != nil {
 			return fmt.Errorf("storage: appservice state: %w", err)
 		}
-		err = tx.QueryRowContext(ctx, `SELECT stream_pos, last_txn, legacy, to_device_pos, device_list_pos, otk_pos
-			FROM appservice_state WHERE as_id = $1`, asID).
-			Scan(&st.Cursor, &st.LastTxn, &st.Legacy, &st.E2EE.ToDevice, &st.E2EE.DeviceLists, &st.E2EE.OTK)
+		for _, s := range appServiceStreams {
+			var pos int64
+			err := tx.QueryRowContext(ctx, `SELECT pos FROM reader_cursors WHERE reader = $1 AND stream = $2`, reader, string(s.name)).Scan(&pos)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				if !s.fromStart {
+					if pos, err = streamMaxPosOn(ctx, tx, string(s.name)); err != nil {
+						return err
+					}
+				}
+				if err := setReaderCursor(ctx, tx, reader, s.name, pos); err != nil {
+					return err
+				}
+			case err != nil:
+				return fmt.Errorf("storage: appservice state: %w", err)
+			}
+			if s.ephemeral == nil {
+				st.Cursor = pos
+			} else {
+				*s.ephemeral(&st.Ephemeral) = pos
+			}
+		}
+		err = tx.QueryRowContext(ctx, `SELECT last_txn, legacy FROM appservice_state WHERE as_id = $1`, asID).
+			Scan(&st.LastTxn, &st.Legacy)
 		if err != nil {
 			return fmt.Errorf("storage: appservice state: %w", err)
 		}
@@ -72,17 +107,32 @@ func (db *DB) AppServiceState(ctx context.Context, asID string) (appservice.Stat
 	return st, err
 }
 
+// setAppServiceEphemeral writes a service's cursors in the streams other
+// than events.
+func setAppServiceEphemeral(ctx context.Context, tx *sql.Tx, asID string, cur appservice.EphemeralCursors) error {
+	for _, s := range appServiceStreams {
+		if s.ephemeral != nil {
+			if err := setReaderCursor(ctx, tx, appServiceReader(asID), s.name, *s.ephemeral(&cur)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // QueueAppServiceTxn persists the transaction a service is about to be sent,
-// numbered number, before it is sent.
-func (db *DB) QueueAppServiceTxn(ctx context.Context, asID string, number int64, t appservice.Txn, cur appservice.E2EECursors, delivered []e2ee.DeviceRef) error {
+// numbered number, before it is sent, with the cursors of what it carries.
+func (db *DB) QueueAppServiceTxn(ctx context.Context, asID string, number int64, t appservice.Txn, cur appservice.EphemeralCursors, delivered []e2ee.DeviceRef) error {
 	return db.tx(ctx, "appservice_queue_txn", func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE appservice_state SET last_txn = $2, to_device_pos = $3, device_list_pos = $4, otk_pos = $5
-			WHERE as_id = $1`, asID, number, cur.ToDevice, cur.DeviceLists, cur.OTK)
+		res, err := tx.ExecContext(ctx, `UPDATE appservice_state SET last_txn = $2 WHERE as_id = $1`, asID, number)
 		if err != nil {
 			return fmt.Errorf("storage: queue appservice transaction: %w", err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return fmt.Errorf("storage: queue appservice transaction: unknown service %q", asID)
+		}
+		if err := setAppServiceEphemeral(ctx, tx, asID, cur); err != nil {
+			return err
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO appservice_txns (as_id, txn_id, body, stream_pos, num_events)
 			VALUES ($1, $2, $3, $4, $5)`, asID, t.ID, string(t.Body), t.Pos, t.Events)
@@ -103,11 +153,12 @@ func (db *DB) QueueAppServiceTxn(ctx context.Context, asID string, number int64,
 	})
 }
 
-// AdvanceAppServiceE2EE moves a service's encryption cursors.
-func (db *DB) AdvanceAppServiceE2EE(ctx context.Context, asID string, cur appservice.E2EECursors) error {
-	_, err := db.exec(ctx, "appservice_advance_e2ee", `UPDATE appservice_state SET to_device_pos = $2, device_list_pos = $3, otk_pos = $4
-		WHERE as_id = $1`, asID, cur.ToDevice, cur.DeviceLists, cur.OTK)
-	return err
+// AdvanceAppServiceEphemeral moves a service's cursors in the streams
+// other than events over what did not interest it.
+func (db *DB) AdvanceAppServiceEphemeral(ctx context.Context, asID string, cur appservice.EphemeralCursors) error {
+	return db.tx(ctx, "appservice_advance_ephemeral", func(tx *sql.Tx) error {
+		return setAppServiceEphemeral(ctx, tx, asID, cur)
+	})
 }
 
 // AppServiceTxnDone records that a service acknowledged its transaction:
@@ -117,8 +168,8 @@ func (db *DB) AppServiceTxnDone(ctx context.Context, asID, txnID string, pos int
 		if _, err := tx.ExecContext(ctx, `DELETE FROM appservice_txns WHERE as_id = $1 AND txn_id = $2`, asID, txnID); err != nil {
 			return fmt.Errorf("storage: appservice transaction done: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE appservice_state SET stream_pos = $2
-			WHERE as_id = $1 AND stream_pos < $2`, asID, pos); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE reader_cursors SET pos = $3
+			WHERE reader = $1 AND stream = $2 AND pos < $3`, appServiceReader(asID), string(stream.Events), pos); err != nil {
 			return fmt.Errorf("storage: appservice transaction done: %w", err)
 		}
 		return nil
@@ -128,8 +179,8 @@ func (db *DB) AppServiceTxnDone(ctx context.Context, asID, txnID string, pos int
 // AdvanceAppService moves a service's cursor over events that did not
 // interest it.
 func (db *DB) AdvanceAppService(ctx context.Context, asID string, pos int64) error {
-	_, err := db.exec(ctx, "appservice_advance", `UPDATE appservice_state SET stream_pos = $2
-		WHERE as_id = $1 AND stream_pos < $2`, asID, pos)
+	_, err := db.exec(ctx, "appservice_advance", `UPDATE reader_cursors SET pos = $3
+		WHERE reader = $1 AND stream = $2 AND pos < $3`, appServiceReader(asID), string(stream.Events), pos)
 	return err
 }
 

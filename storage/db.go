@@ -102,7 +102,7 @@ func openPostgres(ctx context.Context, o Options) (*DB, error) {
 		p.Close()
 		return nil, fmt.Errorf("storage: connecting to postgres: %w", err)
 	}
-	if err := migrate(ctx, p, "migrations/postgres", goose.DialectPostgres, o.Logger); err != nil {
+	if err := migrate(ctx, p, goose.DialectPostgres, o.Logger); err != nil {
 		p.Close()
 		return nil, err
 	}
@@ -124,7 +124,7 @@ func openSQLite(ctx context.Context, o Options) (*DB, error) {
 		w.Close()
 		return nil, fmt.Errorf("storage: open %s: %w", o.Path, err)
 	}
-	if err := migrate(ctx, w, "migrations/sqlite", goose.DialectSQLite3, o.Logger); err != nil {
+	if err := migrate(ctx, w, goose.DialectSQLite3, o.Logger); err != nil {
 		w.Close()
 		return nil, err
 	}
@@ -177,8 +177,10 @@ func sqliteDSN(path string, readOnly bool) string {
 	return "file:" + path + "?" + q.Encode()
 }
 
-func migrate(ctx context.Context, db *sql.DB, dir string, dialect goose.Dialect, log *slog.Logger) error {
-	sub, err := fs.Sub(migrations, dir)
+// migrate applies the embedded migrations. Both engines run the same files:
+// the schema and its queries use only what SQLite and PostgreSQL share.
+func migrate(ctx context.Context, db *sql.DB, dialect goose.Dialect, log *slog.Logger) error {
+	sub, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		return fmt.Errorf("storage: migrations: %w", err)
 	}

@@ -10,41 +10,10 @@ import (
 	"time"
 
 	"homeserver/e2ee"
+	"homeserver/stream"
 )
 
 var _ e2ee.Store = (*DB)(nil)
-
-// Names of the rows of stream_counters.
-const (
-	counterDeviceLists = "device_lists"
-	counterOTK         = "otk"
-	counterOTKUpload   = "otk_upload"
-	counterToDevice    = "to_device"
-)
-
-// nextStreamPos allocates the next position of a stream. The upsert locks
-// the counter row until the transaction ends, so positions commit in the
-// order they are handed out, even with several processes on PostgreSQL.
-func nextStreamPos(ctx context.Context, tx *sql.Tx, name string) (int64, error) {
-	var pos int64
-	err := tx.QueryRowContext(ctx, `INSERT INTO stream_counters (name, pos) VALUES ($1, 1)
-		ON CONFLICT (name) DO UPDATE SET pos = stream_counters.pos + 1 RETURNING pos`, name).Scan(&pos)
-	if err != nil {
-		return 0, fmt.Errorf("storage: allocate %s position: %w", name, err)
-	}
-	return pos, nil
-}
-
-// streamMaxPos reads the newest committed position of a stream.
-func (db *DB) streamMaxPos(ctx context.Context, name string) (int64, error) {
-	defer db.observe("max_pos_"+name, time.Now())
-	var pos int64
-	err := db.r.QueryRowContext(ctx, `SELECT COALESCE(MAX(pos), 0) FROM stream_counters WHERE name = $1`, name).Scan(&pos)
-	if err != nil {
-		return 0, fmt.Errorf("storage: max %s position: %w", name, err)
-	}
-	return pos, nil
-}
 
 // recordDeviceListChange appends the users to the device-list stream at
 // one new position.
@@ -52,7 +21,7 @@ func recordDeviceListChange(ctx context.Context, tx *sql.Tx, users ...string) er
 	if len(users) == 0 {
 		return nil
 	}
-	pos, err := nextStreamPos(ctx, tx, counterDeviceLists)
+	pos, err := nextStreamPos(ctx, tx, string(stream.DeviceLists))
 	if err != nil {
 		return err
 	}
@@ -69,7 +38,7 @@ func recordOTKChange(ctx context.Context, tx *sql.Tx, refs []e2ee.DeviceRef) err
 	if len(refs) == 0 {
 		return nil
 	}
-	pos, err := nextStreamPos(ctx, tx, counterOTK)
+	pos, err := nextStreamPos(ctx, tx, string(stream.OTK))
 	if err != nil {
 		return err
 	}
@@ -395,7 +364,7 @@ func (db *DB) PutSignatures(ctx context.Context, sigs []e2ee.Signature, changed 
 }
 
 func (db *DB) DeviceListMaxPos(ctx context.Context) (int64, error) {
-	return db.streamMaxPos(ctx, counterDeviceLists)
+	return db.streamMaxPos(ctx, string(stream.DeviceLists))
 }
 
 func (db *DB) DeviceListChanges(ctx context.Context, from, to int64) ([]string, error) {
@@ -403,7 +372,9 @@ func (db *DB) DeviceListChanges(ctx context.Context, from, to int64) ([]string, 
 	return queryStrings(ctx, db.r, `SELECT DISTINCT user_id FROM device_list_stream WHERE pos > $1 AND pos <= $2 ORDER BY user_id`, from, to)
 }
 
-func (db *DB) OTKMaxPos(ctx context.Context) (int64, error) { return db.streamMaxPos(ctx, counterOTK) }
+func (db *DB) OTKMaxPos(ctx context.Context) (int64, error) {
+	return db.streamMaxPos(ctx, string(stream.OTK))
+}
 
 func (db *DB) OTKChanges(ctx context.Context, from, to int64) ([]e2ee.DeviceRef, error) {
 	defer db.observe("otk_changes", time.Now())

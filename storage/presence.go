@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"homeserver/presence"
+
+	"homeserver/stream"
 )
 
 var _ presence.Store = (*DB)(nil)
@@ -62,8 +64,8 @@ func (db *DB) UpdatePresence(ctx context.Context, userID string, decide func(pre
 			return nil
 		}
 		next.UserID = userID
-		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_pos), 0) + 1 FROM presence`).Scan(&next.Pos); err != nil {
-			return fmt.Errorf("storage: allocate presence position: %w", err)
+		if next.Pos, err = nextStreamPos(ctx, tx, string(stream.Presence)); err != nil {
+			return err
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO presence (`+presenceColumns+`) VALUES ($1, $2, $3, $4, $5, $6)
 			ON CONFLICT (user_id) DO UPDATE SET
@@ -120,12 +122,7 @@ func (db *DB) PresenceSince(ctx context.Context, userIDs []string, from, to int6
 }
 
 func (db *DB) MaxPresencePos(ctx context.Context) (int64, error) {
-	defer db.observe("max_presence_pos", time.Now())
-	var pos int64
-	if err := db.r.QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM presence`).Scan(&pos); err != nil {
-		return 0, fmt.Errorf("storage: max presence position: %w", err)
-	}
-	return pos, nil
+	return db.streamMaxPos(ctx, string(stream.Presence))
 }
 
 func (db *DB) PresenceChanged(ctx context.Context, from, to int64) ([]presence.Status, error) {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"homeserver/push"
+
+	"homeserver/stream"
 )
 
 var _ push.Store = (*DB)(nil)
@@ -45,42 +47,14 @@ func (db *DB) SetPushRules(ctx context.Context, userID string, data []byte) erro
 	return err
 }
 
-func (db *DB) PushCursor(ctx context.Context, name string) (int64, bool, error) {
-	defer db.observe("push_cursor", time.Now())
-	var pos int64
-	err := db.r.QueryRowContext(ctx, `SELECT stream_pos FROM push_cursors WHERE name = $1`, name).Scan(&pos)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, false, nil
-	}
-	if err != nil {
-		return 0, false, fmt.Errorf("storage: push cursor: %w", err)
-	}
-	return pos, true, nil
-}
-
-func setCursor(ctx context.Context, x interface {
-	ExecContext(context.Context, string, ...any) (sql.Result, error)
-}, name string, pos int64) error {
-	_, err := x.ExecContext(ctx, `INSERT INTO push_cursors (name, stream_pos) VALUES ($1, $2)
-		ON CONFLICT (name) DO UPDATE SET stream_pos = excluded.stream_pos`, name, pos)
-	if err != nil {
-		return fmt.Errorf("storage: set push cursor: %w", err)
-	}
-	return nil
-}
-
-func (db *DB) SetPushCursor(ctx context.Context, name string, pos int64) error {
-	defer db.observe("set_push_cursor", time.Now())
-	return setCursor(ctx, db.w, name, pos)
-}
-
-func (db *DB) AddNotifications(ctx context.Context, cursorName string, ns []push.Notification, cursor int64) error {
+func (db *DB) AddNotifications(ctx context.Context, reader string, ns []push.Notification, cursor int64) error {
 	return db.tx(ctx, "add_notifications", func(tx *sql.Tx) error {
 		if len(ns) > 0 {
-			var next int64
-			if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) + 1 FROM push_notifications`).Scan(&next); err != nil {
-				return fmt.Errorf("storage: add notifications: %w", err)
+			last, err := nextStreamBlock(ctx, tx, string(stream.Notifications), int64(len(ns)))
+			if err != nil {
+				return err
 			}
+			next := last - int64(len(ns)) + 1
 			for _, n := range ns {
 				_, err := tx.ExecContext(ctx, `INSERT INTO push_notifications
 					(id, user_id, room_id, event_id, stream_pos, ts, actions, highlight, thread_id)
@@ -92,7 +66,7 @@ func (db *DB) AddNotifications(ctx context.Context, cursorName string, ns []push
 				next++
 			}
 		}
-		return setCursor(ctx, tx, cursorName, cursor)
+		return setReaderCursor(ctx, tx, reader, stream.Events, cursor)
 	})
 }
 
@@ -168,11 +142,7 @@ func (db *DB) NotificationsAfter(ctx context.Context, userID string, after int64
 }
 
 func (db *DB) MaxNotificationID(ctx context.Context) (int64, error) {
-	var id int64
-	if err := db.r.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM push_notifications`).Scan(&id); err != nil {
-		return 0, fmt.Errorf("storage: max notification: %w", err)
-	}
-	return id, nil
+	return db.streamMaxPos(ctx, string(stream.Notifications))
 }
 
 const pusherColumns = `id, user_id, app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data, pushkey_ts`
@@ -221,8 +191,8 @@ func (db *DB) PutPusher(ctx context.Context, p push.Pusher, appendIt bool) (int6
 			p.AppID, p.PushKey, p.UserID).Scan(&id)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
-			if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) + 1 FROM pushers`).Scan(&id); err != nil {
-				return fmt.Errorf("storage: put pusher: %w", err)
+			if id, err = nextStreamPos(ctx, tx, counterPushers); err != nil {
+				return err
 			}
 			_, err = tx.ExecContext(ctx, `INSERT INTO pushers (`+pusherColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 				id, p.UserID, p.AppID, p.PushKey, p.Kind, p.AppDisplayName, p.DeviceDisplayName, p.ProfileTag, p.Lang, string(p.Data), p.PushKeyTS)
@@ -230,11 +200,11 @@ func (db *DB) PutPusher(ctx context.Context, p push.Pusher, appendIt bool) (int6
 				return fmt.Errorf("storage: put pusher: %w", err)
 			}
 			// A new pusher starts after the notifications that exist now.
-			var maxID int64
-			if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM push_notifications`).Scan(&maxID); err != nil {
-				return fmt.Errorf("storage: put pusher: %w", err)
+			maxID, err := streamMaxPosOn(ctx, tx, string(stream.Notifications))
+			if err != nil {
+				return err
 			}
-			return setCursor(ctx, tx, pusherCursor(id), maxID)
+			return setReaderCursor(ctx, tx, pusherCursor(id), stream.Notifications, maxID)
 		case err != nil:
 			return fmt.Errorf("storage: put pusher: %w", err)
 		}
@@ -264,11 +234,8 @@ func deletePushers(ctx context.Context, tx *sql.Tx, where string, args ...any) e
 		names = append(names, pusherCursor(id))
 	}
 	rows.Close()
-	if len(names) > 0 {
-		in, cargs := inList(names, nil)
-		if _, err := tx.ExecContext(ctx, `DELETE FROM push_cursors WHERE name IN (`+in+`)`, cargs...); err != nil {
-			return fmt.Errorf("storage: delete pushers: %w", err)
-		}
+	if err := deleteReaderCursors(ctx, tx, names); err != nil {
+		return err
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM pushers WHERE `+where, args...); err != nil {
 		return fmt.Errorf("storage: delete pushers: %w", err)

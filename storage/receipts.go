@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"homeserver/receipts"
+
+	"homeserver/stream"
 )
 
 var _ receipts.Store = (*DB)(nil)
@@ -42,8 +44,8 @@ func (db *DB) PutReceipt(ctx context.Context, r receipts.Receipt) (int64, error)
 				return nil
 			}
 		}
-		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_pos), 0) + 1 FROM receipts`).Scan(&pos); err != nil {
-			return fmt.Errorf("storage: put receipt: %w", err)
+		if pos, err = nextStreamPos(ctx, tx, string(stream.Receipts)); err != nil {
+			return err
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, ts, stream_pos)
 			VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -102,10 +104,5 @@ func (db *DB) ReceiptsSince(ctx context.Context, roomIDs []string, from, to int6
 }
 
 func (db *DB) MaxReceiptPos(ctx context.Context) (int64, error) {
-	defer db.observe("max_receipt_pos", time.Now())
-	var pos int64
-	if err := db.r.QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM receipts`).Scan(&pos); err != nil {
-		return 0, fmt.Errorf("storage: max receipt pos: %w", err)
-	}
-	return pos, nil
+	return db.streamMaxPos(ctx, string(stream.Receipts))
 }

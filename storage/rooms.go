@@ -10,6 +10,8 @@ import (
 
 	"homeserver/pdu"
 	"homeserver/rooms"
+
+	"homeserver/stream"
 )
 
 var _ rooms.Store = (*DB)(nil)
@@ -73,8 +75,9 @@ func (db *DB) PersistEvent(ctx context.Context, ne rooms.NewEvent) (int64, error
 				return fmt.Errorf("storage: check txn: %w", err)
 			}
 		}
-		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_pos), 0) + 1 FROM events`).Scan(&pos); err != nil {
-			return fmt.Errorf("storage: allocate stream position: %w", err)
+		var err error
+		if pos, err = nextStreamPos(ctx, tx, string(stream.Events)); err != nil {
+			return err
 		}
 		if r := ne.Room; r != nil {
 			_, err := tx.ExecContext(ctx, `INSERT INTO rooms (room_id, room_version, creator, published, created_ts) VALUES ($1, $2, $3, $4, $5)`,
@@ -113,7 +116,7 @@ func (db *DB) PersistEvent(ctx context.Context, ne rooms.NewEvent) (int64, error
 				return err
 			}
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO events (`+eventColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, $11, $12)`,
+		_, err = tx.ExecContext(ctx, `INSERT INTO events (`+eventColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, $11, $12)`,
 			pos, ev.ID(), ev.RoomID(), ev.Type(), stateKey, ev.Sender(), membership, ev.Depth(), ev.OriginServerTS(), group, replaces, string(ev.JSON()))
 		if err != nil {
 			return fmt.Errorf("storage: insert event: %w", err)
@@ -164,8 +167,9 @@ func (db *DB) PersistEvent(ctx context.Context, ne rooms.NewEvent) (int64, error
 // at most every S/16 state events, and big rooms' joins stay cheap.
 func newStateGroup(ctx context.Context, tx *sql.Tx, ev *pdu.Event, prev int64, newKey bool) (int64, error) {
 	var id int64
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) + 1 FROM state_groups`).Scan(&id); err != nil {
-		return 0, fmt.Errorf("storage: allocate state group: %w", err)
+	id, err := nextStreamPos(ctx, tx, counterStateGroups)
+	if err != nil {
+		return 0, err
 	}
 	var chain, size int64
 	if prev != 0 {
@@ -407,12 +411,7 @@ func (db *DB) RoomEvents(ctx context.Context, roomID string, from, to int64, for
 }
 
 func (db *DB) MaxPos(ctx context.Context) (int64, error) {
-	var pos int64
-	err := db.r.QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM events`).Scan(&pos)
-	if err != nil {
-		return 0, fmt.Errorf("storage: max stream position: %w", err)
-	}
-	return pos, nil
+	return db.streamMaxPos(ctx, string(stream.Events))
 }
 
 func (db *DB) StateGroupAt(ctx context.Context, roomID string, pos int64) (int64, error) {

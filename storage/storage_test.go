@@ -45,7 +45,7 @@ func schemaVersion(t *testing.T, path string) (maxVersion int64, rows int) {
 
 func knownVersion(t *testing.T) int64 {
 	t.Helper()
-	entries, err := migrations.ReadDir("migrations/sqlite")
+	entries, err := migrations.ReadDir("migrations")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,9 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -240,4 +243,57 @@ func (s *Server) Login(localpart, password string) User {
 		"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": localpart}, "password": password,
 	})
 	return User{ID: r.String("user_id"), Token: r.String("access_token"), DeviceID: r.String("device_id"), Password: password}
+}
+
+// txnCounter makes the transaction IDs of the helpers below unique within
+// a test binary.
+var txnCounter atomic.Int64
+
+// NextTxn returns a transaction ID not used before in this test binary.
+func NextTxn() string { return "tstxn" + strconv.FormatInt(txnCounter.Add(1), 10) }
+
+// RoomPath is the path of a room's endpoint: RoomPath(id, "/send/...").
+func RoomPath(roomID, rest string) string {
+	return "/_matrix/client/v3/rooms/" + url.PathEscape(roomID) + rest
+}
+
+// CreateRoom creates a room (body nil: no options) and returns its ID.
+func (s *Server) CreateRoom(u User, body map[string]any) string {
+	s.t.Helper()
+	if body == nil {
+		body = map[string]any{}
+	}
+	r := s.MustDo(http.StatusOK, "POST", "/_matrix/client/v3/createRoom", u.Token, body)
+	id := r.String("room_id")
+	if !strings.HasPrefix(id, "!") {
+		s.t.Fatalf("createRoom answered room_id %q: %s", id, r.Body)
+	}
+	return id
+}
+
+// CreatePublicRoom creates a room with the public_chat preset.
+func (s *Server) CreatePublicRoom(u User) string {
+	s.t.Helper()
+	return s.CreateRoom(u, map[string]any{"preset": "public_chat"})
+}
+
+// Send sends a message event and returns its ID.
+func (s *Server) Send(u User, roomID, eventType string, content any) string {
+	s.t.Helper()
+	return s.MustDo(http.StatusOK, "PUT", RoomPath(roomID, "/send/"+url.PathEscape(eventType)+"/"+NextTxn()), u.Token, content).String("event_id")
+}
+
+// SendText sends an m.text message with this body and returns its ID.
+func (s *Server) SendText(u User, roomID, body string) string {
+	s.t.Helper()
+	return s.Send(u, roomID, "m.room.message", map[string]any{"msgtype": "m.text", "body": body})
+}
+
+// Join joins u to a room.
+func (s *Server) Join(u User, roomID string) {
+	s.t.Helper()
+	r := s.MustDo(http.StatusOK, "POST", RoomPath(roomID, "/join"), u.Token, map[string]any{})
+	if r.String("room_id") != roomID {
+		s.t.Fatalf("join answered room_id %q, want %s", r.String("room_id"), roomID)
+	}
 }
