@@ -35,9 +35,9 @@ INSERT INTO reader_cursors (reader, stream, pos) SELECT 'appservice:' || as_id, 
 INSERT INTO reader_cursors (reader, stream, pos) SELECT 'appservice:' || as_id, 'otk', otk_pos FROM appservice_state;
 -- Receipts and presence were not kept: the services start at their end.
 INSERT INTO reader_cursors (reader, stream, pos)
-    SELECT 'appservice:' || as_id, 'receipts', (SELECT pos FROM stream_counters WHERE name = 'receipts') FROM appservice_state;
+    SELECT 'appservice:' || as_id, 'receipts', COALESCE((SELECT pos FROM stream_counters WHERE name = 'receipts'), 0) FROM appservice_state;
 INSERT INTO reader_cursors (reader, stream, pos)
-    SELECT 'appservice:' || as_id, 'presence', (SELECT pos FROM stream_counters WHERE name = 'presence') FROM appservice_state;
+    SELECT 'appservice:' || as_id, 'presence', COALESCE((SELECT pos FROM stream_counters WHERE name = 'presence'), 0) FROM appservice_state;
 INSERT INTO reader_cursors (reader, stream, pos) SELECT 'push:evaluator', 'events', stream_pos FROM push_cursors WHERE name = 'evaluator';
 INSERT INTO reader_cursors (reader, stream, pos) SELECT name, 'notifications', stream_pos FROM push_cursors WHERE name <> 'evaluator';
 DROP TABLE push_cursors;
