@@ -293,28 +293,19 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		return fmt.Errorf("appservice: %w", err)
 	}
 	d.noteMaxPos(maxPos)
-	// Typing lives in memory: a restart starts it afresh.
-	var typingPos int64
-	if d.eph.Typing != nil {
-		typingPos = d.eph.Typing.Pos()
-	}
+	// Create the cursors of new services now, at the end of the streams,
+	// whichever process runs their queues later.
 	for _, w := range d.workers {
-		st, err := d.store.AppServiceState(ctx, w.reg.ID)
-		if err != nil {
+		if _, err := d.store.AppServiceState(ctx, w.reg.ID); err != nil {
 			return fmt.Errorf("appservice %s: %w", w.reg.ID, err)
 		}
-		w.cursor, w.lastTxn, w.legacy, w.pending, w.eph = st.Cursor, st.LastTxn, st.Legacy, st.Pending, st.Ephemeral
-		w.typingPos = typingPos
-		w.publish()
-		w.log.Info("application service queue starting", "url", w.reg.URL, "cursor", st.Cursor,
-			"lag", max(d.maxPos.Load()-st.Cursor, 0), "pending_txn", pendingID(st.Pending), "legacy_paths", st.Legacy)
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.cancel = cancel
 	d.started = true
 	for _, w := range d.workers {
 		r := &stream.Reader{
-			Name: "appservice:" + w.reg.ID, Step: w.step, Wake: w.wake, Kick: w.kick,
+			Name: "appservice:" + w.reg.ID, Start: w.load, Step: w.step, Wake: w.wake, Kick: w.kick,
 			Backoff: func() (time.Duration, time.Duration) {
 				return time.Duration(d.backoffBase.Load()), time.Duration(d.backoffMax.Load())
 			},
@@ -402,6 +393,28 @@ func (w *worker) publish() {
 		n = int64(w.pending.Events)
 	}
 	w.m.pendingEvents.Store(n)
+}
+
+// load reads the queue's state from the database: when this process
+// takes the queue, which another may have run until now.
+func (w *worker) load(ctx context.Context) error {
+	st, err := w.d.store.AppServiceState(ctx, w.reg.ID)
+	if err != nil {
+		return err
+	}
+	w.cursor, w.lastTxn, w.legacy, w.pending, w.eph = st.Cursor, st.LastTxn, st.Legacy, st.Pending, st.Ephemeral
+	// Typing lives in memory: a queue starts from what it holds now.
+	w.typingPos = 0
+	if w.d.eph.Typing != nil {
+		w.typingPos = w.d.eph.Typing.Pos()
+	}
+	// What another process handled meanwhile may have changed which rooms
+	// interest the service.
+	w.ahead, w.rooms = nil, map[string]*roomInterest{}
+	w.publish()
+	w.log.Info("application service queue starting", "url", w.reg.URL, "cursor", st.Cursor,
+		"lag", max(w.d.maxPos.Load()-st.Cursor, 0), "pending_txn", pendingID(st.Pending), "legacy_paths", st.Legacy)
+	return nil
 }
 
 // step does the next thing the queue needs: send the pending transaction

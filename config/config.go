@@ -76,6 +76,21 @@ type Config struct {
 	FederationDomainWhitelist []string `yaml:"federation_domain_whitelist"`
 
 	EnableMetrics bool `yaml:"enable_metrics"`
+
+	// RunBackgroundTasksOn names the processes (their --instance-name)
+	// that may run background readers: application service queues, the
+	// push evaluator and pushers, presence's idle sweep. Empty: every
+	// process, each reader in one at a time. One name, as in Synapse, or a
+	// list.
+	RunBackgroundTasksOn NameList `yaml:"run_background_tasks_on"`
+	// InstanceName names this process among a deployment's (the
+	// --instance-name flag; not a key of the file, which every process
+	// shares). Empty: "main".
+	InstanceName string `yaml:"-"`
+	// ReaderLease is how long a background reader's lease lasts unrenewed:
+	// how soon a surviving process takes over a dead one's readers
+	// (default 10s).
+	ReaderLease Duration `yaml:"reader_lease"`
 	// ReportStats is accepted for compatibility and ignored: we never phone home.
 	ReportStats bool `yaml:"report_stats"`
 	// LogLevel is one of debug, info, warn, warning or error, lower-cased.
@@ -107,6 +122,19 @@ type Listener struct {
 }
 
 // Resource is a group of APIs served by an http listener.
+// Serves reports whether the listener serves the named resource (client,
+// federation, media, metrics).
+func (l Listener) Serves(name string) bool {
+	for _, r := range l.Resources {
+		for _, n := range r.Names {
+			if n == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 type Resource struct {
 	// Names are Synapse's resource names: client, federation, media, keys,
 	// metrics, health, openid, static, consent or replication.

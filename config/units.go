@@ -135,3 +135,37 @@ func parseUint(s string) (int64, bool) {
 	n, err := strconv.ParseInt(s, 10, 64)
 	return n, err == nil
 }
+
+// NameList is a list of names that may also be written as one name.
+type NameList []string
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (l *NameList) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if n.Tag == "!!null" {
+			*l = nil
+			return nil
+		}
+		*l = NameList{n.Value}
+		return nil
+	case yaml.SequenceNode:
+		var names []string
+		if err := n.Decode(&names); err != nil {
+			return fmt.Errorf("want a name or a list of names: %v", err)
+		}
+		*l = names
+		return nil
+	}
+	return fmt.Errorf("want a name or a list of names, got %s", describe(n))
+}
+
+// Contains reports whether name is in the list.
+func (l NameList) Contains(name string) bool {
+	for _, n := range l {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}

@@ -72,6 +72,9 @@ type Store interface {
 	GetMedia(ctx context.Context, origin, mediaID string) (Metadata, error)
 	// CountPendingMedia counts userID's pending, unexpired media IDs.
 	CountPendingMedia(ctx context.Context, userID string, now int64) (int, error)
+	// UploadedBytesSince sums the sizes of what userID uploaded at or
+	// after since (ms).
+	UploadedBytesSince(ctx context.Context, userID string, since int64) (int64, error)
 	ListThumbnails(ctx context.Context, origin, mediaID string) ([]Thumbnail, error)
 	// InsertThumbnail ignores a thumbnail that is already recorded.
 	InsertThumbnail(ctx context.Context, t Thumbnail) error
@@ -152,8 +155,10 @@ func New(cfg Config, store Store) (*Service, error) {
 	}
 	s := &Service{
 		cfg: cfg, store: store, files: fs, log: cfg.Logger, now: cfg.Now,
-		sem:   make(chan struct{}, cfg.ThumbnailWorkers),
-		quota: newQuotaTracker(cfg.UploadLimits),
+		sem: make(chan struct{}, cfg.ThumbnailWorkers),
+		quota: newQuotaTracker(cfg.UploadLimits, func(ctx context.Context, user string, since time.Time) (int64, error) {
+			return store.UploadedBytesSince(ctx, user, since.UnixMilli())
+		}),
 	}
 	if cfg.Preview.Enabled {
 		s.prev = newPreviewer(s, cfg.Preview)

@@ -439,7 +439,7 @@ func (p *previewer) generate(ctx context.Context, userID string, u *url.URL) (ma
 	switch {
 	case strings.HasPrefix(f.contentType, "image/"):
 		og := map[string]any{}
-		if err := p.storeImage(ctx, userID, f, og); err != nil {
+		if err := p.storeImage(ctx, f, og); err != nil {
 			return nil, err
 		}
 		return og, nil
@@ -467,15 +467,16 @@ func (p *previewer) previewImage(ctx context.Context, userID string, base *url.U
 	if err != nil || !strings.HasPrefix(f.contentType, "image/") {
 		return
 	}
-	if err := p.storeImage(ctx, userID, f, og); err != nil {
+	if err := p.storeImage(ctx, f, og); err != nil {
 		p.svc.log.Debug("storing preview image", "url", iu.Redacted(), "err", err)
 	}
 }
 
 // storeImage stores an image as local media and describes it in og.
-func (p *previewer) storeImage(ctx context.Context, userID string, f *fetched, og map[string]any) error {
+func (p *previewer) storeImage(ctx context.Context, f *fetched, og map[string]any) error {
 	m, err := p.svc.Upload(ctx, Upload{
-		UserID: userID, ContentType: f.contentType, Body: bytes.NewReader(f.body),
+		// Fetched by the server, not uploaded by the user: nobody's quota.
+		UserID: "", ContentType: f.contentType, Body: bytes.NewReader(f.body),
 		Length: int64(len(f.body)), noQuota: true,
 	})
 	if err != nil {

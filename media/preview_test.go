@@ -58,6 +58,9 @@ func (m *memStore) GetMedia(_ context.Context, origin, id string) (Metadata, err
 	return md, nil
 }
 func (m *memStore) CountPendingMedia(context.Context, string, int64) (int, error) { return 0, nil }
+func (m *memStore) UploadedBytesSince(context.Context, string, int64) (int64, error) {
+	return 0, nil
+}
 func (m *memStore) ListThumbnails(context.Context, string, string) ([]Thumbnail, error) {
 	return nil, nil
 }
@@ -323,36 +326,49 @@ func TestPreviewCache(t *testing.T) {
 	}
 }
 
-// The quota tracker's sliding windows (quota_test.go tests quotas end to
-// end, from outside the package).
+// The quota tracker's sliding windows over what the database says was
+// uploaded (quota_test.go tests quotas end to end, from outside the
+// package).
 func TestQuotaTrackerWindow(t *testing.T) {
-	q := newQuotaTracker([]UploadLimit{{Period: time.Hour, MaxSize: 100}, {Period: 24 * time.Hour, MaxSize: 150}})
+	type upload struct {
+		at   time.Time
+		size int64
+	}
+	var uploads []upload
+	usage := func(_ context.Context, user string, since time.Time) (int64, error) {
+		var n int64
+		for _, u := range uploads {
+			if !u.at.Before(since) {
+				n += u.size
+			}
+		}
+		return n, nil
+	}
+	ctx := context.Background()
+	q := newQuotaTracker([]UploadLimit{{Period: time.Hour, MaxSize: 100}, {Period: 24 * time.Hour, MaxSize: 150}}, usage)
 	t0 := time.Unix(1_700_000_000, 0)
-	if left, err := q.check("@a:x", -1, t0); err != nil || left != 100 {
+	if left, err := q.check(ctx, "@a:x", -1, t0); err != nil || left != 100 {
 		t.Fatalf("fresh: %d %v", left, err)
 	}
-	q.record("@a:x", 90, t0)
-	if _, err := q.check("@a:x", 20, t0.Add(time.Minute)); err == nil {
+	uploads = append(uploads, upload{t0, 90})
+	if _, err := q.check(ctx, "@a:x", 20, t0.Add(time.Minute)); err == nil {
 		t.Error("90 + 20 > 100 accepted")
 	}
-	if left, err := q.check("@a:x", 10, t0.Add(time.Minute)); err != nil || left != 10 {
+	if left, err := q.check(ctx, "@a:x", 10, t0.Add(time.Minute)); err != nil || left != 10 {
 		t.Errorf("within hourly quota: %d %v", left, err)
 	}
 	// An hour later the hourly window is free again, the daily one is not.
-	if left, err := q.check("@a:x", -1, t0.Add(time.Hour+time.Second)); err != nil || left != 60 {
+	if left, err := q.check(ctx, "@a:x", -1, t0.Add(time.Hour+time.Second)); err != nil || left != 60 {
 		t.Errorf("after an hour: %d %v", left, err)
 	}
-	q.record("@a:x", 60, t0.Add(time.Hour+time.Second))
-	if _, err := q.check("@a:x", 1, t0.Add(2*time.Hour)); err == nil {
+	uploads = append(uploads, upload{t0.Add(time.Hour + time.Second), 60})
+	if _, err := q.check(ctx, "@a:x", 1, t0.Add(2*time.Hour)); err == nil {
 		t.Error("daily quota not applied")
 	}
-	if left, err := q.check("@a:x", -1, t0.Add(25*time.Hour+2*time.Second)); err != nil || left != 100 {
+	if left, err := q.check(ctx, "@a:x", -1, t0.Add(25*time.Hour+2*time.Second)); err != nil || left != 100 {
 		t.Errorf("after a day: %d %v", left, err)
 	}
-	if len(q.uploads) != 0 {
-		t.Errorf("old entries kept: %v", q.uploads)
-	}
-	if left, err := newQuotaTracker(nil).check("@a:x", 1<<40, t0); err != nil || left != 0 {
+	if left, err := newQuotaTracker(nil, usage).check(ctx, "@a:x", 1<<40, t0); err != nil || left != 0 {
 		t.Errorf("no limits: %d %v", left, err)
 	}
 }

@@ -1,8 +1,8 @@
 package media
 
 import (
+	"context"
 	"net/http"
-	"sync"
 	"time"
 
 	"homeserver/mxhttp"
@@ -22,26 +22,19 @@ func errQuota() *mxhttp.Error {
 	return &mxhttp.Error{Status: http.StatusForbidden, Code: "M_FORBIDDEN", Message: "Media upload limit exceeded"}
 }
 
-// quotaTracker remembers recent uploads per user, in memory, for as long as
-// the longest period. Uploads made before a restart are not counted.
+// quotaTracker applies the quotas to what the user uploaded, as the
+// database records it: the same answer in every process, and across
+// restarts.
 type quotaTracker struct {
-	limits  []UploadLimit
-	longest time.Duration
-	mu      sync.Mutex
-	uploads map[string][]quotaEntry // oldest first
+	limits []UploadLimit
+	usage  func(ctx context.Context, user string, since time.Time) (int64, error)
 }
 
-type quotaEntry struct {
-	at   time.Time
-	size int64
-}
-
-func newQuotaTracker(limits []UploadLimit) *quotaTracker {
-	q := &quotaTracker{uploads: make(map[string][]quotaEntry)}
+func newQuotaTracker(limits []UploadLimit, usage func(ctx context.Context, user string, since time.Time) (int64, error)) *quotaTracker {
+	q := &quotaTracker{usage: usage}
 	for _, l := range limits {
 		if l.Period > 0 && l.MaxSize > 0 {
 			q.limits = append(q.limits, l)
-			q.longest = max(q.longest, l.Period)
 		}
 	}
 	return q
@@ -50,21 +43,15 @@ func newQuotaTracker(limits []UploadLimit) *quotaTracker {
 // check returns how many bytes user may still upload now (0 when there is
 // no quota), or errQuota if that is nothing or less than length (the
 // declared size, -1 if unknown).
-func (q *quotaTracker) check(user string, length int64, now time.Time) (int64, error) {
+func (q *quotaTracker) check(ctx context.Context, user string, length int64, now time.Time) (int64, error) {
 	if len(q.limits) == 0 {
 		return 0, nil
 	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	entries := q.prune(user, now)
 	left := int64(-1)
 	for _, l := range q.limits {
-		var used int64
-		since := now.Add(-l.Period)
-		for _, e := range entries {
-			if e.at.After(since) {
-				used += e.size
-			}
+		used, err := q.usage(ctx, user, now.Add(-l.Period))
+		if err != nil {
+			return 0, err
 		}
 		if r := l.MaxSize - used; left < 0 || r < left {
 			left = r
@@ -74,30 +61,4 @@ func (q *quotaTracker) check(user string, length int64, now time.Time) (int64, e
 		return 0, errQuota()
 	}
 	return left, nil
-}
-
-// record counts an upload of size bytes by user.
-func (q *quotaTracker) record(user string, size int64, now time.Time) {
-	if len(q.limits) == 0 {
-		return
-	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.uploads[user] = append(q.prune(user, now), quotaEntry{at: now, size: size})
-}
-
-// prune drops user's entries older than the longest period; q.mu is held.
-func (q *quotaTracker) prune(user string, now time.Time) []quotaEntry {
-	entries := q.uploads[user]
-	cut := 0
-	for cut < len(entries) && !entries[cut].at.After(now.Add(-q.longest)) {
-		cut++
-	}
-	entries = entries[cut:]
-	if len(entries) == 0 {
-		delete(q.uploads, user)
-		return nil
-	}
-	q.uploads[user] = entries
-	return entries
 }

@@ -34,12 +34,12 @@ func (s *Service) tooLarge() *mxhttp.Error {
 }
 
 // checkUpload refuses what can be refused before reading the body.
-func (s *Service) checkUpload(u *Upload) error {
+func (s *Service) checkUpload(ctx context.Context, u *Upload) error {
 	if u.Length > s.cfg.MaxUploadSize {
 		return s.tooLarge()
 	}
 	if !u.noQuota && u.UserID != "" {
-		left, err := s.quota.check(u.UserID, u.Length, s.now())
+		left, err := s.quota.check(ctx, u.UserID, u.Length, s.now())
 		if err != nil {
 			return err
 		}
@@ -82,9 +82,6 @@ func (s *Service) ingest(ctx context.Context, u Upload) (stored, error) {
 	if err != nil {
 		return stored{}, err
 	}
-	if !u.noQuota && u.UserID != "" {
-		s.quota.record(u.UserID, n, s.now())
-	}
 	st := stored{sum: sum, size: n}
 	st.width, st.height, st.img = s.probe(ctx, sum)
 	return st, nil
@@ -121,7 +118,7 @@ func (s *Service) probe(ctx context.Context, sum string) (int, int, image.Image)
 
 // Upload stores a complete upload under a new media ID.
 func (s *Service) Upload(ctx context.Context, u Upload) (Metadata, error) {
-	if err := s.checkUpload(&u); err != nil {
+	if err := s.checkUpload(ctx, &u); err != nil {
 		return Metadata{}, err
 	}
 	st, err := s.ingest(ctx, u)
@@ -184,7 +181,7 @@ func (s *Service) UploadTo(ctx context.Context, origin, mediaID string, u Upload
 	if m.ExpiresTS <= s.nowMS() {
 		return mxhttp.NotFound("Media ID expired")
 	}
-	if err := s.checkUpload(&u); err != nil {
+	if err := s.checkUpload(ctx, &u); err != nil {
 		return err
 	}
 	st, err := s.ingest(ctx, u)

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"homeserver/stream"
 )
 
 // Users who stop syncing (and so stop refreshing last_active every
@@ -62,27 +64,27 @@ type idleSweeper struct {
 	done   chan struct{}
 }
 
-// StartIdleSweep starts the periodic sweep (once; later calls do nothing).
-func (s *Service) StartIdleSweep(log *slog.Logger) {
+// StartIdleSweep starts the periodic sweep (once; later calls do nothing),
+// as a reader of the spine: in one process of a deployment at a time, as
+// leaser decides.
+func (s *Service) StartIdleSweep(log *slog.Logger, metrics *stream.Metrics, leaser stream.Leaser) {
 	s.sweep.once.Do(func() {
 		ctx, cancel := context.WithCancel(context.Background())
 		s.sweep.cancel, s.sweep.done = cancel, make(chan struct{})
+		r := &stream.Reader{
+			Name: "presence:idle", Poll: idleInterval, Log: log, Metrics: metrics,
+			Backoff: func() (time.Duration, time.Duration) { return idleInterval, idleInterval },
+			Step: func(ctx context.Context) (stream.Progress, error) {
+				n, err := s.ExpireIdle(ctx)
+				if n > 0 {
+					log.Debug("marked idle users offline", "count", n)
+				}
+				return stream.Progress{}, err
+			},
+		}
 		go func() {
 			defer close(s.sweep.done)
-			t := time.NewTicker(idleInterval)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					if n, err := s.ExpireIdle(ctx); err != nil && ctx.Err() == nil {
-						log.Warn("marking idle users offline", "err", err)
-					} else if n > 0 {
-						log.Debug("marked idle users offline", "count", n)
-					}
-				}
-			}
+			r.RunLeased(ctx, leaser)
 		}()
 	})
 }

@@ -42,13 +42,17 @@ func (s *Service) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := s.pushers.start(ctx); err != nil {
-		return err
-	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel, s.done = cancel, make(chan struct{})
+	s.cancel, s.done, s.pushersDone = cancel, make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(s.pushersDone)
+		s.runPushers(runCtx)
+	}()
 	r := &stream.Reader{
 		Name: evaluatorReader, Step: s.evaluateBatch, Wake: s.wake, Poll: 5 * time.Second,
+		// Events another process evaluated may have changed the rooms
+		// this one remembers.
+		Start:   func(context.Context) error { clear(s.roomCache); return nil },
 		Backoff: func() (time.Duration, time.Duration) { return 100 * time.Millisecond, 30 * time.Second },
 		Log:     s.log, Metrics: s.metrics,
 	}
@@ -70,8 +74,33 @@ func (s *Service) Stop() {
 	}
 	s.cancel()
 	<-s.done
-	s.pushers.stopAll()
+	<-s.pushersDone
 }
+
+// runPushers runs every pusher while this process holds the pushers'
+// lease: one lease for them all, so that a deployment with many pushers
+// does not keep as many leases.
+func (s *Service) runPushers(ctx context.Context) {
+	for ctx.Err() == nil {
+		lease, err := s.leaser.Acquire(ctx, pushersLease)
+		if err != nil {
+			continue // ctx ended
+		}
+		if err := s.pushers.start(ctx); err != nil {
+			s.log.Warn("starting pushers", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-lease.Lost():
+			s.log.Warn("pushers' lease lost; stopping them here")
+		}
+		s.pushers.stopAll()
+		lease.Release()
+	}
+}
+
+// pushersLease names the lease under which a process runs the pushers.
+const pushersLease = "pushers"
 
 // roomInfo is what evaluation needs of a room, loaded once per batch.
 type roomInfo struct {

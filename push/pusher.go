@@ -52,7 +52,7 @@ func (s *Service) SetPusher(ctx context.Context, userID string, req SetPusherReq
 		if err := s.store.DeletePusher(ctx, req.AppID, req.PushKey, userID); err != nil {
 			return err
 		}
-		s.pushers.reload(ctx)
+		s.pushersChanged(ctx)
 		return nil
 	}
 	if *req.Kind != "http" {
@@ -80,13 +80,20 @@ func (s *Service) SetPusher(ctx context.Context, userID string, req SetPusherReq
 	if err != nil {
 		return err
 	}
-	s.pushers.reload(ctx)
+	s.pushersChanged(ctx)
 	return nil
 }
 
 // Pushers lists the user's pushers.
 func (s *Service) Pushers(ctx context.Context, userID string) ([]Pusher, error) {
 	return s.store.Pushers(ctx, userID)
+}
+
+// pushersChanged makes the running set follow the stored pushers, here and
+// in whichever process runs them.
+func (s *Service) pushersChanged(ctx context.Context) {
+	s.pushers.reload(ctx)
+	s.hub.Announce(stream.Change{Stream: stream.Pushers})
 }
 
 // SetBackoff changes the pushers' retry bounds (for tests).
@@ -132,8 +139,15 @@ func newPusherSet(s *Service, c Config) *pusherSet {
 	}
 	ps := &pusherSet{s: s, client: c.HTTPClient, minBackoff: c.MinBackoff, maxBackoff: c.MaxBackoff, workers: map[int64]*pusherWorker{}}
 	s.hub.OnChange(func(ch stream.Change) {
-		if ch.Stream == stream.Notifications {
+		switch ch.Stream {
+		case stream.Notifications:
 			ps.wakeUsers(ch.Users)
+		case stream.Pushers:
+			// Pushers set through another process: the running set
+			// follows them.
+			if ch.Remote {
+				go ps.reload(context.Background())
+			}
 		}
 	})
 	return ps
@@ -251,7 +265,8 @@ func (ps *pusherSet) run(w *pusherWorker) {
 		Wake: w.wake, Kick: w.kick, Poll: 30 * time.Second, Backoff: ps.backoffs,
 		Log: ps.s.log.With("app_id", w.p.AppID, "user_id", w.p.UserID), Metrics: ps.s.metrics,
 	}
-	r.RunLeased(ctx, ps.s.leaser)
+	// The set as a whole holds the pushers' lease.
+	r.Run(ctx)
 }
 
 // sendNext delivers the next notification after the cursor; sent is false

@@ -32,13 +32,15 @@ type Service struct {
 
 	onRulesChanged func(userID string, rules *Ruleset)
 
-	hub     *stream.Hub
-	wake    <-chan struct{}
-	cancel  context.CancelFunc
-	done    chan struct{}
-	started bool
-	metrics *stream.Metrics
-	leaser  stream.Leaser
+	hub    *stream.Hub
+	wake   <-chan struct{}
+	cancel context.CancelFunc
+	done   chan struct{}
+	// pushersDone is closed when the pushers have stopped.
+	pushersDone chan struct{}
+	started     bool
+	metrics     *stream.Metrics
+	leaser      stream.Leaser
 
 	pushers *pusherSet
 }
@@ -77,6 +79,17 @@ func New(store Store, c Config) *Service {
 		s.hub = stream.NewHub(c.Logger)
 	}
 	s.wake = s.hub.Wake(stream.Events)
+	// Another process changed someone's rules (their m.push_rules account
+	// data follows every change): compile them again when next needed.
+	s.hub.OnChange(func(c stream.Change) {
+		if c.Stream == stream.AccountData && c.Remote {
+			s.mu.Lock()
+			for _, u := range c.Users {
+				delete(s.cache, u)
+			}
+			s.mu.Unlock()
+		}
+	})
 	s.pushers = newPusherSet(s, c)
 	return s
 }

@@ -116,7 +116,15 @@ func (s *Service) submit(ctx context.Context, p pdu.Proto, ne NewEvent) (*pdu.Ev
 		return nil, err
 	}
 	s.write.Lock()
+	// The room's extremities, state and the event's persistence must not
+	// interleave with another process writing to the same room.
+	unlock, err := s.store.LockRoom(ctx, p.RoomID)
+	if err != nil {
+		s.write.Unlock()
+		return nil, err
+	}
 	ev, pos, err := s.submitLocked(ctx, p, ne)
+	unlock()
 	s.write.Unlock()
 	if err != nil {
 		return nil, err

@@ -149,6 +149,9 @@ type DirectoryStore interface {
 	// MoveAliases points every alias of one room at another and returns
 	// the aliases moved.
 	MoveAliases(ctx context.Context, fromRoomID, toRoomID string) ([]string, error)
+	// LockRoom serialises the writing of a room's events with other
+	// processes of the deployment until unlock.
+	LockRoom(ctx context.Context, roomID string) (unlock func(), err error)
 }
 
 // SyncStore is what the sync read side needs beyond the rest of Store.

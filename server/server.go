@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -53,6 +54,9 @@ type Server struct {
 	media    *media.HTTP
 	push     *push.Service
 	presence *presence.Service
+	hub      *stream.Hub
+	readers  *stream.Metrics
+	leaser   stream.Leaser
 
 	appservices *appservice.Set
 	asQueues    *appservice.Dispatcher
@@ -80,6 +84,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	reg := metrics.NewRegistry()
 	opts := StorageOptions(cfg.Database)
 	opts.Logger, opts.Registerer = log, reg
+	if opts.Engine == storage.Postgres {
+		// pg_stat_activity then tells the deployment's processes apart.
+		opts.DSN += " application_name='homeserver " + instanceName(cfg) + "'"
+	}
 	db, err := storage.Open(ctx, opts)
 	if err != nil {
 		return nil, err
@@ -106,6 +114,26 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	// queues, push evaluator, pushers) learn of it there. The hub only
 	// says "look again": everyone reads from their own position.
 	hub := stream.NewHub(log)
+	// With PostgreSQL, several processes may serve one deployment: the
+	// hub's announcements reach the others over the database, and each
+	// background reader runs in one process at a time, under a lease.
+	if db.Engine() == storage.SQLite && len(cfg.RunBackgroundTasksOn) > 0 {
+		_ = db.Close()
+		return nil, fmt.Errorf("%s: run_background_tasks_on needs PostgreSQL: a SQLite database serves one process", cfg.Path)
+	}
+	instance := storage.NewInstanceID(cfg.InstanceName)
+	if bus := db.Bus(instance); bus != nil {
+		hub.Connect(bus)
+	}
+	leaseTTL := time.Duration(cfg.ReaderLease)
+	if leaseTTL <= 0 {
+		leaseTTL = 10 * time.Second
+	}
+	var leaser stream.Leaser = db.Leaser(instance, leaseTTL)
+	if name := instanceName(cfg); len(cfg.RunBackgroundTasksOn) > 0 && !cfg.RunBackgroundTasksOn.Contains(name) {
+		log.Info("background readers run on other processes", "instance", name, "run_background_tasks_on", cfg.RunBackgroundTasksOn)
+		leaser = stream.Never{}
+	}
 	notifier := syncapi.NewNotifier()
 	hub.OnChange(func(c stream.Change) {
 		for _, r := range c.Rooms {
@@ -145,7 +173,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	// Each application service with a URL has an ordered, persistent queue
 	// of the events (and ephemeral data) that interest it.
 	asQueues, err := appservice.NewDispatcher(appservices, db, rms, appservice.Config{
-		ServerName: cfg.ServerName, Logger: log, Registerer: reg, Hub: hub, Metrics: readers,
+		ServerName: cfg.ServerName, Logger: log, Registerer: reg, Hub: hub, Metrics: readers, Leaser: leaser,
 	})
 	if err != nil {
 		_ = db.Close()
@@ -154,12 +182,32 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	accountData := accountdata.New(db, func(userID string) { announce(stream.AccountData, 0, nil, []string{userID}) })
 	pres := presence.New(db, func(userID string) { announceSharers(stream.Presence, userID) }, time.Now)
 	rcpt := receipts.New(db, func(roomID string) { announce(stream.Receipts, 0, []string{roomID}, nil) })
-	typ := typing.New(func(roomID string) { announce(stream.Typing, 0, []string{roomID}, nil) })
+	// Typing lives in memory in each process: a notice received here is
+	// shared with the others, which apply it; expiries happen everywhere
+	// by themselves.
+	typ := typing.New(func(roomID string, n *typing.Notice) {
+		c := stream.Change{Stream: stream.Typing, Rooms: []string{roomID}}
+		if n == nil {
+			hub.AnnounceLocal(c)
+			return
+		}
+		c.Pos = n.Pos
+		c.Data, _ = json.Marshal(n)
+		hub.Announce(c)
+	})
+	hub.OnChange(func(c stream.Change) {
+		if c.Stream == stream.Typing && c.Remote && c.Data != nil {
+			var n typing.Notice
+			if json.Unmarshal(c.Data, &n) == nil {
+				typ.Apply(n)
+			}
+		}
+	})
 	keys := e2ee.New(db, e2ee.Config{ServerName: cfg.ServerName, Logger: log})
 	asQueues.SetEphemeral(appservice.EphemeralSources{Typing: typ, Receipts: rcpt, Presence: pres, Keys: keys})
 	// Push rules are evaluated on every new event by a reader with its own
 	// durable cursor; pushers read the notifications it writes.
-	pushSvc := push.New(db, push.Config{ServerName: cfg.ServerName, Logger: log, Hub: hub, Metrics: readers})
+	pushSvc := push.New(db, push.Config{ServerName: cfg.ServerName, Logger: log, Hub: hub, Metrics: readers, Leaser: leaser})
 	pushSvc.OnRulesChanged(func(userID string, rs *push.Ruleset) {
 		if err := accountData.PutInternal(context.Background(), userID, "", "m.push_rules", push.MarshalRuleset(rs)); err != nil {
 			log.Warn("updating m.push_rules", "user_id", userID, "err", err)
@@ -210,9 +258,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	return &Server{
 		cfg: cfg, log: log, db: db, key: key, registry: reg,
 		http: metrics.NewHTTP(reg), accounts: acc, rooms: rms, client: client, typing: typ,
-		media:       mediaHTTP,
-		push:        pushSvc,
-		presence:    pres,
+		media:    mediaHTTP,
+		push:     pushSvc,
+		presence: pres,
+		hub:      hub, readers: readers, leaser: leaser,
 		appservices: appservices, asQueues: asQueues,
 	}, nil
 }
@@ -321,6 +370,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.push.Stop()
 	s.presence.StopIdleSweep()
 	s.typing.Close()
+	s.hub.Close()
 	if s.db != nil {
 		errs = append(errs, s.db.Close())
 		s.db = nil
@@ -338,7 +388,7 @@ func (s *Server) startQueues() error {
 	if err := s.push.Start(context.Background()); err != nil {
 		return err
 	}
-	s.presence.StartIdleSweep(s.log)
+	s.presence.StartIdleSweep(s.log, s.readers, s.leaser)
 	return nil
 }
 
@@ -348,4 +398,12 @@ func resourceNames(lc config.Listener) []string {
 		names = append(names, r.Names...)
 	}
 	return names
+}
+
+// instanceName is this process's name among the deployment's.
+func instanceName(cfg *config.Config) string {
+	if cfg.InstanceName == "" {
+		return "main"
+	}
+	return cfg.InstanceName
 }

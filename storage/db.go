@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/url"
+	"os"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
@@ -52,9 +53,12 @@ type Options struct {
 // and a pool of readers, which WAL lets run beside the writer.
 type DB struct {
 	engine  string
+	dsn     string // PostgreSQL: for the bus's own connection
 	w, r    *sql.DB
 	log     *slog.Logger
 	queries *prometheus.HistogramVec
+	// lock keeps other processes off a SQLite database.
+	lock *os.File
 }
 
 // Open opens the database and applies pending migrations. It refuses a
@@ -106,7 +110,7 @@ func openPostgres(ctx context.Context, o Options) (*DB, error) {
 		p.Close()
 		return nil, err
 	}
-	return &DB{engine: Postgres, w: p, r: p, log: o.Logger}, nil
+	return &DB{engine: Postgres, dsn: o.DSN, w: p, r: p, log: o.Logger}, nil
 }
 
 func openSQLite(ctx context.Context, o Options) (*DB, error) {
@@ -120,18 +124,28 @@ func openSQLite(ctx context.Context, o Options) (*DB, error) {
 	w.SetMaxOpenConns(1)
 	w.SetConnMaxIdleTime(0)
 	db := &DB{engine: SQLite, w: w, r: w, log: o.Logger}
+	if o.Path != ":memory:" {
+		// Several processes need PostgreSQL: their announcements and
+		// leases travel through it. Refuse a second one here.
+		lock, err := lockFile(o.Path + ".lock")
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("storage: %s is in use by another homeserver process (%v); a SQLite database serves one process, use PostgreSQL for several", o.Path, err)
+		}
+		db.lock = lock
+	}
 	if err := w.PingContext(ctx); err != nil {
-		w.Close()
+		db.Close()
 		return nil, fmt.Errorf("storage: open %s: %w", o.Path, err)
 	}
 	if err := migrate(ctx, w, goose.DialectSQLite3, o.Logger); err != nil {
-		w.Close()
+		db.Close()
 		return nil, err
 	}
 	if o.Path != ":memory:" {
 		r, err := sql.Open("sqlite", sqliteDSN(o.Path, true))
 		if err != nil {
-			w.Close()
+			db.Close()
 			return nil, fmt.Errorf("storage: open %s: %w", o.Path, err)
 		}
 		r.SetMaxOpenConns(o.ReadConns)
@@ -214,6 +228,9 @@ func (db *DB) Close() error {
 	err := db.w.Close()
 	if db.r != db.w {
 		err = errors.Join(err, db.r.Close())
+	}
+	if db.lock != nil {
+		err = errors.Join(err, db.lock.Close())
 	}
 	return err
 }

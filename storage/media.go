@@ -106,3 +106,14 @@ func (db *DB) InsertThumbnail(ctx context.Context, t media.Thumbnail) error {
 		t.Origin, t.MediaID, t.Method, t.Width, t.Height, t.ContentType, t.Size, t.SHA256, t.CreatedTS)
 	return err
 }
+
+func (db *DB) UploadedBytesSince(ctx context.Context, userID string, since int64) (int64, error) {
+	defer db.observe("uploaded_bytes_since", time.Now())
+	var n int64
+	err := db.r.QueryRowContext(ctx, `SELECT COALESCE(SUM(media_length), 0) FROM media
+		WHERE user_id = $1 AND uploaded_ts >= $2 AND uploaded_ts > 0`, userID, since).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("storage: uploaded bytes: %w", err)
+	}
+	return n, nil
+}

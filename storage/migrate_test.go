@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"io/fs"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/pressly/goose/v3"
@@ -80,5 +81,15 @@ func TestMigrateToStreamCounters(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A SQLite database serves one process: a second one is refused with an
+// error that says what to do.
+func TestSQLiteOneProcess(t *testing.T) {
+	_, path := openTemp(t)
+	_, err := Open(context.Background(), Options{Path: path, Logger: quietLog()})
+	if err == nil || !strings.Contains(err.Error(), "use PostgreSQL for several") {
+		t.Fatalf("second open: %v", err)
 	}
 }

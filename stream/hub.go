@@ -45,7 +45,11 @@ func (h *Hub) Connect(bus Bus) {
 	h.bus, h.stopBus = bus, cancel
 	h.mu.Unlock()
 	go func() {
-		if err := bus.Listen(ctx, h.deliver); err != nil && ctx.Err() == nil {
+		remote := func(c Change) {
+			c.Remote = true
+			h.deliver(c)
+		}
+		if err := bus.Listen(ctx, remote); err != nil && ctx.Err() == nil {
 			h.log.Error("listening for other processes' changes stopped", "err", err)
 		}
 	}()
@@ -92,6 +96,10 @@ func (h *Hub) Announce(c Change) {
 		bus.Publish(c)
 	}
 }
+
+// AnnounceLocal tells only this process of a change: one that every
+// process makes by itself (a typing notice expiring).
+func (h *Hub) AnnounceLocal(c Change) { h.deliver(c) }
 
 // deliver hands a change to this process's subscribers.
 func (h *Hub) deliver(c Change) {

@@ -35,6 +35,16 @@ type localLease struct{}
 func (localLease) Lost() <-chan struct{} { return nil }
 func (localLease) Release()              {}
 
+// Never is the leaser of a process that must not run background readers:
+// it never grants a lease.
+type Never struct{}
+
+// Acquire implements Leaser: it waits for ctx to end.
+func (Never) Acquire(ctx context.Context, name string) (Lease, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
 // RunLeased runs the reader whenever this process holds its lease: it
 // waits for the lease, runs until the lease is lost or ctx ends, and then
 // waits for the lease again.

@@ -26,7 +26,11 @@ type Reader struct {
 	// Name is unique among readers and labels the metrics
 	// ("appservice:irc", "push:evaluator", "pusher:12").
 	Name string
-	Step func(ctx context.Context) (Progress, error)
+	// Start, when set, reads the reader's state before its first step:
+	// each time this process takes the reader, which another process may
+	// have run until then. A failure is retried like a step's.
+	Start func(ctx context.Context) error
+	Step  func(ctx context.Context) (Progress, error)
 	// Wake says "look again"; Kick ends a backoff wait early.
 	Wake, Kick <-chan struct{}
 	// Poll, when set, steps at least this often even without a wake-up.
@@ -52,8 +56,18 @@ func (r *Reader) Run(ctx context.Context) {
 	failures := 0
 	var failedAt time.Time
 	var poll <-chan time.Time
+	started := r.Start == nil
 	for ctx.Err() == nil {
-		p, err := r.Step(ctx)
+		var p Progress
+		var err error
+		if !started {
+			if err = r.Start(ctx); err == nil {
+				started = true
+				p.More = true
+			}
+		} else {
+			p, err = r.Step(ctx)
+		}
 		if ctx.Err() != nil {
 			return
 		}

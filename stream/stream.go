@@ -26,6 +26,8 @@ const (
 	DeviceLists   Name = "device_lists"
 	OTK           Name = "otk"
 	Notifications Name = "notifications"
+	// Pushers has no positions: it says the set of pushers changed.
+	Pushers Name = "pushers"
 )
 
 // Change is one announcement: something was written to a stream, up to a
@@ -38,4 +40,6 @@ type Change struct {
 	// Data carries what a stream kept in memory needs to apply the change
 	// elsewhere (typing); nil for the streams read from the database.
 	Data []byte `json:"d,omitempty"`
+	// Remote is set on changes that came from another process.
+	Remote bool `json:"-"`
 }

@@ -68,7 +68,14 @@ func TestHubBus(t *testing.T) {
 		t.Fatalf("published %+v", c)
 	}
 	<-wake
+	got := make(chan Change, 4)
+	h.OnChange(func(c Change) { got <- c })
 	bus.incoming <- Change{Stream: Events, Pos: 2}
+	<-wake
+	if c := <-got; !c.Remote || c.Pos != 2 {
+		t.Fatalf("a change from another process: %+v", c)
+	}
+	h.AnnounceLocal(Change{Stream: Events, Pos: 3})
 	<-wake
 	select {
 	case c := <-bus.published:

@@ -3,6 +3,13 @@
 // server drops it by itself. Every change, expiry included, moves the
 // service's position forward, so that /sync can ask which rooms changed
 // since its token and wait for the next change.
+//
+// With several processes, each keeps the same state: a process shares the
+// notices it receives (Notice, with their deadline), the others apply them
+// (Apply), and each expires them by itself at the same deadline. Positions
+// follow the clock (a change takes at least the current time in
+// microseconds), so that a token from one process means about the same on
+// another.
 package typing
 
 import (
@@ -17,9 +24,19 @@ const (
 	MaxTimeout     = 120 * time.Second
 )
 
+// Notice is one change of typing, as processes share it.
+type Notice struct {
+	RoomID string `json:"room_id"`
+	UserID string `json:"user_id"`
+	Typing bool   `json:"typing"`
+	// Until is when the notice expires, in unix milliseconds.
+	Until int64 `json:"until,omitempty"`
+	Pos   int64 `json:"pos"`
+}
+
 // Service is the typing state of every room. It is safe for concurrent use.
 type Service struct {
-	notify func(roomID string)
+	notify func(roomID string, n *Notice)
 	now    func() time.Time
 
 	mu sync.Mutex
@@ -49,14 +66,16 @@ type timer interface {
 
 // New returns an empty typing service. notify, when not nil, is called
 // after each change with its room (so that waiting syncs of the room's
-// members look again): from Set's caller, or from the service's timer when
-// notices expire. It must not block.
-func New(notify func(roomID string)) *Service {
+// members look again): from Set's caller, with the notice to share with
+// other processes, or from the service's timer, with nil, when notices
+// expire (every process expires them by itself). It is not called for
+// notices applied from other processes. It must not block.
+func New(notify func(roomID string, n *Notice)) *Service {
 	return newService(notify, time.Now, func(d time.Duration, f func()) timer { return time.AfterFunc(d, f) })
 }
 
 // newService takes the clock and timers, which tests drive by hand.
-func newService(notify func(string), now func() time.Time, after func(time.Duration, func()) timer) *Service {
+func newService(notify func(string, *Notice), now func() time.Time, after func(time.Duration, func()) timer) *Service {
 	return &Service{
 		notify: notify,
 		now:    now,
@@ -97,14 +116,49 @@ func (s *Service) Set(roomID, userID string, typing bool, timeout time.Duration)
 		}
 	}
 	changed := was != typing
+	var n *Notice
 	if changed {
-		s.changeLocked(roomID)
+		s.changeLocked(roomID, now.UnixMicro())
+		n = &Notice{RoomID: roomID, UserID: userID, Typing: typing, Pos: s.pos}
+		if typing {
+			n.Until = users[userID].UnixMilli()
+		}
 	}
 	s.scheduleLocked(now)
 	s.mu.Unlock()
 	if changed && s.notify != nil {
-		s.notify(roomID)
+		s.notify(roomID, n)
 	}
+}
+
+// Apply records a notice another process received. It does not notify:
+// the announcement that carried it woke this process's syncs.
+func (s *Service) Apply(n Notice) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	s.expireLocked(now)
+	users := s.typing[n.RoomID]
+	_, was := users[n.UserID]
+	until := time.UnixMilli(n.Until)
+	typing := n.Typing && until.After(now)
+	switch {
+	case typing:
+		if users == nil {
+			users = map[string]time.Time{}
+			s.typing[n.RoomID] = users
+		}
+		users[n.UserID] = until
+	case was:
+		delete(users, n.UserID)
+		if len(users) == 0 {
+			delete(s.typing, n.RoomID)
+		}
+	}
+	if was != typing {
+		s.changeLocked(n.RoomID, n.Pos)
+	}
+	s.scheduleLocked(now)
 }
 
 // Typing returns the users typing in roomID now, sorted.
@@ -178,7 +232,7 @@ func (s *Service) expireLocked(now time.Time) bool {
 			if !until.After(now) {
 				delete(users, u)
 				dropped = true
-				s.changeLocked(room)
+				s.changeLocked(room, 0)
 				s.unannounced[room] = true
 			}
 		}
@@ -189,9 +243,10 @@ func (s *Service) expireLocked(now time.Time) bool {
 	return dropped
 }
 
-// changeLocked moves the position forward for a change in room.
-func (s *Service) changeLocked(room string) {
-	s.pos++
+// changeLocked moves the position forward, to at least floor, for a change
+// in room.
+func (s *Service) changeLocked(room string, floor int64) {
+	s.pos = max(s.pos+1, floor)
 	s.changed[room] = s.pos
 }
 
@@ -248,7 +303,7 @@ func (s *Service) tick() {
 	slices.Sort(rooms)
 	if s.notify != nil {
 		for _, room := range rooms {
-			s.notify(room)
+			s.notify(room, nil)
 		}
 	}
 }

@@ -76,13 +76,17 @@ func (c *clock) wake() (time.Time, bool) {
 }
 
 type recorder struct {
-	mu    sync.Mutex
-	rooms []string
+	mu      sync.Mutex
+	rooms   []string
+	notices []Notice
 }
 
-func (r *recorder) notify(room string) {
+func (r *recorder) notify(room string, n *Notice) {
 	r.mu.Lock()
 	r.rooms = append(r.rooms, room)
+	if n != nil {
+		r.notices = append(r.notices, *n)
+	}
 	r.mu.Unlock()
 }
 
@@ -212,7 +216,7 @@ func TestLazyExpiry(t *testing.T) {
 	}
 	// Typing again after expiry is a change of its own.
 	s.Set("!a", "@alice:x", true, 0)
-	if s.Pos() != p+2 || !slices.Equal(rec.take(), []string{"!a"}) {
+	if s.Pos() <= p+1 || !slices.Equal(rec.take(), []string{"!a"}) {
 		t.Fatal("typing again after expiry was not a change")
 	}
 }
@@ -239,7 +243,7 @@ func TestCloseStopsTimer(t *testing.T) {
 // notice that expires by itself and wakes its waiter.
 func TestConcurrentRealTimer(t *testing.T) {
 	woke := make(chan string, 100)
-	s := New(func(room string) {
+	s := New(func(room string, _ *Notice) {
 		select {
 		case woke <- room:
 		default:
@@ -273,5 +277,52 @@ func TestConcurrentRealTimer(t *testing.T) {
 	}
 	if got := s.Typing("!short"); len(got) != 0 {
 		t.Fatalf("expired notice shown: %v", got)
+	}
+}
+
+// Two processes keep the same state: what one receives it shares, the
+// other applies; each expires notices at the same deadline by itself.
+func TestSharedBetweenProcesses(t *testing.T) {
+	a, c, recA := newTest(t)
+	b := newService(nil, c.Now, c.after)
+	t.Cleanup(b.Close)
+	a.Set("!r", "@alice:x", true, 10*time.Second)
+	recA.mu.Lock()
+	shared := recA.notices
+	recA.mu.Unlock()
+	if len(shared) != 1 || shared[0].UserID != "@alice:x" || !shared[0].Typing || shared[0].Pos != a.Pos() {
+		t.Fatalf("shared notice %+v", shared)
+	}
+	before := b.Pos()
+	b.Apply(shared[0])
+	if got := b.Typing("!r"); !slices.Equal(got, []string{"@alice:x"}) {
+		t.Fatalf("applied: %v", got)
+	}
+	if b.Pos() <= before || b.Pos() < shared[0].Pos {
+		t.Fatalf("position %d after applying a notice at %d (was %d)", b.Pos(), shared[0].Pos, before)
+	}
+	if got := b.ChangedSince(before); !slices.Equal(got, []string{"!r"}) {
+		t.Fatalf("changed since %v", got)
+	}
+	// A notice whose deadline passed is not applied.
+	b.Apply(Notice{RoomID: "!s", UserID: "@bob:x", Typing: true, Until: c.Now().Add(-time.Second).UnixMilli(), Pos: 1})
+	if len(b.Typing("!s")) != 0 {
+		t.Fatal("expired notice applied")
+	}
+	c.advance(11 * time.Second)
+	if len(a.Typing("!r")) != 0 || len(b.Typing("!r")) != 0 {
+		t.Fatal("both expire the notice at its deadline")
+	}
+	// Stopping is shared too.
+	a.Set("!r", "@carol:x", true, 0)
+	a.Set("!r", "@carol:x", false, 0)
+	recA.mu.Lock()
+	stop := recA.notices[len(recA.notices)-1]
+	start := recA.notices[len(recA.notices)-2]
+	recA.mu.Unlock()
+	b.Apply(start)
+	b.Apply(stop)
+	if stop.Typing || len(b.Typing("!r")) != 0 {
+		t.Fatalf("stop %+v; b has %v", stop, b.Typing("!r"))
 	}
 }

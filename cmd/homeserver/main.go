@@ -57,9 +57,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	fs := flag.NewFlagSet("homeserver", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var configPath, serverName string
+	var configPath, serverName, instance string
 	var generate, enableRegistration bool
-	var port int
+	var port, httpPort int
 	fs.StringVar(&configPath, "config-path", "", "path to homeserver.yaml")
 	fs.StringVar(&configPath, "c", "", "shorthand for --config-path")
 	fs.StringVar(&serverName, "server-name", "", "server name for --generate-config")
@@ -68,10 +68,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.BoolVar(&enableRegistration, "enable-registration", false, "with --generate-config: open registration (dummy flow)")
 	fs.IntVar(&port, "port", 0, "with --generate-config: client listener port (default 8008)")
 	fs.String("report-stats", "no", "accepted for Synapse compatibility; statistics are never reported")
+	fs.StringVar(&instance, "instance-name", "", "this process's name when several serve one deployment (PostgreSQL); see run_background_tasks_on")
+	fs.IntVar(&httpPort, "http-port", 0, "serve the client listeners on this port instead of the configured one (one port per process)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage:
   homeserver --server-name NAME -c homeserver.yaml --generate-config
-  homeserver -c homeserver.yaml
+  homeserver -c homeserver.yaml [--instance-name NAME --http-port PORT]
   homeserver register-user -c homeserver.yaml [-u USER] [-p PASSWORD] [-a] [SERVER_URL]
   homeserver version`)
 		fs.PrintDefaults()
@@ -103,7 +105,39 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			configPath, serverName, configPath)
 		return 0
 	}
-	return serve(ctx, configPath, stderr)
+	return serve(ctx, configPath, processOptions{instance: instance, httpPort: httpPort}, stderr)
+}
+
+// processOptions are the settings of one process that the shared
+// configuration file cannot hold.
+type processOptions struct {
+	instance string
+	httpPort int
+}
+
+// apply sets them on the loaded configuration.
+func (o processOptions) apply(cfg *config.Config) error {
+	cfg.InstanceName = o.instance
+	if o.instance != "" && cfg.PidFile != "" {
+		cfg.PidFile += "." + o.instance
+	}
+	if o.httpPort == 0 {
+		return nil
+	}
+	if o.httpPort < 0 || o.httpPort > 65535 {
+		return fmt.Errorf("--http-port %d: not a port", o.httpPort)
+	}
+	n := 0
+	for i, l := range cfg.Listeners {
+		if l.Type == "http" && l.Serves("client") {
+			cfg.Listeners[i].Port = o.httpPort
+			n++
+		}
+	}
+	if n == 0 {
+		return fmt.Errorf("--http-port: %s has no http listener with the client resource", cfg.Path)
+	}
+	return nil
 }
 
 // serve runs the server configured in configPath until ctx is cancelled,
@@ -111,10 +145,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 // flight get up to 30 seconds to finish, and the database is closed. It logs
 // to stderr and returns the exit status: 0 after a clean shutdown, 1 if the
 // configuration is invalid or the server fails to start or to stop cleanly.
-func serve(ctx context.Context, configPath string, stderr io.Writer) int {
+func serve(ctx context.Context, configPath string, opts processOptions, stderr io.Writer) int {
 	cfg, warnings, err := config.Load(configPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if err := opts.apply(cfg); err != nil {
+		fmt.Fprintln(stderr, "homeserver:", err)
 		return 1
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.SlogLevel()}))

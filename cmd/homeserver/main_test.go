@@ -243,7 +243,7 @@ func startServe(t *testing.T, configPath string) (cancel context.CancelFunc, sto
 	code, logs = new(int), new(syncBuffer)
 	go func() {
 		defer close(done)
-		*code = serve(ctx, configPath, logs)
+		*code = serve(ctx, configPath, processOptions{}, logs)
 	}()
 	// Also when the test fails half-way: never leave a server running.
 	t.Cleanup(func() {

@@ -17,7 +17,13 @@ import (
 // homeserver.yaml database section (Synapse's psycopg2 shape) for it.
 func PostgresDatabase(t testing.TB, dsn string) string {
 	t.Helper()
-	name := CreatePostgresDB(t, dsn)
+	return postgresSection(t, dsn, CreatePostgresDB(t, dsn))
+}
+
+// postgresSection is the database section for database name on the
+// server of dsn.
+func postgresSection(t testing.TB, dsn, name string) string {
+	t.Helper()
 	u, err := url.Parse(dsn)
 	if err != nil {
 		t.Fatalf("%s: %v", PostgresEnv, err)

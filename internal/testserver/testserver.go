@@ -77,6 +77,8 @@ type Server struct {
 	URL    string
 	Client *http.Client
 	yaml   string
+	// Instance, when set, is the process's --instance-name (clusters).
+	Instance string
 }
 
 // Start starts a server configured with BaseConfig plus extra YAML. YAML
@@ -108,6 +110,7 @@ func (s *Server) start() {
 	if err != nil {
 		s.t.Fatalf("test config: %v", err)
 	}
+	cfg.InstanceName = s.Instance
 	s.Config = cfg
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
@@ -126,6 +129,52 @@ func (s *Server) start() {
 	}
 	s.Srv = srv
 	s.URL = "http://" + l.Addr().String()
+}
+
+// Cluster is one deployment served by several processes: one PostgreSQL
+// database and one configuration directory (media store, signing key).
+type Cluster struct {
+	t   testing.TB
+	Dir string
+	// DSN reaches the cluster's database, for tests that look into it.
+	DSN  string
+	yaml string
+}
+
+// NewCluster prepares a deployment whose processes start with Start; extra
+// is added to BaseConfig. It skips the test unless HOMESERVER_TEST_POSTGRES
+// names a PostgreSQL server: a SQLite database serves one process.
+func NewCluster(t testing.TB, extra string) *Cluster {
+	t.Helper()
+	dsn := os.Getenv(PostgresEnv)
+	if dsn == "" {
+		t.Skipf("several processes need PostgreSQL; set %s", PostgresEnv)
+	}
+	name := CreatePostgresDB(t, dsn)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("%s: %v", PostgresEnv, err)
+	}
+	u.Path = "/" + name
+	c := &Cluster{t: t, Dir: t.TempDir(), DSN: u.String()}
+	c.yaml = strings.Replace(BaseConfig+extra, SQLiteDatabase, postgresSection(t, dsn, name), 1)
+	if err := os.WriteFile(c.ConfigPath(), []byte(c.yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// ConfigPath is the homeserver.yaml every process of the cluster reads.
+func (c *Cluster) ConfigPath() string { return filepath.Join(c.Dir, "homeserver.yaml") }
+
+// Start starts a process of the cluster, in this test binary, with this
+// --instance-name.
+func (c *Cluster) Start(instance string) *Server {
+	c.t.Helper()
+	s := &Server{t: c.t, Dir: c.Dir, yaml: c.yaml, Client: &http.Client{Timeout: 30 * time.Second}, Instance: instance}
+	s.start()
+	c.t.Cleanup(s.Stop)
+	return s
 }
 
 // Stop shuts the server down; safe to call twice.
