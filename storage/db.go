@@ -41,7 +41,8 @@ type Options struct {
 	// ReadConns is the size of the SQLite reader pool (default 4), or the
 	// maximum size of the PostgreSQL pool (default 10).
 	ReadConns int
-	// MinConns is the number of idle PostgreSQL connections kept open.
+	// MinConns PostgreSQL connections are opened at start (Synapse's
+	// cp_min); once open, connections stay open.
 	MinConns int
 	Logger   *slog.Logger
 	// Registerer receives pool and query metrics when set.
@@ -101,7 +102,11 @@ func openPostgres(ctx context.Context, o Options) (*DB, error) {
 		return nil, fmt.Errorf("storage: open postgres: %w", err)
 	}
 	p.SetMaxOpenConns(o.ReadConns)
-	p.SetMaxIdleConns(max(o.MinConns, min(o.ReadConns, 4)))
+	// Keep every connection once opened, as Synapse's pool does: a new
+	// PostgreSQL connection is a new backend process, milliseconds of
+	// work, and closing the fifth idle one under load made every burst
+	// pay for it again.
+	p.SetMaxIdleConns(o.ReadConns)
 	if err := p.PingContext(ctx); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("storage: connecting to postgres: %w", err)
@@ -109,6 +114,17 @@ func openPostgres(ctx context.Context, o Options) (*DB, error) {
 	if err := migrate(ctx, p, goose.DialectPostgres, o.Logger); err != nil {
 		p.Close()
 		return nil, err
+	}
+	warm := make([]*sql.Conn, 0, min(o.MinConns, o.ReadConns))
+	for range cap(warm) {
+		c, err := p.Conn(ctx)
+		if err != nil {
+			break // the pool opens them on demand instead
+		}
+		warm = append(warm, c)
+	}
+	for _, c := range warm {
+		c.Close()
 	}
 	return &DB{engine: Postgres, dsn: o.DSN, w: p, r: p, log: o.Logger}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net/http"
 	"net/url"
@@ -16,19 +17,40 @@ import (
 	"time"
 )
 
-// Client speaks the public Client-Server API of one homeserver. It holds no
-// user: every call takes the access token it acts with.
+// Client speaks the public Client-Server API of a homeserver. It holds no
+// user: every call takes the access token it acts with. A homeserver of
+// several processes has several base URLs: calls without a token go to the
+// first (a shared-secret nonce or a UIA session lives in the process that
+// issued it), and each access token sticks to one process chosen by its
+// hash, as a load balancer hashing on the client would do.
 type Client struct {
-	Base         string
+	Bases        []string
 	HTTP         *http.Client
 	SharedSecret string // shared-secret admin registration when set, else the dummy flow
 	txn          atomic.Int64
 }
 
-// NewClient returns a client for the homeserver at base.
-func NewClient(base, sharedSecret string) *Client {
+// NewClient returns a client for the homeserver at bases, a comma-separated
+// list of base URLs (one per process).
+func NewClient(bases, sharedSecret string) *Client {
 	tr := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second}
-	return &Client{Base: strings.TrimRight(base, "/"), HTTP: &http.Client{Transport: tr, Timeout: 120 * time.Second}, SharedSecret: sharedSecret}
+	c := &Client{HTTP: &http.Client{Transport: tr, Timeout: 120 * time.Second}, SharedSecret: sharedSecret}
+	for _, b := range strings.Split(bases, ",") {
+		if b = strings.TrimRight(strings.TrimSpace(b), "/"); b != "" {
+			c.Bases = append(c.Bases, b)
+		}
+	}
+	return c
+}
+
+// base returns the base URL a request made with token goes to.
+func (c *Client) base(token string) string {
+	if token == "" || len(c.Bases) == 1 {
+		return c.Bases[0]
+	}
+	h := fnv.New32a()
+	h.Write([]byte(token))
+	return c.Bases[h.Sum32()%uint32(len(c.Bases))]
 }
 
 // User is a logged-in account.
@@ -70,7 +92,7 @@ func (c *Client) DoRaw(ctx context.Context, method, path, token, contentType str
 		}
 		rd = bytes.NewReader(data)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, c.base(token)+path, rd)
 	if err != nil {
 		return 0, err
 	}
@@ -152,7 +174,7 @@ func (c *Client) Register(ctx context.Context, localpart, password string) (User
 // uiaSession posts body to /register and returns the session of the 401.
 func (c *Client) uiaSession(ctx context.Context, body map[string]any, session *string) error {
 	data, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, "POST", c.Base+"/_matrix/client/v3/register", bytes.NewReader(data))
+	req, err := http.NewRequestWithContext(ctx, "POST", c.base("")+"/_matrix/client/v3/register", bytes.NewReader(data))
 	if err != nil {
 		return err
 	}

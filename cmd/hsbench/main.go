@@ -5,6 +5,7 @@
 // nothing at all).
 //
 //	hsbench -hs http://127.0.0.1:8008 [-shared-secret S | -register-open] [-json] [-pid PID] SCENARIO...
+//	hsbench -hs URL1,URL2,... -pid PID1,PID2,... SCENARIO...   (one homeserver, several processes)
 //
 // Scenarios: send, sync-wake, initial-sync, join, media, appservice,
 // register (or all). The target server must have its rc_* rate limits
@@ -44,7 +45,7 @@ type Options struct {
 	SharedSecret  string
 	RegisterOpen  bool
 	JSON          bool
-	PID           int
+	PIDs          pidList
 	Quiet         bool
 	SendUsers     int
 	SendMessages  int
@@ -82,11 +83,11 @@ func parseFlags(args []string, stderr io.Writer) (*Options, []string, error) {
 	o := &Options{}
 	fs := flag.NewFlagSet("hsbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.HS, "hs", "http://127.0.0.1:8008", "homeserver base URL")
+	fs.StringVar(&o.HS, "hs", "http://127.0.0.1:8008", "homeserver base URL; comma-separated for a homeserver of several processes (each access token sticks to one)")
 	fs.StringVar(&o.SharedSecret, "shared-secret", "", "registration_shared_secret: register users through the shared-secret admin API")
 	fs.BoolVar(&o.RegisterOpen, "register-open", false, "register users through open registration (m.login.dummy)")
 	fs.BoolVar(&o.JSON, "json", false, "also print the results as JSON (one object per line) on stdout")
-	fs.IntVar(&o.PID, "pid", 0, "homeserver process ID: report peak RSS and CPU seconds from /proc")
+	fs.Var(&o.PIDs, "pid", "homeserver process ID: report peak RSS and CPU seconds from /proc; comma-separated for several processes (summed)")
 	fs.BoolVar(&o.Quiet, "q", false, "no progress on stderr")
 	fs.IntVar(&o.SendUsers, "send-users", 10, "send: users (U)")
 	fs.IntVar(&o.SendMessages, "send-messages", 50, "send: messages per user (M)")
@@ -199,9 +200,9 @@ func newBench(o *Options, stderr io.Writer) *Bench {
 // nothing.
 func (b *Bench) Run(ctx context.Context, name string) (*Result, error) {
 	var before ProcStat
-	if b.Opt.PID != 0 {
+	if len(b.Opt.PIDs) != 0 {
 		var err error
-		if before, err = ReadProc(b.Opt.PID); err != nil {
+		if before, err = ReadProcs(b.Opt.PIDs); err != nil {
 			return nil, fmt.Errorf("-pid: %w", err)
 		}
 	}
@@ -215,8 +216,8 @@ func (b *Bench) Run(ctx context.Context, name string) (*Result, error) {
 	if len(r.Metrics) == 0 {
 		return nil, errors.New("measured nothing")
 	}
-	if b.Opt.PID != 0 {
-		after, err := ReadProc(b.Opt.PID)
+	if len(b.Opt.PIDs) != 0 {
+		after, err := ReadProcs(b.Opt.PIDs)
 		if err != nil {
 			return nil, fmt.Errorf("-pid: %w", err)
 		}
@@ -236,10 +237,10 @@ func (b *Bench) Run(ctx context.Context, name string) (*Result, error) {
 // measuring marks the start of the measured phase of r: CPU seconds count
 // from here, not from the set-up (registrations, rooms).
 func (b *Bench) measuring(r *Result) {
-	if b.Opt.PID == 0 {
+	if len(b.Opt.PIDs) == 0 {
 		return
 	}
-	if s, err := ReadProc(b.Opt.PID); err == nil {
+	if s, err := ReadProcs(b.Opt.PIDs); err == nil {
 		r.procStart = &s
 	}
 }

@@ -17,6 +17,45 @@ type ProcStat struct {
 	HWMKiB     int64   // peak resident set (VmHWM)
 }
 
+// pidList is the -pid flag: one or more comma-separated process IDs.
+type pidList []int
+
+func (l *pidList) String() string {
+	parts := make([]string, len(*l))
+	for i, p := range *l {
+		parts[i] = strconv.Itoa(p)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (l *pidList) Set(v string) error {
+	*l = nil
+	for _, f := range strings.Split(v, ",") {
+		p, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || p <= 0 {
+			return fmt.Errorf("bad process ID %q", f)
+		}
+		*l = append(*l, p)
+	}
+	return nil
+}
+
+// ReadProcs sums the snapshots of several processes: CPU seconds and peak
+// resident sets (each process's own peak; together an upper bound of the
+// peak of the whole).
+func ReadProcs(pids []int) (ProcStat, error) {
+	var sum ProcStat
+	for _, pid := range pids {
+		s, err := ReadProc(pid)
+		if err != nil {
+			return sum, err
+		}
+		sum.CPUSeconds += s.CPUSeconds
+		sum.HWMKiB += s.HWMKiB
+	}
+	return sum, nil
+}
+
 // ReadProc reads /proc/PID/stat and /proc/PID/status.
 func ReadProc(pid int) (ProcStat, error) {
 	var s ProcStat
