@@ -74,6 +74,35 @@ type Config struct {
 	// FederationDomainWhitelist is nil when unset (federate with everyone);
 	// an empty, non-nil list disables federation, as in Synapse.
 	FederationDomainWhitelist []string `yaml:"federation_domain_whitelist"`
+	// FederationVerifyCertificates checks other servers' TLS certificates
+	// (default true; false is for test set-ups only).
+	FederationVerifyCertificates *bool `yaml:"federation_verify_certificates"`
+	// FederationCustomCAList are PEM files of certificate authorities
+	// trusted for federation besides the system's.
+	FederationCustomCAList []string `yaml:"federation_custom_ca_list"`
+	// IPRangeBlacklist are the addresses outbound federation (and other
+	// requests a user can aim) must not reach; nil means the private and
+	// reserved ranges. federation_ip_range_blacklist is Synapse's older
+	// name for it. IPRangeWhitelist overrides it.
+	IPRangeBlacklist           []string `yaml:"ip_range_blacklist"`
+	FederationIPRangeBlacklist []string `yaml:"federation_ip_range_blacklist"`
+	IPRangeWhitelist           []string `yaml:"ip_range_whitelist"`
+	// TrustedKeyServers are notaries asked for other servers' keys when
+	// those cannot be fetched directly (Synapse's key; empty by default
+	// here: keys are fetched from their servers).
+	TrustedKeyServers []TrustedKeyServer `yaml:"trusted_key_servers"`
+	// OldSigningKeys are this server's former keys, still published so
+	// that what they signed stays verifiable.
+	OldSigningKeys map[string]OldSigningKey `yaml:"old_signing_keys"`
+	// KeyRefreshInterval is how long other servers may cache our key
+	// (default 1d).
+	KeyRefreshInterval Duration `yaml:"key_refresh_interval"`
+	// Federation holds Synapse's federation section: request timeouts and
+	// the backoff of unreachable destinations.
+	Federation FederationSettings `yaml:"federation"`
+	// FederationHostOverrides maps server names to host:port, bypassing
+	// discovery (.well-known and SRV): for tests and closed networks.
+	FederationHostOverrides map[string]string `yaml:"federation_host_overrides"`
 
 	EnableMetrics bool `yaml:"enable_metrics"`
 
@@ -107,6 +136,26 @@ type Config struct {
 	RcJoins        RcJoins   `yaml:"rc_joins"`
 	RcInvites      RcInvites `yaml:"rc_invites"`
 	RcMediaCreate  RateLimit `yaml:"rc_media_create"`
+}
+
+// TrustedKeyServer is a notary for other servers' keys.
+type TrustedKeyServer struct {
+	ServerName string            `yaml:"server_name"`
+	VerifyKeys map[string]string `yaml:"verify_keys"`
+}
+
+// OldSigningKey is a former signing key of this server.
+type OldSigningKey struct {
+	Key       string `yaml:"key"`
+	ExpiredTS int64  `yaml:"expired_ts"`
+}
+
+// FederationSettings is Synapse's federation section.
+type FederationSettings struct {
+	ClientTimeout               Duration `yaml:"client_timeout"`
+	DestinationMinRetryInterval Duration `yaml:"destination_min_retry_interval"`
+	DestinationRetryMultiplier  float64  `yaml:"destination_retry_multiplier"`
+	DestinationMaxRetryInterval Duration `yaml:"destination_max_retry_interval"`
 }
 
 // Listener is one port the server listens on.
@@ -217,6 +266,13 @@ func Defaults() *Config {
 		DefaultRoomVersion:             "10",
 		LogLevel:                       "info",
 		RefreshableAccessTokenLifetime: Duration(5 * time.Minute),
+		KeyRefreshInterval:             Duration(24 * time.Hour),
+		Federation: FederationSettings{
+			ClientTimeout:               Duration(60 * time.Second),
+			DestinationMinRetryInterval: Duration(10 * time.Minute),
+			DestinationRetryMultiplier:  2,
+			DestinationMaxRetryInterval: Duration(7 * 24 * time.Hour),
+		},
 		// Synapse's defaults.
 		RcMessage:      RateLimit{PerSecond: 0.2, BurstCount: 10},
 		RcRegistration: RateLimit{PerSecond: 0.17, BurstCount: 3},
@@ -326,6 +382,9 @@ func (c *Config) resolvePaths(dir string) {
 	resolve(&c.TLSCertificatePath)
 	resolve(&c.TLSPrivateKeyPath)
 	resolve(&c.PidFile)
+	for i := range c.FederationCustomCAList {
+		resolve(&c.FederationCustomCAList[i])
+	}
 	for i := range c.AppServiceConfigFiles {
 		resolve(&c.AppServiceConfigFiles[i])
 	}

@@ -69,6 +69,24 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 		if n.Kind != yaml.MappingNode {
 			return d.errorf(path, "want a mapping, got %s", describe(n))
 		}
+		if v.Type().Key().Kind() == reflect.String && v.Type().Elem().Kind() != reflect.Interface {
+			// A typed map (server name -> address, key ID -> key): each
+			// value is decoded and checked like a field.
+			pairs, err := d.mappingPairs(n, path)
+			if err != nil {
+				return err
+			}
+			m := reflect.MakeMapWithSize(v.Type(), len(pairs))
+			for _, p := range pairs {
+				ev := reflect.New(v.Type().Elem()).Elem()
+				if err := d.decode(p.val, ev, joinPath(path, p.key.Value)); err != nil {
+					return err
+				}
+				m.SetMapIndex(reflect.ValueOf(p.key.Value).Convert(v.Type().Key()), ev)
+			}
+			v.Set(m)
+			return nil
+		}
 		m, err := d.jsonValue(n, path)
 		if err != nil {
 			return err

@@ -74,6 +74,9 @@ func (c *Config) validate(d *decoder) error {
 	if err := c.validateMediaLimits(d); err != nil {
 		return err
 	}
+	if err := c.validateFederation(d); err != nil {
+		return err
+	}
 	if err := c.validateURLPreview(d); err != nil {
 		return err
 	}
@@ -322,6 +325,29 @@ func ParseIPRange(s string) (netip.Prefix, error) {
 	}
 	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func (c *Config) validateFederation(d *decoder) error {
+	for name, list := range map[string][]string{"ip_range_blacklist": c.IPRangeBlacklist, "federation_ip_range_blacklist": c.FederationIPRangeBlacklist, "ip_range_whitelist": c.IPRangeWhitelist} {
+		for i, r := range list {
+			if _, err := ParseIPRange(r); err != nil {
+				return d.errorf(fmt.Sprintf("%s[%d]", name, i), "invalid IP range %q: %v", r, err)
+			}
+		}
+	}
+	for i, t := range c.TrustedKeyServers {
+		if t.ServerName == "" {
+			return d.errorf(fmt.Sprintf("trusted_key_servers[%d].server_name", i), "required")
+		}
+	}
+	f := c.Federation
+	if f.ClientTimeout < 0 || f.DestinationMinRetryInterval < 0 || f.DestinationMaxRetryInterval < 0 {
+		return d.errorf("federation", "durations must not be negative")
+	}
+	if f.DestinationRetryMultiplier != 0 && f.DestinationRetryMultiplier != 2 {
+		return d.errorf("federation.destination_retry_multiplier", "only 2 is supported, got %v", f.DestinationRetryMultiplier)
+	}
+	return nil
 }
 
 func (c *Config) validateURLPreview(d *decoder) error {

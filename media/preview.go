@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -24,6 +23,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"homeserver/mxhttp"
+	"homeserver/netguard"
 )
 
 // PreviewConfig configures URL previews (Synapse's url_preview_* keys).
@@ -57,17 +57,13 @@ const (
 	previewMaxValue     = 2048 // bytes of one OpenGraph value
 )
 
-var (
-	errIPBlocked  = errors.New("media: preview: IP address blocked")
-	errURLBlocked = errors.New("media: preview: URL blocked")
-)
+var errURLBlocked = errors.New("media: preview: URL blocked")
 
 type previewer struct {
 	svc    *Service
 	cfg    PreviewConfig
 	rules  []urlRule
 	client *http.Client
-	dialer *net.Dialer
 	flight singleflight.Group
 
 	mu    sync.Mutex
@@ -97,9 +93,6 @@ func newPreviewer(s *Service, cfg PreviewConfig) *previewer {
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = 1000
 	}
-	if cfg.Resolver == nil {
-		cfg.Resolver = net.DefaultResolver
-	}
 	p := &previewer{svc: s, cfg: cfg, lru: list.New(), cache: make(map[string]*list.Element)}
 	for _, entry := range cfg.URLBlacklist {
 		rule := urlRule{}
@@ -108,27 +101,13 @@ func newPreviewer(s *Service, cfg PreviewConfig) *previewer {
 		}
 		p.rules = append(p.rules, rule)
 	}
-	// Every connection is checked twice: dial resolves and refuses blocked
-	// addresses, then connects to the checked address itself (never to the
-	// name again, so a second DNS answer cannot differ), and Control checks
-	// the address the socket actually connects to.
-	p.dialer = &net.Dialer{
-		Timeout: 10 * time.Second,
-		ControlContext: func(_ context.Context, _, address string, _ syscall.RawConn) error {
-			ap, err := netip.ParseAddrPort(address)
-			if err != nil {
-				return fmt.Errorf("%w: unparsable address %q", errIPBlocked, address)
-			}
-			if !p.allowed(ap.Addr()) {
-				return errIPBlocked
-			}
-			return nil
-		},
-	}
+	// The guard resolves each host once, refuses it if any of its addresses
+	// is blocked, and connects to the checked addresses only.
+	guard := netguard.New(netguard.Options{Block: cfg.IPBlacklist, Allow: cfg.IPWhitelist, Resolver: cfg.Resolver})
 	p.client = &http.Client{
 		Transport: &http.Transport{
 			Proxy:                 nil, // a proxy would connect where we cannot check
-			DialContext:           p.dial,
+			DialContext:           guard.DialContext,
 			TLSHandshakeTimeout:   10 * time.Second,
 			ResponseHeaderTimeout: 20 * time.Second,
 			MaxIdleConns:          16,
@@ -148,67 +127,6 @@ func newPreviewer(s *Service, cfg PreviewConfig) *previewer {
 		},
 	}
 	return p
-}
-
-// allowed applies the IP blacklist and whitelist to a.
-func (p *previewer) allowed(a netip.Addr) bool {
-	a = a.WithZone("").Unmap()
-	if !a.IsValid() || a.IsUnspecified() {
-		return false
-	}
-	for _, r := range p.cfg.IPWhitelist {
-		if r.Contains(a) {
-			return true
-		}
-	}
-	for _, r := range p.cfg.IPBlacklist {
-		if r.Contains(a) {
-			return false
-		}
-	}
-	return true
-}
-
-// dial resolves addr's host, refuses it if any of its addresses is
-// blocked, and connects to the checked addresses only.
-func (p *previewer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	host, portStr, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if err != nil {
-		return nil, fmt.Errorf("invalid port %q", portStr)
-	}
-	var ips []netip.Addr
-	if a, err := netip.ParseAddr(host); err == nil {
-		ips = []netip.Addr{a}
-	} else {
-		ips, err = p.cfg.Resolver.LookupNetIP(ctx, "ip", host)
-		if err != nil {
-			return nil, err
-		}
-	}
-	if len(ips) == 0 {
-		return nil, fmt.Errorf("no addresses for %q", host)
-	}
-	for _, ip := range ips {
-		if !p.allowed(ip) {
-			return nil, errIPBlocked
-		}
-	}
-	var last error
-	for _, ip := range ips {
-		c, err := p.dialer.DialContext(ctx, network, netip.AddrPortFrom(ip.WithZone("").Unmap(), uint16(port)).String())
-		if err == nil {
-			return c, nil
-		}
-		last = err
-		if errors.Is(err, errIPBlocked) || ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, last
 }
 
 // compileURLPattern turns a url_preview_url_blacklist value into a regular
@@ -400,7 +318,7 @@ func (p *previewer) fetch(ctx context.Context, u *url.URL, accept string) (*fetc
 	req.Header.Set("Accept-Language", strings.Join(p.cfg.AcceptLanguage, ", "))
 	resp, err := p.client.Do(req)
 	switch {
-	case errors.Is(err, errIPBlocked):
+	case errors.Is(err, netguard.ErrBlocked):
 		return nil, previewError(http.StatusForbidden, "M_UNKNOWN", "IP address blocked")
 	case errors.Is(err, errURLBlocked):
 		return nil, previewError(http.StatusForbidden, "M_UNKNOWN", "URL blocked")

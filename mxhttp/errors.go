@@ -91,6 +91,12 @@ func MissingToken() *Error {
 	return newErr(http.StatusUnauthorized, "M_MISSING_TOKEN", "Missing access token")
 }
 
+// Unauthorized is the 401 of a request whose authentication (a federation
+// request's X-Matrix signature, for instance) is missing or invalid.
+func Unauthorized(format string, a ...any) *Error {
+	return newErr(http.StatusUnauthorized, "M_UNAUTHORIZED", format, a...)
+}
+
 // UnknownToken is the answer to an access token that is not (or no longer)
 // valid; softLogout tells the client it may keep its local state.
 func UnknownToken(softLogout bool) *Error {

@@ -67,6 +67,28 @@ func NeededForAuth(p Proto, version string) ([]StateKey, error) {
 // can be read from the result's RoomID. For other events, and all events of
 // earlier versions, the caller supplies the room ID.
 func Build(p Proto, version string, prevEvents []string, depth int64, state AuthState, key Key) (*Event, error) {
+	return build(p, version, prevEvents, depth, state, key, false)
+}
+
+// BuildForOther lays out an event for a user of another server, as a
+// resident server does for make_join, make_leave and make_knock. The
+// result is signed with key only so that it is a well-formed event; the
+// other server signs Template's output itself (SignTemplate).
+func BuildForOther(p Proto, version string, prevEvents []string, depth int64, state AuthState, key Key) (*Event, error) {
+	return build(p, version, prevEvents, depth, state, key, true)
+}
+
+// Template is the event without hashes and signatures, as make_join and
+// its siblings answer it.
+func (e *Event) Template() json.RawMessage {
+	o, err := parseObject(e.json, numbersLegacy)
+	if err != nil {
+		return nil
+	}
+	return o.without("hashes", "signatures", "unsigned").encode()
+}
+
+func build(p Proto, version string, prevEvents []string, depth int64, state AuthState, key Key, foreign bool) (*Event, error) {
 	return safely("building event", func() (*Event, error) {
 		r, err := lookupVersion(version)
 		if err != nil {
@@ -75,7 +97,7 @@ func Build(p Proto, version string, prevEvents []string, depth int64, state Auth
 		if err := key.validate(); err != nil {
 			return nil, err
 		}
-		if err := checkProto(r, p, key); err != nil {
+		if err := checkProto(r, p, key, foreign); err != nil {
 			return nil, err
 		}
 		if depth < 1 {
@@ -156,7 +178,7 @@ func Build(p Proto, version string, prevEvents []string, depth int64, state Auth
 
 // checkProto catches mistakes that would otherwise produce an event no
 // server accepts.
-func checkProto(r *versionRules, p Proto, key Key) error {
+func checkProto(r *versionRules, p Proto, key Key, foreign bool) error {
 	if p.Type == "" {
 		return errors.New("pdu: event has no type")
 	}
@@ -166,7 +188,7 @@ func checkProto(r *versionRules, p Proto, key Key) error {
 	}
 	// Events must be signed by the sender's server; an event signed by
 	// anyone else would be rejected everywhere.
-	if domain != key.ServerName {
+	if domain != key.ServerName && !foreign {
 		return fmt.Errorf("pdu: sender %s is not on %s, whose key signs the event", p.Sender, key.ServerName)
 	}
 	switch {

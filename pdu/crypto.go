@@ -206,6 +206,9 @@ func CheckContentHash(e *Event) error {
 	return checkContentHash(o)
 }
 
+// errHashMismatch: the content was altered after the event was hashed.
+var errHashMismatch = errors.New("pdu: content hash mismatch")
+
 func checkContentHash(o object) error {
 	var hashes struct {
 		SHA256 *string `json:"sha256"`
@@ -220,7 +223,7 @@ func checkContentHash(o object) error {
 		return errors.New("pdu: hashes.sha256 is not base64")
 	}
 	if !bytes.Equal(want, contentHash(o)) {
-		return errors.New("pdu: content hash mismatch")
+		return errHashMismatch
 	}
 	return nil
 }

@@ -49,8 +49,12 @@ func aliasNotFound(alias string) error {
 
 // ResolveAlias resolves a room alias for clients.
 func (s *Service) ResolveAlias(ctx context.Context, alias string) (AliasTarget, error) {
-	if _, err := aliasServer(alias); err != nil {
+	server, err := aliasServer(alias)
+	if err != nil {
 		return AliasTarget{}, err
+	}
+	if server != s.server && s.remote != nil {
+		return s.remote.QueryAlias(ctx, alias)
 	}
 	roomID, err := s.lookupAlias(ctx, alias)
 	if errors.Is(err, ErrNotFound) {

@@ -66,21 +66,45 @@ func (s *Service) ResolveRoom(ctx context.Context, roomIDOrAlias string) (string
 // Join makes user join a room by ID or alias; joining a room one is in
 // already changes nothing.
 func (s *Service) Join(ctx context.Context, user, roomIDOrAlias, reason string) (string, error) {
-	roomID, err := s.ResolveRoom(ctx, roomIDOrAlias)
-	if err != nil {
+	return s.JoinVia(ctx, user, roomIDOrAlias, reason, nil)
+}
+
+// JoinVia is Join with servers to join through when this server is not in
+// the room (the client's via or server_name).
+func (s *Service) JoinVia(ctx context.Context, user, roomIDOrAlias, reason string, via []string) (string, error) {
+	roomID := roomIDOrAlias
+	if strings.HasPrefix(roomIDOrAlias, "#") {
+		target, err := s.ResolveAlias(ctx, roomIDOrAlias)
+		if err != nil {
+			return "", err
+		}
+		roomID = target.RoomID
+		via = append(slices.Clone(via), target.Servers...)
+	} else if err := s.checkRoomID(roomID); err != nil {
 		return "", err
 	}
-	if _, err := s.store.GetRoom(ctx, roomID); errors.Is(err, ErrNotFound) {
-		return "", mxhttp.NotFound("No known servers to join %s through", roomID)
-	} else if err != nil {
+	_, err := s.store.GetRoom(ctx, roomID)
+	known := err == nil
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		return "", err
 	}
-	current, err := s.store.Membership(ctx, roomID, user)
-	if err != nil {
-		return "", err
+	in := false
+	if known {
+		if in, err = s.InRoom(ctx, roomID); err != nil {
+			return "", err
+		}
+	}
+	current := ""
+	if known {
+		if current, err = s.store.Membership(ctx, roomID, user); err != nil {
+			return "", err
+		}
 	}
 	if current == "join" {
 		return roomID, nil
+	}
+	if !in {
+		return roomID, s.joinRemote(ctx, user, roomID, reason, via)
 	}
 	extra, err := s.restrictedJoin(ctx, roomID, user, current)
 	if err != nil {
@@ -90,6 +114,33 @@ func (s *Service) Join(ctx context.Context, user, roomIDOrAlias, reason string) 
 		return "", err
 	}
 	return roomID, nil
+}
+
+// joinRemote joins a room this server is not in through the servers that
+// may know it: those given, the inviter's, and the room ID's own.
+func (s *Service) joinRemote(ctx context.Context, user, roomID, reason string, via []string) error {
+	if s.remote == nil {
+		return mxhttp.NotFound("No known servers to join %s through", roomID)
+	}
+	servers := slices.Clone(via)
+	if members, err := s.store.MemberEvents(ctx, roomID, user); err == nil && len(members) > 0 {
+		if last := members[len(members)-1]; last.Membership == "invite" {
+			servers = append(servers, serverOf(last.Sender))
+		}
+	}
+	if server := serverOf(roomID); server != "" {
+		servers = append(servers, server)
+	}
+	var candidates []string
+	for _, sv := range servers {
+		if sv != "" && sv != s.server && !slices.Contains(candidates, sv) {
+			candidates = append(candidates, sv)
+		}
+	}
+	if len(candidates) == 0 {
+		return mxhttp.NotFound("No known servers to join %s through", roomID)
+	}
+	return s.remote.Join(ctx, user, roomID, candidates, s.memberContent(ctx, user, "join", reason, nil))
 }
 
 // restrictedJoin authorises a join to a restricted room through membership
@@ -148,7 +199,9 @@ func (s *Service) restrictedJoin(ctx context.Context, roomID, user, current stri
 	return nil, mxhttp.Forbidden("No local member can authorise your join")
 }
 
-// Invite invites target on behalf of sender.
+// Invite invites target on behalf of sender. A user of another server is
+// invited through their server, which must sign the invite before it is
+// stored.
 func (s *Service) Invite(ctx context.Context, sender, roomID, target, reason string, isDirect bool) (string, error) {
 	if err := s.checkInvitee(ctx, target); err != nil {
 		return "", err
@@ -157,7 +210,73 @@ func (s *Service) Invite(ctx context.Context, sender, roomID, target, reason str
 	if isDirect {
 		extra["is_direct"] = true
 	}
-	return s.sendMembership(ctx, sender, roomID, target, s.memberContent(ctx, target, "invite", reason, extra))
+	content := s.memberContent(ctx, target, "invite", reason, extra)
+	if s.isLocal(target) {
+		return s.sendMembership(ctx, sender, roomID, target, content)
+	}
+	if err := s.checkRoomID(roomID); err != nil {
+		return "", err
+	}
+	ev, err := s.buildChecked(ctx, pdu.Proto{Sender: sender, RoomID: roomID, Type: "m.room.member", StateKey: &target, Content: mustJSON(content)})
+	if err != nil {
+		return "", err
+	}
+	stripped, err := s.StrippedState(ctx, roomID, sender)
+	if err != nil {
+		return "", err
+	}
+	signed, err := s.remote.Invite(ctx, ev, stripped)
+	if err != nil {
+		return "", err
+	}
+	if err := s.ReceiveEvent(ctx, signed); err != nil {
+		var rej *RejectedError
+		if errors.As(err, &rej) || errors.Is(err, ErrSoftFailed) {
+			return "", mxhttp.Forbidden("The invite is no longer allowed: %v", err)
+		}
+		return "", err
+	}
+	return signed.ID(), nil
+}
+
+// buildChecked builds and authorises an event against the current state
+// without storing it, for events another server must see first (invites).
+func (s *Service) buildChecked(ctx context.Context, p pdu.Proto) (*pdu.Event, error) {
+	if err := checkProto(p); err != nil {
+		return nil, err
+	}
+	room, err := s.store.GetRoom(ctx, p.RoomID)
+	if errors.Is(err, ErrNotFound) {
+		return nil, mxhttp.NotFound("Unknown room %s", p.RoomID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	prevs, depth, err := s.store.Extremities(ctx, p.RoomID)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := pdu.NeededForAuth(p, room.Version)
+	if err != nil {
+		return nil, mxhttp.BadJSON("%v", err)
+	}
+	state, err := s.loadAuthState(ctx, p.RoomID, room.Version, keys)
+	if err != nil {
+		return nil, err
+	}
+	p.OriginTS = s.now().UnixMilli()
+	ev, err := pdu.Build(p, room.Version, prevs, depth+1, state, s.key)
+	if err != nil {
+		return nil, mxhttp.BadJSON("Cannot build event: %v", err)
+	}
+	if err := pdu.Allowed(ev, state); err != nil {
+		var na *pdu.NotAllowedError
+		if errors.As(err, &na) {
+			return nil, mxhttp.Forbidden("%s", na.Message)
+		}
+		return nil, mxhttp.BadJSON("Event rejected: %v", err)
+	}
+	return ev, nil
 }
 
 // checkInvitee checks that target is a user who can be invited.
@@ -166,7 +285,10 @@ func (s *Service) checkInvitee(ctx context.Context, target string) error {
 		return mxhttp.InvalidParam("Invalid user ID %q", target)
 	}
 	if !s.isLocal(target) {
-		return mxhttp.Forbidden("Cannot invite users of other servers: federation is not available")
+		if s.remote == nil {
+			return mxhttp.Forbidden("Cannot invite users of other servers: federation is not available")
+		}
+		return nil
 	}
 	if s.profiles != nil {
 		ok, err := s.profiles.Exists(ctx, target)
@@ -194,6 +316,24 @@ func (s *Service) Leave(ctx context.Context, user, roomID, reason string) error 
 			return mxhttp.NotFound("Unknown room")
 		}
 		return mxhttp.Forbidden("You are not in this room")
+	}
+	if in, err := s.InRoom(ctx, roomID); err != nil {
+		return err
+	} else if !in && current == "invite" && s.remote != nil {
+		// An invite to a room this server is not in is rejected through
+		// the inviting server.
+		members, err := s.store.MemberEvents(ctx, roomID, user)
+		if err != nil {
+			return err
+		}
+		var servers []string
+		if len(members) > 0 {
+			servers = append(servers, serverOf(members[len(members)-1].Sender))
+		}
+		if sv := serverOf(roomID); sv != "" && !slices.Contains(servers, sv) {
+			servers = append(servers, sv)
+		}
+		return s.remote.Leave(ctx, user, roomID, servers)
 	}
 	_, err = s.sendMembership(ctx, user, roomID, user, s.memberContent(ctx, user, "leave", reason, nil))
 	return err

@@ -72,6 +72,9 @@ type Service struct {
 
 	// aliasGuard vetoes aliases reserved by application services.
 	aliasGuard func(alias, appServiceID string) error
+
+	// remote reaches other servers; nil until SetRemote.
+	remote Remote
 }
 
 // New returns the rooms service.

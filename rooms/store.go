@@ -126,6 +126,7 @@ type Store interface {
 
 	DirectoryStore
 	NetworkDirectoryStore
+	RoomState
 	RelationsStore
 	SyncStore
 }

@@ -171,14 +171,35 @@ func (s *Service) StrippedState(ctx context.Context, roomID, user string) ([]jso
 	if err != nil {
 		return nil, err
 	}
+	if !slices.ContainsFunc(st, func(e Stored) bool { return e.Type == "m.room.create" }) {
+		// A room known only from another server's invite: the stripped
+		// state came with the invite.
+		if data, err := s.store.InviteState(ctx, roomID, user); err != nil {
+			return nil, err
+		} else if data != nil {
+			var out []json.RawMessage
+			if json.Unmarshal(data, &out) == nil {
+				for _, e := range st {
+					if e.Type == "m.room.member" {
+						out = append(out, strippedOf(e))
+					}
+				}
+				return out, nil
+			}
+		}
+	}
 	out := make([]json.RawMessage, 0, len(st))
 	for _, e := range st {
-		b, _ := json.Marshal(map[string]any{
-			"type": e.Type, "state_key": *e.StateKey, "sender": e.Sender, "content": contentOf(e.JSON),
-		})
-		out = append(out, b)
+		out = append(out, strippedOf(e))
 	}
 	return out, nil
+}
+
+func strippedOf(e Stored) json.RawMessage {
+	b, _ := json.Marshal(map[string]any{
+		"type": e.Type, "state_key": *e.StateKey, "sender": e.Sender, "content": contentOf(e.JSON),
+	})
+	return b
 }
 
 // SharesRoom reports whether two users are joined to a common room.

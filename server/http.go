@@ -50,6 +50,15 @@ func (s *Server) Handler(lc config.Listener) http.Handler {
 	if slices.Contains(names, "media") {
 		s.media.MountMedia(r)
 	}
+	if slices.Contains(names, "federation") {
+		s.fed.service.Mount(r)
+	}
+	if slices.Contains(names, "federation") || slices.Contains(names, "keys") {
+		s.fed.keys.Mount(r)
+	}
+	if s.cfg.ServeServerWellknown && slices.Contains(names, "client") {
+		r.Get("/.well-known/matrix/server", s.serverWellKnown)
+	}
 	if slices.Contains(names, "health") || slices.Contains(names, "client") {
 		r.Get("/health", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/plain")

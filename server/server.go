@@ -60,6 +60,7 @@ type Server struct {
 
 	appservices *appservice.Set
 	asQueues    *appservice.Dispatcher
+	fed         *fedParts
 
 	mu      sync.Mutex
 	servers []*http.Server
@@ -185,11 +186,16 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	// Typing lives in memory in each process: a notice received here is
 	// shared with the others, which apply it; expiries happen everywhere
 	// by themselves.
+	var fed *fedParts
 	typ := typing.New(func(roomID string, n *typing.Notice) {
 		c := stream.Change{Stream: stream.Typing, Rooms: []string{roomID}}
 		if n == nil {
 			hub.AnnounceLocal(c)
 			return
+		}
+		if fed != nil {
+			// Other servers in the room hear of local users' typing.
+			go fed.service.QueueTyping(context.Background(), roomID, n.UserID, n.Typing)
 		}
 		c.Pos = n.Pos
 		c.Data, _ = json.Marshal(n)
@@ -203,6 +209,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 			}
 		}
 	})
+	signingKey := pdu.Key{ServerName: cfg.ServerName, KeyID: key.ID, Private: key.Private}
+	if fed, err = newFederation(cfg, signingKey, db, rms, acc, typ, rcpt, pres, hub, leaser, readers, log); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	keys := e2ee.New(db, e2ee.Config{ServerName: cfg.ServerName, Logger: log})
 	asQueues.SetEphemeral(appservice.EphemeralSources{Typing: typ, Receipts: rcpt, Presence: pres, Keys: keys})
 	// Push rules are evaluated on every new event by a reader with its own
@@ -262,7 +273,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		push:     pushSvc,
 		presence: pres,
 		hub:      hub, readers: readers, leaser: leaser,
-		appservices: appservices, asQueues: asQueues,
+		appservices: appservices, asQueues: asQueues, fed: fed,
 	}, nil
 }
 
@@ -367,6 +378,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.wg.Wait()
 	s.asQueues.Stop()
+	s.fed.service.Stop()
+	s.fed.client.Close()
 	s.push.Stop()
 	s.presence.StopIdleSweep()
 	s.typing.Close()
@@ -389,6 +402,7 @@ func (s *Server) startQueues() error {
 		return err
 	}
 	s.presence.StartIdleSweep(s.log, s.readers, s.leaser)
+	s.fed.service.Start()
 	return nil
 }
 

@@ -27,7 +27,9 @@ import (
 const ServerName = "test.local"
 
 // BaseConfig is the homeserver.yaml of a test server: open registration,
-// cheap bcrypt and no rate limits unless a test adds them.
+// cheap bcrypt, no rate limits unless a test adds them, and no federation
+// (no test may depend on DNS): the federation tests start servers of their
+// own with NewFederation.
 const BaseConfig = `
 server_name: test.local
 public_baseurl: http://test.local/
@@ -54,7 +56,10 @@ rc_login:
   address: {per_second: 0, burst_count: 0}
   account: {per_second: 0, burst_count: 0}
   failed_attempts: {per_second: 0, burst_count: 0}
-`
+` + NoFederation
+
+// NoFederation is the part of BaseConfig that turns federation off.
+const NoFederation = "federation_domain_whitelist: []\n"
 
 // SQLiteDatabase is the database section of BaseConfig. When
 // HOMESERVER_TEST_POSTGRES holds a DSN, test servers replace it with a fresh
@@ -79,7 +84,13 @@ type Server struct {
 	yaml   string
 	// Instance, when set, is the process's --instance-name (clusters).
 	Instance string
+	// fedListener and fedAddr serve the second listener (federation over
+	// TLS) of a Federation's servers, on the same address across restarts.
+	fedListener net.Listener
+	fedAddr     string
 }
+
+func newClient() *http.Client { return &http.Client{Timeout: 30 * time.Second} }
 
 // Start starts a server configured with BaseConfig plus extra YAML. YAML
 // forbids duplicate keys, so extra may only add keys BaseConfig lacks; use
@@ -126,6 +137,18 @@ func (s *Server) start() {
 	}
 	if err := srv.Serve(l, cfg.Listeners[0]); err != nil {
 		s.t.Fatal(err)
+	}
+	if s.fedAddr != "" {
+		fl := s.fedListener
+		s.fedListener = nil
+		if fl == nil {
+			if fl, err = net.Listen("tcp", s.fedAddr); err != nil {
+				s.t.Fatalf("federation listener: %v", err)
+			}
+		}
+		if err := srv.Serve(fl, cfg.Listeners[1]); err != nil {
+			s.t.Fatal(err)
+		}
 	}
 	s.Srv = srv
 	s.URL = "http://" + l.Addr().String()

@@ -1,0 +1,129 @@
+// Package federation connects this server with other Matrix servers: it
+// serves the federation API (transactions of events, joins, leaves,
+// invites, queries), joins and invites through other servers for the rooms
+// service, and sends this server's events to every server in their rooms,
+// one durable queue per destination.
+//
+// Received events go through the rooms service's single writer, auth rules
+// and log, so that sync, application services and push see them exactly as
+// local ones. Outbound, a fan-out reader follows the event log and fills a
+// per-destination outbox; one reader per destination sends it in
+// transactions, in order, retrying the same transaction with exponential
+// backoff while the destination is down.
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"homeserver/pdu"
+	"homeserver/rooms"
+	"homeserver/stream"
+)
+
+// Client sends signed requests to other servers (federation/transport).
+type Client interface {
+	Do(ctx context.Context, method, destination, requestURI string, body any, out any) error
+}
+
+// Profiles answers profile queries about local users.
+type Profiles interface {
+	GetProfile(ctx context.Context, userID string) (map[string]json.RawMessage, error)
+}
+
+// EDUs applies ephemeral data other servers send: typing, receipts,
+// presence. Any of its functions may be nil.
+type EDUs struct {
+	Typing   func(roomID, userID string, typing bool, timeout time.Duration)
+	Receipt  func(ctx context.Context, roomID, userID, receiptType, eventID, threadID string, ts int64) error
+	Presence func(ctx context.Context, userID, presence, statusMsg string, lastActiveAgo int64, currentlyActive bool) error
+}
+
+// Config of the federation service.
+type Config struct {
+	ServerName string
+	Key        pdu.Key
+	// MinRetry and MaxRetry bound the backoff of a failing destination
+	// (Synapse's destination_min_retry_interval and
+	// destination_max_retry_interval); the wait doubles in between.
+	MinRetry, MaxRetry time.Duration
+	// ServerVersion is what /version answers.
+	ServerVersion string
+	Logger        *slog.Logger
+	Now           func() time.Time
+}
+
+// Deps are the services federation works with.
+type Deps struct {
+	Rooms *rooms.Service
+	Store Store
+	// Log and Receipts are what the sender reads.
+	Log      LogSource
+	Receipts ReceiptSource
+	Client   Client
+	Keys     KeyRing
+	Profiles Profiles
+	EDUs     EDUs
+	Hub      *stream.Hub
+	Leaser   stream.Leaser
+	Metrics  *stream.Metrics
+}
+
+// Service is the federation of this server.
+type Service struct {
+	cfg      Config
+	rooms    *rooms.Service
+	store    Store
+	eventLog LogSource
+	receipts ReceiptSource
+	client   Client
+	keys     KeyRing
+	profiles Profiles
+	edus     EDUs
+	hub      *stream.Hub
+	leaser   stream.Leaser
+	metrics  *stream.Metrics
+	log      *slog.Logger
+	now      func() time.Time
+	sender   *sender
+
+	startMu sync.Mutex
+	stop    func()
+}
+
+// New returns the federation service; Start runs its sender.
+func New(cfg Config, d Deps) *Service {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MinRetry <= 0 {
+		cfg.MinRetry = 10 * time.Minute
+	}
+	if cfg.MaxRetry < cfg.MinRetry {
+		cfg.MaxRetry = max(cfg.MinRetry, 12*time.Hour)
+	}
+	if d.Leaser == nil {
+		d.Leaser = stream.Local{}
+	}
+	if d.Metrics == nil {
+		d.Metrics = stream.NewMetrics()
+	}
+	s := &Service{cfg: cfg, rooms: d.Rooms, store: d.Store, eventLog: d.Log, receipts: d.Receipts, client: d.Client, keys: d.Keys, profiles: d.Profiles,
+		edus: d.EDUs, hub: d.Hub, leaser: d.Leaser, metrics: d.Metrics, log: cfg.Logger, now: cfg.Now}
+	s.sender = newSender(s)
+	return s
+}
+
+func (s *Service) isLocal(id string) bool { return serverOf(id) == s.cfg.ServerName }
+
+func serverOf(id string) string {
+	_, server, _ := strings.Cut(id, ":")
+	return server
+}

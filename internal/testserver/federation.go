@@ -1,0 +1,112 @@
+package testserver
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"homeserver/internal/fedtest"
+)
+
+// Federation is several homeservers with distinct names that federate
+// with each other over TLS (certificates of a test CA) on loopback, found
+// through federation_host_overrides instead of DNS.
+type Federation struct {
+	t       testing.TB
+	Servers map[string]*Server
+	// fedAddr is each server's federation listener address, kept across
+	// restarts so that the others still find it.
+	fedAddr map[string]string
+}
+
+// FederationBase is the configuration of a federating test server, with
+// placeholders for its name and the shared parts.
+const federationBase = `
+server_name: %[1]s
+public_baseurl: http://%[1]s/
+listeners:
+  - port: 8008
+    type: http
+    resources:
+      - names: [client, media]
+  - port: 8448
+    type: http
+    tls: true
+    resources:
+      - names: [federation]
+tls_certificate_path: tls.crt
+tls_private_key_path: tls.key
+federation_custom_ca_list: [ca.pem]
+ip_range_blacklist: []
+` + SQLiteDatabase + `signing_key_path: signing.key
+enable_registration: true
+enable_registration_without_verification: true
+registration_shared_secret: test-shared-secret
+bcrypt_rounds: 4
+log_level: error
+federation:
+  destination_min_retry_interval: 200ms
+  destination_max_retry_interval: 2s
+rc_message: {per_second: 0, burst_count: 0}
+rc_registration: {per_second: 0, burst_count: 0}
+rc_joins:
+  local: {per_second: 0, burst_count: 0}
+  remote: {per_second: 0, burst_count: 0}
+rc_invites:
+  per_room: {per_second: 0, burst_count: 0}
+  per_user: {per_second: 0, burst_count: 0}
+rc_login:
+  address: {per_second: 0, burst_count: 0}
+  account: {per_second: 0, burst_count: 0}
+  failed_attempts: {per_second: 0, burst_count: 0}
+`
+
+// NewFederation starts one server per name (e.g. "hs1.test", "hs2.test"),
+// each with extra YAML added to its configuration.
+func NewFederation(t testing.TB, extra string, names ...string) *Federation {
+	t.Helper()
+	ca, err := fedtest.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &Federation{t: t, Servers: map[string]*Server{}, fedAddr: map[string]string{}}
+	listeners := map[string]net.Listener{}
+	for _, name := range names {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		listeners[name] = l
+		f.fedAddr[name] = l.Addr().String()
+	}
+	var overrides strings.Builder
+	overrides.WriteString("federation_host_overrides:\n")
+	for _, name := range names {
+		fmt.Fprintf(&overrides, "  %q: %q\n", name, f.fedAddr[name])
+	}
+	for _, name := range names {
+		yaml := fmt.Sprintf(federationBase, name) + overrides.String() + extra
+		if dsn := os.Getenv(PostgresEnv); dsn != "" {
+			yaml = strings.Replace(yaml, SQLiteDatabase, PostgresDatabase(t, dsn), 1)
+		}
+		s := &Server{t: t, Dir: t.TempDir(), yaml: yaml, Client: newClient()}
+		certPEM, keyPEM, err := ca.Certificate(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for file, data := range map[string][]byte{"homeserver.yaml": []byte(yaml), "tls.crt": certPEM, "tls.key": keyPEM, "ca.pem": ca.PEM()} {
+			if err := os.WriteFile(filepath.Join(s.Dir, file), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.fedListener = listeners[name]
+		s.fedAddr = f.fedAddr[name]
+		s.start()
+		t.Cleanup(s.Stop)
+		f.Servers[name] = s
+	}
+	return f
+}

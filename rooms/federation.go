@@ -1,0 +1,489 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"homeserver/mxhttp"
+	"homeserver/pdu"
+)
+
+// Remote is what the rooms service asks of other servers: package
+// federation implements it. Every method is bounded in time by its caller's
+// context and the federation client's timeouts.
+type Remote interface {
+	// QueryAlias resolves another server's alias.
+	QueryAlias(ctx context.Context, alias string) (AliasTarget, error)
+	// Join joins user to a room that this server is not in, through one of
+	// servers (tried in turn), and records the room through ImportJoin.
+	Join(ctx context.Context, user, roomID string, servers []string, content map[string]any) error
+	// Invite sends an invite of another server's user to that server and
+	// returns the event as signed by both servers.
+	Invite(ctx context.Context, ev *pdu.Event, strippedState []json.RawMessage) (*pdu.Event, error)
+	// Leave rejects an invite to a room this server is not in, through
+	// one of servers.
+	Leave(ctx context.Context, user, roomID string, servers []string) error
+}
+
+// SetRemote connects the rooms service to other servers. Until it is
+// called, rooms of other servers cannot be joined and their users cannot
+// be invited.
+func (s *Service) SetRemote(r Remote) { s.remote = r }
+
+// RoomState is the store's part of federation: rooms joined through other
+// servers, events outside the timeline, invites from other servers.
+type RoomState interface {
+	// PersistOutliers stores events outside the timeline.
+	PersistOutliers(ctx context.Context, events []*pdu.Event) error
+	// ImportRoom records a room joined through another server: its row,
+	// the auth chain and state as outliers, the state as current state and
+	// the forward extremities the join replaces.
+	ImportRoom(ctx context.Context, room Room, outliers, state []*pdu.Event, extremities []string) error
+	// EnsureRoom creates the row of a room known from an invite only.
+	EnsureRoom(ctx context.Context, room Room) error
+	// JoinedServers returns the servers with a joined member in the room.
+	JoinedServers(ctx context.Context, roomID string) ([]string, error)
+	SaveInviteState(ctx context.Context, roomID, userID string, state []byte) error
+	InviteState(ctx context.Context, roomID, userID string) ([]byte, error)
+}
+
+// RejectedError says why a received event was not accepted.
+type RejectedError struct{ Reason string }
+
+func (e *RejectedError) Error() string { return "rooms: event rejected: " + e.Reason }
+
+// ErrSoftFailed reports an event that passed the checks against its own
+// auth events but not against the room's current state: it is stored
+// outside the timeline, served to nobody and not built upon.
+var ErrSoftFailed = errors.New("rooms: event soft-failed against the current state")
+
+// ErrUnknownRoom reports an event for a room this server is not in.
+var ErrUnknownRoom = errors.New("rooms: unknown room")
+
+// JoinedServers returns the servers with joined members in the room.
+func (s *Service) JoinedServers(ctx context.Context, roomID string) ([]string, error) {
+	return s.store.JoinedServers(ctx, roomID)
+}
+
+// InRoom reports whether this server has a joined member in the room.
+func (s *Service) InRoom(ctx context.Context, roomID string) (bool, error) {
+	servers, err := s.store.JoinedServers(ctx, roomID)
+	if err != nil {
+		return false, err
+	}
+	return slices.Contains(servers, s.server), nil
+}
+
+// ReceiveEvent takes an event another server sent, whose signatures and
+// hashes the caller has checked: it checks the event against its own auth
+// events and then against the room's current state, and writes it through
+// the one writer path, so that sync, application services and push see it
+// exactly as a local event. An event already stored is accepted again
+// without effect.
+func (s *Service) ReceiveEvent(ctx context.Context, ev *pdu.Event) error {
+	s.write.Lock()
+	unlock, err := s.store.LockRoom(ctx, ev.RoomID())
+	if err != nil {
+		s.write.Unlock()
+		return err
+	}
+	pos, err := s.receiveLocked(ctx, ev)
+	unlock()
+	s.write.Unlock()
+	if err != nil {
+		return err
+	}
+	if pos > 0 {
+		s.announce(Persisted{Pos: pos, RoomID: ev.RoomID(), EventID: ev.ID(), Type: ev.Type(), StateKey: ev.StateKey()})
+	}
+	return nil
+}
+
+func (s *Service) receiveLocked(ctx context.Context, ev *pdu.Event) (int64, error) {
+	if _, err := s.store.GetEvent(ctx, ev.ID()); err == nil {
+		return 0, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return 0, err
+	}
+	room, err := s.store.GetRoom(ctx, ev.RoomID())
+	if errors.Is(err, ErrNotFound) {
+		return 0, ErrUnknownRoom
+	}
+	if err != nil {
+		return 0, err
+	}
+	if ev.Version() != room.Version {
+		return 0, &RejectedError{Reason: fmt.Sprintf("room version %s, not %s", ev.Version(), room.Version)}
+	}
+	if err := s.checkAgainstAuthEvents(ctx, ev); err != nil {
+		return 0, err
+	}
+	keys, err := pdu.NeededForEvent(ev)
+	if err != nil {
+		return 0, &RejectedError{Reason: err.Error()}
+	}
+	current, err := s.loadAuthState(ctx, ev.RoomID(), room.Version, keys)
+	if err != nil {
+		return 0, err
+	}
+	if err := pdu.Allowed(ev, current); err != nil {
+		var na *pdu.NotAllowedError
+		if !errors.As(err, &na) {
+			return 0, &RejectedError{Reason: err.Error()}
+		}
+		if err := s.store.PersistOutliers(ctx, []*pdu.Event{ev}); err != nil {
+			return 0, err
+		}
+		s.log.Info("soft-failed received event", "event_id", ev.ID(), "room_id", ev.RoomID(), "reason", na.Message)
+		return 0, ErrSoftFailed
+	}
+	ne := NewEvent{Event: ev, Relation: relationOf(ev.Content())}
+	if target := ev.Redacts(); target != "" {
+		if ok, err := s.redactionApplies(ctx, ev, target); err != nil {
+			return 0, err
+		} else if ok {
+			ne.RedactTarget = target
+		}
+	}
+	pos, err := s.store.PersistEvent(ctx, ne)
+	if err != nil {
+		return 0, fmt.Errorf("rooms: persisting received %s: %w", ev.ID(), err)
+	}
+	return pos, nil
+}
+
+// checkAgainstAuthEvents applies the auth rules with the state the event
+// itself names (its auth_events), all of which must be known here.
+func (s *Service) checkAgainstAuthEvents(ctx context.Context, ev *pdu.Event) error {
+	ids := ev.AuthEventIDs()
+	stored, err := s.store.GetEvents(ctx, ids)
+	if err != nil {
+		return err
+	}
+	if len(stored) != len(ids) {
+		return &RejectedError{Reason: "some auth events are unknown here"}
+	}
+	st := authState{}
+	for _, e := range stored {
+		if e.RoomID != ev.RoomID() || e.StateKey == nil {
+			return &RejectedError{Reason: fmt.Sprintf("auth event %s is not state of the room", e.EventID)}
+		}
+		data, err := authJSON(ev.Version(), e)
+		if err != nil {
+			return err
+		}
+		a, err := pdu.Parse(ev.Version(), data)
+		if err != nil {
+			return err
+		}
+		st[pdu.StateKey{Type: e.Type, StateKey: *e.StateKey}] = a
+	}
+	if st.Get("m.room.create", "") == nil {
+		// From room version 12 the create event is implied by the room ID.
+		create, err := s.store.CurrentState(ctx, ev.RoomID(), []pdu.StateKey{{Type: "m.room.create"}})
+		if err != nil {
+			return err
+		}
+		for _, e := range create {
+			if a, err := pdu.Parse(ev.Version(), e.JSON); err == nil {
+				st[pdu.StateKey{Type: "m.room.create"}] = a
+			}
+		}
+	}
+	if err := pdu.Allowed(ev, st); err != nil {
+		return &RejectedError{Reason: err.Error()}
+	}
+	return nil
+}
+
+// redactionApplies decides whether a received redaction hides its target:
+// the target's sender is on the redaction sender's server, or the sender
+// has the power to redact others' events.
+func (s *Service) redactionApplies(ctx context.Context, ev *pdu.Event, target string) (bool, error) {
+	orig, err := s.store.GetEvent(ctx, target)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if orig.RoomID != ev.RoomID() {
+		return false, nil
+	}
+	if serverOf(orig.Sender) == serverOf(ev.Sender()) {
+		return true, nil
+	}
+	level, err := s.powerLevel(ctx, ev.RoomID(), ev.Sender(), "redact")
+	return level.ok, err
+}
+
+func serverOf(id string) string {
+	_, server, _ := strings.Cut(id, ":")
+	return server
+}
+
+// ImportJoin records a room joined through another server: the state and
+// auth chain the resident server returned (checked by the caller: hashes,
+// signatures, auth of each event), then the join event itself through the
+// writer path, checked against that state.
+func (s *Service) ImportJoin(ctx context.Context, join *pdu.Event, state, authChain []*pdu.Event) error {
+	var create *pdu.Event
+	st := authState{}
+	for _, e := range state {
+		if e.RoomID() != join.RoomID() || e.StateKey() == nil {
+			return &RejectedError{Reason: fmt.Sprintf("state event %s is not state of the room", e.ID())}
+		}
+		st[pdu.StateKey{Type: e.Type(), StateKey: *e.StateKey()}] = e
+		if e.Type() == "m.room.create" && *e.StateKey() == "" {
+			create = e
+		}
+	}
+	if create == nil {
+		return &RejectedError{Reason: "the room's state has no m.room.create event"}
+	}
+	if err := pdu.Allowed(join, st); err != nil {
+		return &RejectedError{Reason: "the join is not allowed by the room's state: " + err.Error()}
+	}
+	room := Room{RoomID: join.RoomID(), Version: join.Version(), Creator: create.Sender(), CreatedTS: create.OriginServerTS()}
+	s.write.Lock()
+	unlock, err := s.store.LockRoom(ctx, join.RoomID())
+	if err != nil {
+		s.write.Unlock()
+		return err
+	}
+	var pos int64
+	err = s.store.ImportRoom(ctx, room, authChain, state, join.PrevEventIDs())
+	if err == nil {
+		pos, err = s.store.PersistEvent(ctx, NewEvent{Event: join})
+	}
+	unlock()
+	s.write.Unlock()
+	if err != nil {
+		return fmt.Errorf("rooms: importing joined room %s: %w", join.RoomID(), err)
+	}
+	s.announce(Persisted{Pos: pos, RoomID: join.RoomID(), EventID: join.ID(), Type: join.Type(), StateKey: join.StateKey()})
+	return nil
+}
+
+// ReceiveInvite stores another server's invite of a local user (signed by
+// both servers, checked by the caller) with the stripped state that came
+// with it, so that the invitee's /sync shows it.
+func (s *Service) ReceiveInvite(ctx context.Context, ev *pdu.Event, stripped []json.RawMessage) error {
+	target := ev.StateKey()
+	if ev.Type() != "m.room.member" || target == nil || ev.Membership() != "invite" || !s.isLocal(*target) {
+		return &RejectedError{Reason: "not an invite of a user of this server"}
+	}
+	if in, err := s.InRoom(ctx, ev.RoomID()); err != nil {
+		return err
+	} else if in {
+		// A room this server is in: the invite is an ordinary event.
+		return s.ReceiveEvent(ctx, ev)
+	}
+	data, err := json.Marshal(stripped)
+	if err != nil {
+		return err
+	}
+	if err := s.store.SaveInviteState(ctx, ev.RoomID(), *target, data); err != nil {
+		return err
+	}
+	if err := s.store.EnsureRoom(ctx, Room{RoomID: ev.RoomID(), Version: ev.Version(), Creator: ev.Sender(), CreatedTS: ev.OriginServerTS()}); err != nil {
+		return err
+	}
+	s.write.Lock()
+	unlock, err := s.store.LockRoom(ctx, ev.RoomID())
+	if err != nil {
+		s.write.Unlock()
+		return err
+	}
+	var pos int64
+	if _, err = s.store.GetEvent(ctx, ev.ID()); errors.Is(err, ErrNotFound) {
+		pos, err = s.store.PersistEvent(ctx, NewEvent{Event: ev})
+	}
+	unlock()
+	s.write.Unlock()
+	if err != nil {
+		return fmt.Errorf("rooms: storing invite %s: %w", ev.ID(), err)
+	}
+	if pos > 0 {
+		s.announce(Persisted{Pos: pos, RoomID: ev.RoomID(), EventID: ev.ID(), Type: ev.Type(), StateKey: ev.StateKey()})
+	}
+	return nil
+}
+
+// MakeMembership builds, without storing, the event template another
+// server asked for with make_join, make_leave or make_knock: prev_events,
+// auth_events and depth as this server sees the room, checked against the
+// current state so that a join the rules refuse is refused here already.
+func (s *Service) MakeMembership(ctx context.Context, roomID, userID, membership string, supported []string) (version string, template json.RawMessage, err error) {
+	room, err := s.store.GetRoom(ctx, roomID)
+	if errors.Is(err, ErrNotFound) {
+		return "", nil, mxhttp.NotFound("Unknown room")
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	if in, err := s.InRoom(ctx, roomID); err != nil {
+		return "", nil, err
+	} else if !in {
+		return "", nil, mxhttp.NotFound("This server is not in the room")
+	}
+	if supported != nil && !slices.Contains(supported, room.Version) {
+		return "", nil, &mxhttp.Error{Status: 400, Code: "M_INCOMPATIBLE_ROOM_VERSION", Message: "Your server does not support the room's version"}
+	}
+	content := map[string]any{"membership": membership}
+	if membership == "join" {
+		extra, err := s.restrictedJoin(ctx, roomID, userID, "")
+		if err != nil {
+			return "", nil, err
+		}
+		for k, v := range extra {
+			content[k] = v
+		}
+	}
+	prevs, depth, err := s.store.Extremities(ctx, roomID)
+	if err != nil {
+		return "", nil, err
+	}
+	p := pdu.Proto{Sender: userID, RoomID: roomID, Type: "m.room.member", StateKey: &userID, Content: mustJSON(content)}
+	keys, err := pdu.NeededForAuth(p, room.Version)
+	if err != nil {
+		return "", nil, mxhttp.BadJSON("%v", err)
+	}
+	state, err := s.loadAuthState(ctx, roomID, room.Version, keys)
+	if err != nil {
+		return "", nil, err
+	}
+	// Built with this server's key only to lay the event out; the joining
+	// server replaces origin, hashes and signatures with its own.
+	built, err := pdu.BuildForOther(p, room.Version, prevs, depth+1, state, s.key)
+	if err != nil {
+		return "", nil, mxhttp.BadJSON("Cannot build event: %v", err)
+	}
+	if err := pdu.Allowed(built, state); err != nil {
+		return "", nil, mxhttp.Forbidden("%v", err)
+	}
+	return room.Version, built.Template(), nil
+}
+
+// StatePDUs returns the room's current state as PDUs, in the form other
+// servers are sent them (redacted events redacted).
+func (s *Service) StatePDUs(ctx context.Context, roomID string) ([]json.RawMessage, []string, error) {
+	room, err := s.store.GetRoom(ctx, roomID)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := s.store.CurrentState(ctx, roomID, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make([]json.RawMessage, 0, len(st))
+	ids := make([]string, 0, len(st))
+	for _, e := range st {
+		data, err := authJSON(room.Version, e)
+		if err != nil {
+			return nil, nil, err
+		}
+		out = append(out, data)
+		ids = append(ids, e.EventID)
+	}
+	return out, ids, nil
+}
+
+// AuthChainPDUs returns the auth chain of the events (their auth events,
+// recursively, without the events themselves unless one is another's auth
+// event) as PDUs.
+func (s *Service) AuthChainPDUs(ctx context.Context, roomID string, eventIDs []string) ([]json.RawMessage, error) {
+	room, err := s.store.GetRoom(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []json.RawMessage
+	frontier := slices.Clone(eventIDs)
+	first := true
+	for len(frontier) > 0 {
+		stored, err := s.store.GetEvents(ctx, frontier)
+		if err != nil {
+			return nil, err
+		}
+		frontier = frontier[:0]
+		for _, e := range stored {
+			if e.RoomID != roomID {
+				continue
+			}
+			if !first {
+				data, err := authJSON(room.Version, e)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, data)
+			}
+			ev, err := pdu.Parse(room.Version, e.JSON)
+			if err != nil {
+				return nil, err
+			}
+			for _, a := range ev.AuthEventIDs() {
+				if !seen[a] {
+					seen[a] = true
+					frontier = append(frontier, a)
+				}
+			}
+		}
+		first = false
+	}
+	return out, nil
+}
+
+// RoomVersion returns the version of a room this server knows.
+func (s *Service) RoomVersion(ctx context.Context, roomID string) (string, error) {
+	room, err := s.store.GetRoom(ctx, roomID)
+	if err != nil {
+		return "", err
+	}
+	return room.Version, nil
+}
+
+// EventPDU returns a stored event as a PDU (redacted if redacted).
+func (s *Service) EventPDU(ctx context.Context, eventID string) (json.RawMessage, string, error) {
+	e, err := s.store.GetEvent(ctx, eventID)
+	if err != nil {
+		return nil, "", err
+	}
+	room, err := s.store.GetRoom(ctx, e.RoomID)
+	if err != nil {
+		return nil, "", err
+	}
+	data, err := authJSON(room.Version, e)
+	return data, e.RoomID, err
+}
+
+// StoreOwnLeave records the leave of a local user from a room this server
+// is not in (a rejected remote invite), once the resident server took it.
+func (s *Service) StoreOwnLeave(ctx context.Context, ev *pdu.Event) error {
+	s.write.Lock()
+	unlock, err := s.store.LockRoom(ctx, ev.RoomID())
+	if err != nil {
+		s.write.Unlock()
+		return err
+	}
+	var pos int64
+	if _, err = s.store.GetEvent(ctx, ev.ID()); errors.Is(err, ErrNotFound) {
+		pos, err = s.store.PersistEvent(ctx, NewEvent{Event: ev})
+	}
+	unlock()
+	s.write.Unlock()
+	if err != nil {
+		return fmt.Errorf("rooms: storing leave %s: %w", ev.ID(), err)
+	}
+	if pos > 0 {
+		s.announce(Persisted{Pos: pos, RoomID: ev.RoomID(), EventID: ev.ID(), Type: ev.Type(), StateKey: ev.StateKey()})
+	}
+	return nil
+}
+
+// ServerKey is the key this server signs events with.
+func (s *Service) ServerKey() pdu.Key { return s.key }
