@@ -111,6 +111,14 @@ type Store interface {
 	DeleteUIASession(ctx context.Context, id string) error
 	DeleteUIASessionsBefore(ctx context.Context, ts int64) error
 
+	// CreateOpenIDToken stores an OpenID token (its hash) valid until
+	// expiresTS.
+	CreateOpenIDToken(ctx context.Context, hash, userID string, expiresTS int64) error
+	// OpenIDTokenUser returns the user of a token valid at now;
+	// ErrNotFound for an unknown or expired one.
+	OpenIDTokenUser(ctx context.Context, hash string, now int64) (string, error)
+	DeleteOpenIDTokensBefore(ctx context.Context, ts int64) error
+
 	CreateNonce(ctx context.Context, nonce string, ts int64) error
 	// ConsumeNonce deletes the nonce and reports whether it existed and was
 	// created at or after notBefore.

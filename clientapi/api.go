@@ -5,6 +5,7 @@ package clientapi
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -70,6 +71,7 @@ type API struct {
 	keyBackup   *keybackup.Service
 	keys        *e2ee.Service
 	toDevice    *todevice.Service
+	remote      RemoteProfiles
 	log         *slog.Logger
 
 	rcRegistration *ratelimit.Limiter
@@ -82,7 +84,14 @@ type API struct {
 	rcInvitesUser  *ratelimit.Limiter
 }
 
-// Deps are the services the client API calls; all are required.
+// RemoteProfiles asks other servers for their users' profiles (package
+// federation): the whole profile, or one field (field != "").
+type RemoteProfiles interface {
+	QueryProfile(ctx context.Context, userID, field string) (map[string]json.RawMessage, error)
+}
+
+// Deps are the services the client API calls; all are required but
+// RemoteProfiles, nil when the server does not federate.
 type Deps struct {
 	Accounts          *accounts.Service
 	Rooms             *rooms.Service
@@ -97,6 +106,7 @@ type Deps struct {
 	Keys              *e2ee.Service
 	ToDevice          *todevice.Service
 	KeyBackup         *keybackup.Service
+	RemoteProfiles    RemoteProfiles
 }
 
 // New returns the client API.
@@ -107,7 +117,7 @@ func New(cfg Config, d Deps, log *slog.Logger) *API {
 		accountData: d.AccountData, presence: d.Presence, sync: d.Sync,
 		ephemeral: ephemeralServices{receipts: d.Receipts, typing: d.Typing},
 		asQuery:   d.AppServiceQuerier, appservices: d.AppServices, push: d.Push,
-		keys: d.Keys, toDevice: d.ToDevice, keyBackup: d.KeyBackup,
+		keys: d.Keys, toDevice: d.ToDevice, keyBackup: d.KeyBackup, remote: d.RemoteProfiles,
 		rcRegistration: lim(cfg.RcRegistration),
 		rcLoginAddress: lim(cfg.RcLoginAddress),
 		rcLoginAccount: lim(cfg.RcLoginAccount),
@@ -184,6 +194,7 @@ func (a *API) clientRoutes(r chi.Router) {
 		r.Post("/delete_devices", a.deleteDevices)
 		r.Put("/profile/{userID}/{key}", a.setProfileField)
 		r.Delete("/profile/{userID}/{key}", a.deleteProfileField)
+		r.Post("/user/{userID}/openid/request_token", a.requestOpenIDToken)
 		a.roomRoutes(r)
 		a.syncRoutes(r)
 		a.presenceRoutes(r)

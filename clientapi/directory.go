@@ -116,33 +116,18 @@ func (a *API) getPublicRooms(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) queryPublicRooms(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Limit  *int   `json:"limit"`
-		Since  string `json:"since"`
-		Filter struct {
-			GenericSearchTerm string    `json:"generic_search_term"`
-			RoomTypes         []*string `json:"room_types"`
-		} `json:"filter"`
-		IncludeAllNetworks   bool   `json:"include_all_networks"`
-		ThirdPartyInstanceID string `json:"third_party_instance_id"`
-	}
+	var req rooms.PublicRoomsBody
 	if err := mxhttp.DecodeJSON(r, mxhttp.DefaultBodyLimit, &req); err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	limit := 0
-	if req.Limit != nil {
-		if *req.Limit < 0 {
-			a.fail(w, r, mxhttp.InvalidParam("Invalid limit %d", *req.Limit))
-			return
-		}
-		limit = *req.Limit
+	q, err := req.Query()
+	if err != nil {
+		a.fail(w, r, err)
+		return
 	}
-	a.publicRooms(w, r, rooms.PublicRoomsQuery{
-		Limit: limit, Since: req.Since, Server: r.URL.Query().Get("server"),
-		SearchTerm: req.Filter.GenericSearchTerm, RoomTypes: req.Filter.RoomTypes,
-		IncludeAllNetworks: req.IncludeAllNetworks, ThirdPartyInstanceID: req.ThirdPartyInstanceID,
-	})
+	q.Server = r.URL.Query().Get("server")
+	a.publicRooms(w, r, q)
 }
 
 func (a *API) publicRooms(w http.ResponseWriter, r *http.Request, q rooms.PublicRoomsQuery) {

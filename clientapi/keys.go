@@ -3,6 +3,7 @@ package clientapi
 import (
 	"encoding/json"
 	"net/http"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -68,7 +69,7 @@ func (a *API) queryKeys(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, mxhttp.MissingParam("Missing device_keys"))
 		return
 	}
-	resp, err := a.keys.QueryKeys(r.Context(), requester(r).UserID, *req.DeviceKeys)
+	resp, err := a.keys.QueryKeys(r.Context(), requester(r).UserID, *req.DeviceKeys, remoteTimeout(req.Timeout))
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -89,12 +90,21 @@ func (a *API) claimKeys(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, mxhttp.MissingParam("Missing one_time_keys"))
 		return
 	}
-	resp, err := a.keys.ClaimKeys(r.Context(), *req.OneTimeKeys)
+	resp, err := a.keys.ClaimKeys(r.Context(), *req.OneTimeKeys, remoteTimeout(req.Timeout))
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
 	ok(w, resp)
+}
+
+// remoteTimeout is the wait for other servers a request's timeout (in
+// milliseconds) asks for; zero leaves the default to the keys service.
+func remoteTimeout(ms *int64) time.Duration {
+	if ms == nil || *ms <= 0 {
+		return 0
+	}
+	return time.Duration(min(*ms, int64(e2ee.MaxRemoteTimeout/time.Millisecond))) * time.Millisecond
 }
 
 func (a *API) keyChanges(w http.ResponseWriter, r *http.Request) {

@@ -17,17 +17,25 @@ func validUserID(id string) error {
 	return nil
 }
 
-func (a *API) profileOf(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, bool) {
+// profileOf reads the profile of the user in the path, or one field of it
+// (field != ""): a local user's here, another server's user's from their
+// server.
+func (a *API) profileOf(w http.ResponseWriter, r *http.Request, field string) (map[string]json.RawMessage, bool) {
 	userID := pathParam(r, "userID")
 	if err := validUserID(userID); err != nil {
 		a.fail(w, r, err)
 		return nil, false
 	}
-	if !a.accounts.IsLocal(userID) {
-		a.fail(w, r, mxhttp.NotFound("Profile not found"))
-		return nil, false
+	var p map[string]json.RawMessage
+	var err error
+	switch {
+	case a.accounts.IsLocal(userID):
+		p, err = a.accounts.GetProfile(r.Context(), userID)
+	case a.remote != nil:
+		p, err = a.remote.QueryProfile(r.Context(), userID, field)
+	default:
+		err = mxhttp.NotFound("Profile not found")
 	}
-	p, err := a.accounts.GetProfile(r.Context(), userID)
 	if err != nil {
 		a.fail(w, r, err)
 		return nil, false
@@ -36,17 +44,17 @@ func (a *API) profileOf(w http.ResponseWriter, r *http.Request) (map[string]json
 }
 
 func (a *API) getProfile(w http.ResponseWriter, r *http.Request) {
-	if p, found := a.profileOf(w, r); found {
+	if p, found := a.profileOf(w, r, ""); found {
 		ok(w, p)
 	}
 }
 
 func (a *API) getProfileField(w http.ResponseWriter, r *http.Request) {
-	p, found := a.profileOf(w, r)
+	key := pathParam(r, "key")
+	p, found := a.profileOf(w, r, key)
 	if !found {
 		return
 	}
-	key := pathParam(r, "key")
 	v, set := p[key]
 	if !set {
 		a.fail(w, r, mxhttp.NotFound("Profile field %s not set", key))

@@ -102,12 +102,21 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, target string) {
 		a.fail(w, r, mxhttp.LimitExceeded(retry))
 		return
 	}
-	roomID, err := a.rooms.Join(r.Context(), requester(r).UserID, target, req.Reason)
+	roomID, err := a.rooms.JoinVia(r.Context(), requester(r).UserID, target, req.Reason, viaServers(r))
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
 	ok(w, map[string]string{"room_id": roomID})
+}
+
+// viaServers are the servers to join or knock through when this server is
+// not in the room: via, or its older name server_name when via is absent.
+func viaServers(r *http.Request) []string {
+	if via := r.URL.Query()["via"]; len(via) > 0 {
+		return via
+	}
+	return r.URL.Query()["server_name"]
 }
 
 func (a *API) knock(w http.ResponseWriter, r *http.Request) {
@@ -116,7 +125,7 @@ func (a *API) knock(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	roomID, err := a.rooms.Knock(r.Context(), requester(r).UserID, pathParam(r, "roomIDOrAlias"), req.Reason)
+	roomID, err := a.rooms.KnockVia(r.Context(), requester(r).UserID, pathParam(r, "roomIDOrAlias"), req.Reason, viaServers(r))
 	if err != nil {
 		a.fail(w, r, err)
 		return

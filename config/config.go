@@ -136,6 +136,20 @@ type Config struct {
 	RcJoins        RcJoins   `yaml:"rc_joins"`
 	RcInvites      RcInvites `yaml:"rc_invites"`
 	RcMediaCreate  RateLimit `yaml:"rc_media_create"`
+	// RcFederation limits each other server's requests.
+	RcFederation RcFederation `yaml:"rc_federation"`
+}
+
+// RcFederation is Synapse's rc_federation: per origin, sleep_limit
+// requests per window_size go at once, later ones wait sleep_delay each,
+// more than reject_limit are refused, at most concurrent at a time. The
+// times are milliseconds, as in Synapse (or durations with a unit).
+type RcFederation struct {
+	WindowSize  Duration `yaml:"window_size"`
+	SleepLimit  int      `yaml:"sleep_limit"`
+	SleepDelay  Duration `yaml:"sleep_delay"`
+	RejectLimit int      `yaml:"reject_limit"`
+	Concurrent  int      `yaml:"concurrent"`
 }
 
 // TrustedKeyServer is a notary for other servers' keys.
@@ -267,6 +281,8 @@ func Defaults() *Config {
 		LogLevel:                       "info",
 		RefreshableAccessTokenLifetime: Duration(5 * time.Minute),
 		KeyRefreshInterval:             Duration(24 * time.Hour),
+		RcFederation: RcFederation{WindowSize: Duration(time.Second), SleepLimit: 10, SleepDelay: Duration(500 * time.Millisecond),
+			RejectLimit: 50, Concurrent: 3},
 		Federation: FederationSettings{
 			ClientTimeout:               Duration(60 * time.Second),
 			DestinationMinRetryInterval: Duration(10 * time.Minute),

@@ -134,6 +134,10 @@ type Store interface {
 	OTKChanges(ctx context.Context, from, to int64) ([]DeviceRef, error)
 	// DeviceIDs lists a user's devices (with or without keys).
 	DeviceIDs(ctx context.Context, userID string) ([]string, error)
+	// RecordDeviceListChange records a change of a user's devices or keys
+	// in the device-list stream (another server's user: their server
+	// said so).
+	RecordDeviceListChange(ctx context.Context, userID string) error
 }
 
 // ClaimRequest asks for one key of a device.
@@ -152,6 +156,8 @@ type Service struct {
 	store  Store
 	server string
 	log    *slog.Logger
+	// remote reaches other servers' users' keys; nil without federation.
+	remote Remote
 	// onDeviceList is told of each user whose device list changed, after
 	// the change committed; onKeys of each device whose one-time keys did.
 	onDeviceList []func(userID string)

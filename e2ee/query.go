@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"sort"
 	"strings"
+	"time"
 
 	"homeserver/mxhttp"
 )
@@ -30,97 +31,180 @@ func serverOf(userID string) string {
 
 // QueryKeys returns the device keys and cross-signing keys of the users
 // asked for (all their devices when the list is empty), with the
-// signatures the requester may see.
-func (s *Service) QueryKeys(ctx context.Context, requester string, want map[string][]string) (*QueryResponse, error) {
+// signatures the requester may see. Users of other servers are asked of
+// their servers, all at once, for at most timeout (DefaultRemoteTimeout
+// when not positive); those that cannot answer are listed in failures.
+func (s *Service) QueryKeys(ctx context.Context, requester string, want map[string][]string, timeout time.Duration) (*QueryResponse, error) {
 	if len(want) > MaxQueryUsers {
 		return nil, mxhttp.TooLarge("At most %d users may be queried at once", MaxQueryUsers)
 	}
-	resp := &QueryResponse{
-		Failures: map[string]any{}, DeviceKeys: map[string]map[string]json.RawMessage{},
-		MasterKeys: map[string]json.RawMessage{}, SelfSigningKeys: map[string]json.RawMessage{},
-		UserSigningKeys: map[string]json.RawMessage{},
-	}
-	users := make([]string, 0, len(want))
-	for u := range want {
-		users = append(users, u)
-	}
-	sort.Strings(users)
-	for _, user := range users {
+	resp := newQueryResponse()
+	remote := map[string]map[string][]string{}
+	for _, user := range sortedKeys(want) {
 		if !strings.HasPrefix(user, "@") || serverOf(user) == "" {
 			return nil, mxhttp.InvalidParam("Invalid user ID %q", user)
 		}
 		if !s.IsLocal(user) {
-			resp.Failures[serverOf(user)] = unreachable()
+			server := serverOf(user)
+			if s.remote == nil {
+				resp.Failures[server] = unreachable()
+				continue
+			}
+			if remote[server] == nil {
+				remote[server] = map[string][]string{}
+			}
+			remote[server][user] = want[user]
 			continue
 		}
-		devices, err := s.store.DeviceKeys(ctx, user, want[user])
-		if err != nil {
+		if err := s.addLocalKeys(ctx, resp, requester, user, want[user]); err != nil {
 			return nil, err
 		}
-		cs, err := s.store.CrossSigningKeys(ctx, user)
-		if err != nil {
+	}
+	s.queryRemote(ctx, resp, remote, timeout)
+	return resp, nil
+}
+
+// QueryLocalKeys answers another server's /user/keys/query: the keys of
+// the local users asked for, with the signatures anyone may see. Users of
+// other servers, or invalid user IDs, are left out.
+func (s *Service) QueryLocalKeys(ctx context.Context, want map[string][]string) (*QueryResponse, error) {
+	if len(want) > MaxQueryUsers {
+		return nil, mxhttp.TooLarge("At most %d users may be queried at once", MaxQueryUsers)
+	}
+	resp := newQueryResponse()
+	for _, user := range sortedKeys(want) {
+		if !strings.HasPrefix(user, "@") || !s.IsLocal(user) {
+			continue
+		}
+		if err := s.addLocalKeys(ctx, resp, "", user, want[user]); err != nil {
 			return nil, err
-		}
-		targets := make([]string, 0, len(devices)+1)
-		for _, d := range devices {
-			targets = append(targets, d.DeviceID)
-		}
-		master, hasMaster := cs[Master]
-		if hasMaster {
-			targets = append(targets, master.PublicKey)
-		}
-		sigs, err := s.store.Signatures(ctx, user, targets)
-		if err != nil {
-			return nil, err
-		}
-		byTarget := map[string][]Signature{}
-		for _, sg := range sigs {
-			byTarget[sg.TargetKey] = append(byTarget[sg.TargetKey], sg)
-		}
-		out := map[string]json.RawMessage{}
-		for _, d := range devices {
-			// Only the owner's own (self-signing) signatures of a device
-			// are anyone's business.
-			var own []Signature
-			for _, sg := range byTarget[d.DeviceID] {
-				if sg.SignerUser == user {
-					own = append(own, sg)
-				}
-			}
-			var unsigned map[string]any
-			if d.DisplayName != "" {
-				unsigned = map[string]any{"device_display_name": d.DisplayName}
-			}
-			obj, err := withSignatures(d.JSON, own, unsigned)
-			if err != nil {
-				return nil, err
-			}
-			out[d.DeviceID] = obj
-		}
-		resp.DeviceKeys[user] = out
-		if hasMaster {
-			// Signatures of the master key by the owner's devices, and by
-			// the requester's user-signing key; not other users' opinions.
-			var visible []Signature
-			for _, sg := range byTarget[master.PublicKey] {
-				if sg.SignerUser == user || sg.SignerUser == requester {
-					visible = append(visible, sg)
-				}
-			}
-			obj, err := withSignatures(master.JSON, visible, nil)
-			if err != nil {
-				return nil, err
-			}
-			resp.MasterKeys[user] = obj
-		}
-		if k, ok := cs[SelfSigning]; ok {
-			resp.SelfSigningKeys[user] = k.JSON
-		}
-		if k, ok := cs[UserSigning]; ok && user == requester {
-			resp.UserSigningKeys[user] = k.JSON
 		}
 	}
 	return resp, nil
+}
+
+func newQueryResponse() *QueryResponse {
+	return &QueryResponse{
+		Failures: map[string]any{}, DeviceKeys: map[string]map[string]json.RawMessage{},
+		MasterKeys: map[string]json.RawMessage{}, SelfSigningKeys: map[string]json.RawMessage{},
+		UserSigningKeys: map[string]json.RawMessage{},
+	}
+}
+
+// addLocalKeys adds a local user's keys to a query's answer, device
+// objects with their display names in unsigned.
+func (s *Service) addLocalKeys(ctx context.Context, resp *QueryResponse, requester, user string, deviceIDs []string) error {
+	uk, userSigning, err := s.localKeys(ctx, requester, user, deviceIDs)
+	if err != nil {
+		return err
+	}
+	out := make(map[string]json.RawMessage, len(uk.Devices))
+	for _, d := range uk.Devices {
+		obj := d.Keys
+		if d.DisplayName != "" {
+			if obj, err = withSignatures(obj, nil, map[string]any{"device_display_name": d.DisplayName}); err != nil {
+				return err
+			}
+		}
+		out[d.DeviceID] = obj
+	}
+	resp.DeviceKeys[user] = out
+	if uk.MasterKey != nil {
+		resp.MasterKeys[user] = uk.MasterKey
+	}
+	if uk.SelfSigningKey != nil {
+		resp.SelfSigningKeys[user] = uk.SelfSigningKey
+	}
+	if userSigning != nil {
+		resp.UserSigningKeys[user] = userSigning
+	}
+	return nil
+}
+
+// UserKeys returns what other servers may know of a local user's keys:
+// every device with keys, and the master and self-signing keys, with the
+// signatures anyone may see.
+func (s *Service) UserKeys(ctx context.Context, userID string) (UserKeys, error) {
+	uk, _, err := s.localKeys(ctx, "", userID, nil)
+	return uk, err
+}
+
+// localKeys reads a local user's device keys (the wanted devices, all when
+// the list is empty) and cross-signing keys, with the signatures viewer
+// may see ("" for no one in particular), and the user-signing key when the
+// viewer is the user.
+func (s *Service) localKeys(ctx context.Context, viewer, user string, deviceIDs []string) (UserKeys, json.RawMessage, error) {
+	var uk UserKeys
+	devices, err := s.store.DeviceKeys(ctx, user, deviceIDs)
+	if err != nil {
+		return uk, nil, err
+	}
+	cs, err := s.store.CrossSigningKeys(ctx, user)
+	if err != nil {
+		return uk, nil, err
+	}
+	targets := make([]string, 0, len(devices)+1)
+	for _, d := range devices {
+		targets = append(targets, d.DeviceID)
+	}
+	master, hasMaster := cs[Master]
+	if hasMaster {
+		targets = append(targets, master.PublicKey)
+	}
+	sigs, err := s.store.Signatures(ctx, user, targets)
+	if err != nil {
+		return uk, nil, err
+	}
+	byTarget := map[string][]Signature{}
+	for _, sg := range sigs {
+		byTarget[sg.TargetKey] = append(byTarget[sg.TargetKey], sg)
+	}
+	uk.Devices = make([]Device, 0, len(devices))
+	for _, d := range devices {
+		// Only the owner's own (self-signing) signatures of a device
+		// are anyone's business.
+		var own []Signature
+		for _, sg := range byTarget[d.DeviceID] {
+			if sg.SignerUser == user {
+				own = append(own, sg)
+			}
+		}
+		obj, err := withSignatures(d.JSON, own, nil)
+		if err != nil {
+			return uk, nil, err
+		}
+		uk.Devices = append(uk.Devices, Device{DeviceID: d.DeviceID, Keys: obj, DisplayName: d.DisplayName})
+	}
+	if hasMaster {
+		// Signatures of the master key by the owner's devices, and by
+		// the viewer's user-signing key; not other users' opinions.
+		var visible []Signature
+		for _, sg := range byTarget[master.PublicKey] {
+			if sg.SignerUser == user || (viewer != "" && sg.SignerUser == viewer) {
+				visible = append(visible, sg)
+			}
+		}
+		if uk.MasterKey, err = withSignatures(master.JSON, visible, nil); err != nil {
+			return uk, nil, err
+		}
+	}
+	if k, ok := cs[SelfSigning]; ok {
+		uk.SelfSigningKey = k.JSON
+	}
+	var userSigning json.RawMessage
+	if k, ok := cs[UserSigning]; ok && viewer != "" && user == viewer {
+		userSigning = k.JSON
+	}
+	return uk, userSigning, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // withSignatures adds stored signatures (and unsigned data) to a signed
@@ -163,26 +247,88 @@ type ClaimResponse struct {
 
 // ClaimKeys hands out one key per device asked for: a one-time key, each
 // to one claimer only, or the device's fallback key when it has none left.
-func (s *Service) ClaimKeys(ctx context.Context, want map[string]map[string]string) (*ClaimResponse, error) {
-	resp := &ClaimResponse{Failures: map[string]any{}, OneTimeKeys: map[string]map[string]map[string]json.RawMessage{}}
-	var reqs []ClaimRequest
-	for user, devices := range want {
+// Keys of other servers' users are claimed from their servers, all at
+// once, for at most timeout (DefaultRemoteTimeout when not positive).
+func (s *Service) ClaimKeys(ctx context.Context, want map[string]map[string]string, timeout time.Duration) (*ClaimResponse, error) {
+	resp := newClaimResponse()
+	local := map[string]map[string]string{}
+	remote := map[string]map[string]map[string]string{}
+	n := 0
+	for _, user := range sortedKeys(want) {
+		devices := want[user]
 		if !strings.HasPrefix(user, "@") || serverOf(user) == "" {
 			return nil, mxhttp.InvalidParam("Invalid user ID %q", user)
 		}
-		if !s.IsLocal(user) {
-			resp.Failures[serverOf(user)] = unreachable()
+		for device, alg := range devices {
+			if alg == "" || device == "" {
+				return nil, mxhttp.InvalidParam("Claims need a device ID and an algorithm")
+			}
+		}
+		if n += len(devices); n > MaxQueryUsers {
+			return nil, mxhttp.TooLarge("At most %d keys may be claimed at once", MaxQueryUsers)
+		}
+		if s.IsLocal(user) {
+			local[user] = devices
+			continue
+		}
+		server := serverOf(user)
+		if s.remote == nil {
+			resp.Failures[server] = unreachable()
+			continue
+		}
+		if remote[server] == nil {
+			remote[server] = map[string]map[string]string{}
+		}
+		remote[server][user] = devices
+	}
+	if err := s.claimLocal(ctx, resp, local); err != nil {
+		return nil, err
+	}
+	s.claimRemote(ctx, resp, remote, timeout)
+	return resp, nil
+}
+
+// ClaimLocalKeys answers another server's /user/keys/claim: keys of the
+// local users' devices asked for. Users of other servers are left out.
+func (s *Service) ClaimLocalKeys(ctx context.Context, want map[string]map[string]string) (*ClaimResponse, error) {
+	local := map[string]map[string]string{}
+	n := 0
+	for user, devices := range want {
+		if !strings.HasPrefix(user, "@") || !s.IsLocal(user) {
 			continue
 		}
 		for device, alg := range devices {
 			if alg == "" || device == "" {
 				return nil, mxhttp.InvalidParam("Claims need a device ID and an algorithm")
 			}
+		}
+		if n += len(devices); n > MaxQueryUsers {
+			return nil, mxhttp.TooLarge("At most %d keys may be claimed at once", MaxQueryUsers)
+		}
+		local[user] = devices
+	}
+	resp := newClaimResponse()
+	if err := s.claimLocal(ctx, resp, local); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+func newClaimResponse() *ClaimResponse {
+	return &ClaimResponse{Failures: map[string]any{}, OneTimeKeys: map[string]map[string]map[string]json.RawMessage{}}
+}
+
+// claimLocal claims keys of local users' devices (checked by the caller)
+// into resp.
+func (s *Service) claimLocal(ctx context.Context, resp *ClaimResponse, want map[string]map[string]string) error {
+	var reqs []ClaimRequest
+	for user, devices := range want {
+		for device, alg := range devices {
 			reqs = append(reqs, ClaimRequest{UserID: user, DeviceID: device, Algorithm: alg})
 		}
 	}
-	if len(reqs) > MaxQueryUsers {
-		return nil, mxhttp.TooLarge("At most %d keys may be claimed at once", MaxQueryUsers)
+	if len(reqs) == 0 {
+		return nil
 	}
 	// A stable order keeps concurrent claims from locking rows in
 	// opposite orders.
@@ -194,7 +340,7 @@ func (s *Service) ClaimKeys(ctx context.Context, want map[string]map[string]stri
 	})
 	claimed, err := s.store.ClaimKeys(ctx, reqs)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, c := range claimed {
 		byDevice := resp.OneTimeKeys[c.UserID]
@@ -205,5 +351,5 @@ func (s *Service) ClaimKeys(ctx context.Context, want map[string]map[string]stri
 		byDevice[c.DeviceID] = map[string]json.RawMessage{c.Key.Algorithm + ":" + c.Key.KeyID: c.Key.JSON}
 		s.keysChanged(DeviceRef{UserID: c.UserID, DeviceID: c.DeviceID})
 	}
-	return resp, nil
+	return nil
 }

@@ -36,11 +36,14 @@ type Profiles interface {
 }
 
 // EDUs applies ephemeral data other servers send: typing, receipts,
-// presence. Any of its functions may be nil.
+// presence, to-device messages. Any of its functions may be nil.
 type EDUs struct {
 	Typing   func(roomID, userID string, typing bool, timeout time.Duration)
 	Receipt  func(ctx context.Context, roomID, userID, receiptType, eventID, threadID string, ts int64) error
 	Presence func(ctx context.Context, userID, presence, statusMsg string, lastActiveAgo int64, currentlyActive bool) error
+	// ToDevice delivers messages (local user ID to device ID or "*" to
+	// content) from another server's user.
+	ToDevice func(ctx context.Context, sender, eventType, messageID string, messages map[string]map[string]json.RawMessage) error
 }
 
 // Config of the federation service.
@@ -51,6 +54,8 @@ type Config struct {
 	// (Synapse's destination_min_retry_interval and
 	// destination_max_retry_interval); the wait doubles in between.
 	MinRetry, MaxRetry time.Duration
+	// RateLimit limits each origin's requests (zero: DefaultRateLimit).
+	RateLimit RateLimit
 	// ServerVersion is what /version answers.
 	ServerVersion string
 	Logger        *slog.Logger
@@ -67,10 +72,17 @@ type Deps struct {
 	Client   Client
 	Keys     KeyRing
 	Profiles Profiles
-	EDUs     EDUs
-	Hub      *stream.Hub
-	Leaser   stream.Leaser
-	Metrics  *stream.Metrics
+	// OpenID resolves OpenID tokens for the userinfo endpoint; nil
+	// answers every token as unknown.
+	OpenID OpenIDTokens
+	EDUs   EDUs
+	// E2EE and DeviceLists serve and announce local users' keys; without
+	// them the key endpoints answer M_UNRECOGNIZED.
+	E2EE        E2EE
+	DeviceLists DeviceListStore
+	Hub         *stream.Hub
+	Leaser      stream.Leaser
+	Metrics     *stream.Metrics
 }
 
 // Service is the federation of this server.
@@ -83,13 +95,18 @@ type Service struct {
 	client   Client
 	keys     KeyRing
 	profiles Profiles
+	openID   OpenIDTokens
 	edus     EDUs
-	hub      *stream.Hub
-	leaser   stream.Leaser
-	metrics  *stream.Metrics
-	log      *slog.Logger
-	now      func() time.Time
-	sender   *sender
+	e2ee     E2EE
+	// deviceLists keeps what other servers were told of local devices.
+	deviceLists DeviceListStore
+	hub         *stream.Hub
+	leaser      stream.Leaser
+	metrics     *stream.Metrics
+	log         *slog.Logger
+	now         func() time.Time
+	sender      *sender
+	limiter     *originLimiter
 
 	startMu sync.Mutex
 	stop    func()
@@ -115,9 +132,13 @@ func New(cfg Config, d Deps) *Service {
 	if d.Metrics == nil {
 		d.Metrics = stream.NewMetrics()
 	}
-	s := &Service{cfg: cfg, rooms: d.Rooms, store: d.Store, eventLog: d.Log, receipts: d.Receipts, client: d.Client, keys: d.Keys, profiles: d.Profiles,
-		edus: d.EDUs, hub: d.Hub, leaser: d.Leaser, metrics: d.Metrics, log: cfg.Logger, now: cfg.Now}
+	s := &Service{cfg: cfg, rooms: d.Rooms, store: d.Store, eventLog: d.Log, receipts: d.Receipts, client: d.Client, keys: d.Keys, profiles: d.Profiles, openID: d.OpenID,
+		edus: d.EDUs, e2ee: d.E2EE, deviceLists: d.DeviceLists, hub: d.Hub, leaser: d.Leaser, metrics: d.Metrics, log: cfg.Logger, now: cfg.Now}
 	s.sender = newSender(s)
+	if cfg.RateLimit == (RateLimit{}) {
+		cfg.RateLimit = DefaultRateLimit
+	}
+	s.limiter = newOriginLimiter(cfg.RateLimit, cfg.Now)
 	return s
 }
 

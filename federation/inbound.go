@@ -28,13 +28,14 @@ const (
 	maxRequestBody = 16 << 20
 )
 
-// Mount adds the federation API to r. Every endpoint but /version needs
-// an X-Matrix signed request; auth verifies it.
+// Mount adds the federation API to r. Every endpoint but /version and
+// OpenID's userinfo needs an X-Matrix signed request; auth verifies it.
 func (s *Service) Mount(r chi.Router) {
 	r.Get("/_matrix/federation/v1/version", s.version)
+	s.MountOpenID(r)
 	r.Group(func(r chi.Router) {
 		r.Use(transport.Middleware(s.cfg.ServerName, s.lookupKey, maxRequestBody))
-		r.Use(s.noteInbound)
+		r.Use(s.noteInbound, s.limiter.middleware)
 		r.Put("/_matrix/federation/v1/send/{txnId}", s.send)
 		r.Get("/_matrix/federation/v1/make_join/{roomId}/{userId}", s.makeJoin)
 		r.Put("/_matrix/federation/v1/send_join/{roomId}/{eventId}", s.sendJoinV1)
@@ -43,9 +44,16 @@ func (s *Service) Mount(r chi.Router) {
 		r.Put("/_matrix/federation/v1/send_leave/{roomId}/{eventId}", s.sendLeaveV1)
 		r.Put("/_matrix/federation/v2/send_leave/{roomId}/{eventId}", s.sendLeaveV2)
 		r.Put("/_matrix/federation/v2/invite/{roomId}/{eventId}", s.invite)
+		r.Get("/_matrix/federation/v1/make_knock/{roomId}/{userId}", s.makeKnock)
+		r.Put("/_matrix/federation/v1/send_knock/{roomId}/{eventId}", s.sendKnock)
+		r.Get("/_matrix/federation/v1/publicRooms", s.publicRoomsGet)
+		r.Post("/_matrix/federation/v1/publicRooms", s.publicRoomsPost)
 		r.Get("/_matrix/federation/v1/query/directory", s.queryDirectory)
 		r.Get("/_matrix/federation/v1/query/profile", s.queryProfile)
 		r.Get("/_matrix/federation/v1/event/{eventId}", s.event)
+		r.Get("/_matrix/federation/v1/user/devices/{userId}", s.userDevices)
+		r.Post("/_matrix/federation/v1/user/keys/query", s.userKeysQuery)
+		r.Post("/_matrix/federation/v1/user/keys/claim", s.userKeysClaim)
 	})
 }
 
@@ -204,6 +212,10 @@ func (s *Service) receiveEDU(ctx context.Context, origin string, raw json.RawMes
 		return fmt.Errorf("EDU is not an object: %w", err)
 	}
 	switch e.Type {
+	case "m.device_list_update", "m.signing_key_update":
+		return s.receiveDeviceListEDU(ctx, origin, e.Type, e.Content)
+	case "m.direct_to_device":
+		return s.receiveToDevice(ctx, origin, e.Content)
 	case "m.typing":
 		var c struct {
 			RoomID string `json:"room_id"`
@@ -310,6 +322,14 @@ func (s *Service) makeLeave(w http.ResponseWriter, r *http.Request) {
 	s.makeMembership(w, r, "leave")
 }
 
+func (s *Service) makeKnock(w http.ResponseWriter, r *http.Request) {
+	s.makeMembership(w, r, "knock")
+}
+
+// makeMembership serves make_join, make_leave and make_knock: a template
+// of the membership event for the requesting server to sign. Joins and
+// knocks name the room versions the requesting server supports (ver),
+// which knocks must give.
 func (s *Service) makeMembership(w http.ResponseWriter, r *http.Request, membership string) {
 	roomID, userID, err := s.roomAndUser(r)
 	if err != nil {
@@ -317,10 +337,17 @@ func (s *Service) makeMembership(w http.ResponseWriter, r *http.Request, members
 		return
 	}
 	var supported []string
-	if membership == "join" {
+	switch membership {
+	case "join":
 		supported = r.URL.Query()["ver"]
 		if len(supported) == 0 {
 			supported = []string{"1"} // the spec's default
+		}
+	case "knock":
+		supported = r.URL.Query()["ver"]
+		if len(supported) == 0 {
+			s.fail(w, r, mxhttp.MissingParam("ver is required"))
+			return
 		}
 	}
 	version, template, err := s.rooms.MakeMembership(r.Context(), roomID, userID, membership, supported)
@@ -337,8 +364,9 @@ func (s *Service) makeMembership(w http.ResponseWriter, r *http.Request, members
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"room_version": version, "event": template})
 }
 
-// receiveMembership checks a signed membership event sent to send_join or
-// send_leave and stores it.
+// receiveMembership checks a signed membership event sent to send_join,
+// send_leave or send_knock and stores it. A bad knock is M_INVALID_PARAM,
+// as the spec asks of send_knock; a bad join or leave M_BAD_JSON.
 func (s *Service) receiveMembership(r *http.Request, membership string) (*pdu.Event, error) {
 	ctx := r.Context()
 	roomID, eventID := mxhttp.PathParam(r, "roomId"), mxhttp.PathParam(r, "eventId")
@@ -356,20 +384,24 @@ func (s *Service) receiveMembership(r *http.Request, membership string) (*pdu.Ev
 	if !json.Valid(raw) {
 		return nil, mxhttp.NotJSON("The event is not JSON")
 	}
+	invalid, foreign := mxhttp.BadJSON, mxhttp.Forbidden
+	if membership == "knock" {
+		invalid, foreign = mxhttp.InvalidParam, mxhttp.InvalidParam
+	}
 	ev, err := s.parsePDU(ctx, version, raw)
 	if err != nil {
-		return nil, mxhttp.BadJSON("Invalid event: %v", err)
+		return nil, invalid("Invalid event: %v", err)
 	}
 	sk := ev.StateKey()
 	switch {
 	case ev.ID() != eventID:
-		return nil, mxhttp.BadJSON("The event's ID is %s, not %s", ev.ID(), eventID)
+		return nil, invalid("The event's ID is %s, not %s", ev.ID(), eventID)
 	case ev.RoomID() != roomID:
-		return nil, mxhttp.BadJSON("The event is for another room")
+		return nil, invalid("The event is for another room")
 	case ev.Type() != "m.room.member" || sk == nil || *sk != ev.Sender() || ev.Membership() != membership:
-		return nil, mxhttp.BadJSON("Not a %s event of its sender", membership)
+		return nil, invalid("Not a %s event of its sender", membership)
 	case serverOf(ev.Sender()) != transport.Origin(ctx):
-		return nil, mxhttp.Forbidden("The event's sender is not on the requesting server")
+		return nil, foreign("The event's sender is not on the requesting server")
 	}
 	if membership == "join" {
 		var c struct {
@@ -460,6 +492,22 @@ func (s *Service) sendLeaveV1(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	mxhttp.WriteJSON(w, http.StatusOK, []any{200, map[string]any{}})
+}
+
+// sendKnock takes a knock through this server and answers with the
+// state that identifies the room to the knocker.
+func (s *Service) sendKnock(w http.ResponseWriter, r *http.Request) {
+	ev, err := s.receiveMembership(r, "knock")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	state, err := s.rooms.StrippedStatePDUs(r.Context(), ev.RoomID())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"knock_room_state": state})
 }
 
 type inviteRequest struct {

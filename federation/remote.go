@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 
 	"homeserver/federation/transport"
 	"homeserver/mxhttp"
@@ -30,6 +31,34 @@ func (s *Service) QueryAlias(ctx context.Context, alias string) (rooms.AliasTarg
 		return rooms.AliasTarget{}, mxhttp.NotFound("Room alias %s not found", alias)
 	}
 	return rooms.AliasTarget{RoomID: out.RoomID, Servers: out.Servers}, nil
+}
+
+// QueryProfile asks the user's server for their profile, or for one field
+// of it (field != ""). A field the server leaves out is not found.
+func (s *Service) QueryProfile(ctx context.Context, userID, field string) (map[string]json.RawMessage, error) {
+	server := serverOf(userID)
+	if !transport.ValidServerName(server) {
+		return nil, mxhttp.InvalidParam("Invalid user ID %q", userID)
+	}
+	q := url.Values{"user_id": {userID}}
+	if field != "" {
+		q.Set("field", field)
+	}
+	var out map[string]json.RawMessage
+	if err := s.client.Do(ctx, "GET", server, "/_matrix/federation/v1/query/profile?"+q.Encode(), nil, &out); err != nil {
+		return nil, remoteError(err, "Profile not found")
+	}
+	if field != "" {
+		v, ok := out[field]
+		if !ok {
+			return nil, mxhttp.NotFound("Profile field %s not set", field)
+		}
+		return map[string]json.RawMessage{field: v}, nil
+	}
+	if out == nil {
+		out = map[string]json.RawMessage{}
+	}
+	return out, nil
 }
 
 // remoteError turns another server's answer into the error for the local
@@ -57,13 +86,31 @@ func remoteError(err error, notFound string) error {
 // Join joins user to a room through the first of servers that takes the
 // join: make_join, sign, send_join, check what came back, store it.
 func (s *Service) Join(ctx context.Context, user, roomID string, servers []string, content map[string]any) error {
+	return s.throughServers(servers, roomID, "join", func(server string) error {
+		return s.joinVia(ctx, server, user, roomID, content)
+	})
+}
+
+// Knock knocks user on a room through the first of servers that takes the
+// knock: make_knock, sign, send_knock, then the knock is stored with the
+// room's state as the server returned it.
+func (s *Service) Knock(ctx context.Context, user, roomID string, servers []string, content map[string]any) error {
+	return s.throughServers(servers, roomID, "knock", func(server string) error {
+		return s.knockVia(ctx, server, user, roomID, content)
+	})
+}
+
+// throughServers tries a join or knock (what) through each server in turn
+// until one takes it. A refusal (403) ends the tries: the room's rules are
+// the same on every server.
+func (s *Service) throughServers(servers []string, roomID, what string, try func(server string) error) error {
 	var errs []error
 	for _, server := range servers {
-		err := s.joinVia(ctx, server, user, roomID, content)
+		err := try(server)
 		if err == nil {
 			return nil
 		}
-		s.log.Info("joining through a server failed", "room_id", roomID, "server", server, "err", err)
+		s.log.Info("going through a server failed", "op", what, "room_id", roomID, "server", server, "err", err)
 		errs = append(errs, err)
 		var mx *mxhttp.Error
 		if errors.As(err, &mx) && mx.Status == 403 {
@@ -73,7 +120,7 @@ func (s *Service) Join(ctx context.Context, user, roomID string, servers []strin
 	if len(errs) == 1 {
 		return errs[0]
 	}
-	return &mxhttp.Error{Status: 502, Code: "M_UNKNOWN", Message: fmt.Sprintf("No server could be joined through: %v", errors.Join(errs...))}
+	return &mxhttp.Error{Status: 502, Code: "M_UNKNOWN", Message: fmt.Sprintf("No server could be %sed through: %v", what, errors.Join(errs...))}
 }
 
 func versionQuery() string {
@@ -163,6 +210,75 @@ func (s *Service) joinVia(ctx context.Context, server, user, roomID string, cont
 		return fmt.Errorf("checking the room's state from %s: %w", server, err)
 	}
 	return s.rooms.ImportJoin(ctx, join, state, chain)
+}
+
+func (s *Service) knockVia(ctx context.Context, server, user, roomID string, content map[string]any) error {
+	var mk makeResponse
+	path := "/_matrix/federation/v1/make_knock/" + url.PathEscape(roomID) + "/" + url.PathEscape(user) + "?" + versionQuery()
+	if err := s.client.Do(ctx, "GET", server, path, nil, &mk); err != nil {
+		return remoteError(err, "The room is not known to "+server)
+	}
+	knock, err := s.signTemplate(mk, user, roomID, "knock", content)
+	if err != nil {
+		return err
+	}
+	var resp struct {
+		KnockRoomState []json.RawMessage `json:"knock_room_state"`
+	}
+	path = "/_matrix/federation/v1/send_knock/" + url.PathEscape(roomID) + "/" + url.PathEscape(knock.ID())
+	if err := s.client.Do(ctx, "PUT", server, path, json.RawMessage(knock.JSON()), &resp); err != nil {
+		return remoteError(err, "The room is not known to "+server)
+	}
+	return s.rooms.StoreOwnKnock(ctx, knock, s.strippedState(ctx, knock.Version(), roomID, resp.KnockRoomState))
+}
+
+// maxStrippedState bounds the stripped state kept from another server.
+const maxStrippedState = 50
+
+// strippedState turns the room state another server sent with a knock
+// into the stripped state events clients are shown. The spec asks for
+// PDUs of the room's version, and for those improperly signed or formed
+// to be left out; servers from before v1.16 send stripped events, which
+// are kept in room versions up to 11 while servers migrate.
+func (s *Service) strippedState(ctx context.Context, version, roomID string, state []json.RawMessage) []json.RawMessage {
+	legacy := false
+	if n, err := strconv.Atoi(version); err == nil && n <= 11 {
+		legacy = true
+	}
+	out := []json.RawMessage{}
+	for _, raw := range state {
+		if len(out) == maxStrippedState {
+			break
+		}
+		var e struct {
+			Type       *string         `json:"type"`
+			StateKey   *string         `json:"state_key"`
+			Sender     string          `json:"sender"`
+			Content    json.RawMessage `json:"content"`
+			Signatures json.RawMessage `json:"signatures"`
+		}
+		if json.Unmarshal(raw, &e) != nil || e.Type == nil || e.StateKey == nil || len(e.Content) == 0 || e.Content[0] != '{' {
+			s.log.Info("leaving out a malformed stripped state event", "room_id", roomID)
+			continue
+		}
+		if len(e.Signatures) > 0 {
+			ev, err := s.parsePDU(ctx, version, raw)
+			if err != nil || ev.RoomID() != roomID || ev.StateKey() == nil {
+				s.log.Info("leaving out a bad stripped state event", "room_id", roomID, "type", *e.Type, "err", err)
+				continue
+			}
+			*e.Type, *e.StateKey, e.Sender, e.Content = ev.Type(), *ev.StateKey(), ev.Sender(), ev.Content()
+		} else if !legacy {
+			s.log.Info("leaving out a stripped state event that is not a PDU", "room_id", roomID, "type", *e.Type)
+			continue
+		}
+		data, err := json.Marshal(map[string]any{"type": *e.Type, "state_key": *e.StateKey, "sender": e.Sender, "content": e.Content})
+		if err != nil {
+			continue
+		}
+		out = append(out, data)
+	}
+	return out
 }
 
 // checkJoinResponse verifies the state and auth chain a resident server

@@ -166,6 +166,7 @@ func (q *sender) runLeased(ctx context.Context, lease stream.Lease) {
 	for _, r := range []*stream.Reader{
 		{Name: fanoutReader, Step: q.fanoutStep, Wake: q.s.hub.Wake(stream.Events), Log: q.s.log, Metrics: q.s.metrics, Poll: time.Minute},
 		{Name: receiptsReader, Step: q.receiptsStep, Wake: q.s.hub.Wake(stream.Receipts), Log: q.s.log, Metrics: q.s.metrics, Poll: time.Minute},
+		q.deviceListsReaderFor(),
 	} {
 		wg.Add(1)
 		go func() {

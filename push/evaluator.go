@@ -287,6 +287,18 @@ func (s *Service) Unread(ctx context.Context, userID, roomID string, threads boo
 	return total, nil, nil
 }
 
+// NotificationPos is the newest notification's ID: the position of the
+// notifications stream.
+func (s *Service) NotificationPos(ctx context.Context) (int64, error) {
+	return s.store.MaxNotificationID(ctx)
+}
+
+// RoomsNotifiedBetween lists the rooms where the user got notifications
+// with IDs in (from, to].
+func (s *Service) RoomsNotifiedBetween(ctx context.Context, userID string, from, to int64) ([]string, error) {
+	return s.store.RoomsNotifiedBetween(ctx, userID, from, to)
+}
+
 // Notifications lists the user's notifications, newest first; from is the
 // next_token of a previous page.
 func (s *Service) Notifications(ctx context.Context, userID string, from int64, limit int, onlyHighlight bool) ([]Notification, error) {

@@ -71,6 +71,9 @@ type Store interface {
 	NotificationsAfter(ctx context.Context, userID string, after int64, limit int) ([]Notification, error)
 	// MaxNotificationID is the greatest notification ID (0 when none).
 	MaxNotificationID(ctx context.Context) (int64, error)
+	// RoomsNotifiedBetween lists the rooms of the user's notifications
+	// with IDs in (from, to].
+	RoomsNotifiedBetween(ctx context.Context, userID string, from, to int64) ([]string, error)
 
 	Pushers(ctx context.Context, userID string) ([]Pusher, error)
 	AllPushers(ctx context.Context) ([]Pusher, error)

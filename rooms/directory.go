@@ -447,10 +447,43 @@ func parseDirectoryToken(s string) (directoryToken, error) {
 	return t, nil
 }
 
-// PublicRooms returns a page of the published room directory.
+// PublicRoomsBody is the JSON body of POST /publicRooms, in the client and
+// the federation API alike.
+type PublicRoomsBody struct {
+	Limit  *int   `json:"limit"`
+	Since  string `json:"since"`
+	Filter struct {
+		GenericSearchTerm string    `json:"generic_search_term"`
+		RoomTypes         []*string `json:"room_types"`
+	} `json:"filter"`
+	IncludeAllNetworks   bool   `json:"include_all_networks"`
+	ThirdPartyInstanceID string `json:"third_party_instance_id"`
+}
+
+// Query checks the body and returns the query it asks for, of this
+// server's directory.
+func (b PublicRoomsBody) Query() (PublicRoomsQuery, error) {
+	q := PublicRoomsQuery{
+		Since: b.Since, SearchTerm: b.Filter.GenericSearchTerm, RoomTypes: b.Filter.RoomTypes,
+		IncludeAllNetworks: b.IncludeAllNetworks, ThirdPartyInstanceID: b.ThirdPartyInstanceID,
+	}
+	if b.Limit != nil {
+		if *b.Limit < 0 {
+			return q, mxhttp.InvalidParam("Invalid limit %d", *b.Limit)
+		}
+		q.Limit = *b.Limit
+	}
+	return q, nil
+}
+
+// PublicRooms returns a page of the published room directory: this
+// server's, or another's (q.Server) asked over federation.
 func (s *Service) PublicRooms(ctx context.Context, q PublicRoomsQuery) (*PublicRooms, error) {
 	if q.Server != "" && q.Server != s.server {
-		return nil, mxhttp.NotFound("Cannot list the room directory of %s: federation is not available", q.Server)
+		if s.remote == nil {
+			return nil, mxhttp.NotFound("Cannot list the room directory of %s: federation is not available", q.Server)
+		}
+		return s.remote.PublicRooms(ctx, q.Server, q)
 	}
 	var since *directoryToken
 	if q.Since != "" {
@@ -604,6 +637,12 @@ func (s *Service) currentContent(ctx context.Context, e Stored, versions map[str
 		}
 	}
 	return contentOf(data), nil
+}
+
+// Matches tells whether the entry passes q's filter (search term and
+// room types), for a directory whose server could not filter it.
+func (e PublicRoom) Matches(q PublicRoomsQuery) bool {
+	return e.matches(strings.ToLower(strings.TrimSpace(q.SearchTerm)), q.RoomTypes)
 }
 
 // matches applies a directory filter to an entry.

@@ -24,9 +24,14 @@ type Remote interface {
 	// Invite sends an invite of another server's user to that server and
 	// returns the event as signed by both servers.
 	Invite(ctx context.Context, ev *pdu.Event, strippedState []json.RawMessage) (*pdu.Event, error)
-	// Leave rejects an invite to a room this server is not in, through
-	// one of servers.
+	// Leave rejects an invite to (or rescinds a knock on) a room this
+	// server is not in, through one of servers.
 	Leave(ctx context.Context, user, roomID string, servers []string) error
+	// Knock knocks user on a room this server is not in, through one of
+	// servers (tried in turn), and records the knock through StoreOwnKnock.
+	Knock(ctx context.Context, user, roomID string, servers []string, content map[string]any) error
+	// PublicRooms asks server for a page of its published room directory.
+	PublicRooms(ctx context.Context, server string, q PublicRoomsQuery) (*PublicRooms, error)
 }
 
 // SetRemote connects the rooms service to other servers. Until it is
@@ -283,16 +288,56 @@ func (s *Service) ReceiveInvite(ctx context.Context, ev *pdu.Event, stripped []j
 		// A room this server is in: the invite is an ordinary event.
 		return s.ReceiveEvent(ctx, ev)
 	}
+	return s.storeOutOfRoom(ctx, ev, ev.Sender(), stripped)
+}
+
+// StoreOwnKnock records the knock of a local user on a room this server is
+// not in, once a resident server took it, with the stripped state that
+// server returned, so that the knocker's /sync shows it.
+func (s *Service) StoreOwnKnock(ctx context.Context, ev *pdu.Event, stripped []json.RawMessage) error {
+	sk := ev.StateKey()
+	if ev.Type() != "m.room.member" || sk == nil || *sk != ev.Sender() || ev.Membership() != "knock" || !s.isLocal(ev.Sender()) {
+		return &RejectedError{Reason: "not a knock of a user of this server"}
+	}
+	creator := ev.Sender()
+	for _, raw := range stripped {
+		var e struct {
+			Type   string `json:"type"`
+			Sender string `json:"sender"`
+		}
+		if json.Unmarshal(raw, &e) == nil && e.Type == "m.room.create" && e.Sender != "" {
+			creator = e.Sender
+		}
+	}
+	return s.storeOutOfRoom(ctx, ev, creator, stripped)
+}
+
+// storeOutOfRoom records a membership of a local user in a room this
+// server is not in (a remote invite or an own knock): the stripped state
+// the user is shown, the room's row, and the event.
+func (s *Service) storeOutOfRoom(ctx context.Context, ev *pdu.Event, creator string, stripped []json.RawMessage) error {
+	if stripped == nil {
+		stripped = []json.RawMessage{}
+	}
 	data, err := json.Marshal(stripped)
 	if err != nil {
 		return err
 	}
-	if err := s.store.SaveInviteState(ctx, ev.RoomID(), *target, data); err != nil {
+	if err := s.store.SaveInviteState(ctx, ev.RoomID(), *ev.StateKey(), data); err != nil {
 		return err
 	}
-	if err := s.store.EnsureRoom(ctx, Room{RoomID: ev.RoomID(), Version: ev.Version(), Creator: ev.Sender(), CreatedTS: ev.OriginServerTS()}); err != nil {
+	if err := s.store.EnsureRoom(ctx, Room{RoomID: ev.RoomID(), Version: ev.Version(), Creator: creator, CreatedTS: ev.OriginServerTS()}); err != nil {
 		return err
 	}
+	return s.persistOutOfRoom(ctx, ev)
+}
+
+// persistOutOfRoom writes a membership event of a local user in a room
+// this server is not in (an invite, a knock, a leave) through the writer
+// path, without checks against the room's state, which this server does
+// not have: the caller checked the event, and the resident server took
+// it. An event already stored changes nothing.
+func (s *Service) persistOutOfRoom(ctx context.Context, ev *pdu.Event) error {
 	s.write.Lock()
 	unlock, err := s.store.LockRoom(ctx, ev.RoomID())
 	if err != nil {
@@ -306,7 +351,7 @@ func (s *Service) ReceiveInvite(ctx context.Context, ev *pdu.Event, stripped []j
 	unlock()
 	s.write.Unlock()
 	if err != nil {
-		return fmt.Errorf("rooms: storing invite %s: %w", ev.ID(), err)
+		return fmt.Errorf("rooms: storing %s %s: %w", ev.Membership(), ev.ID(), err)
 	}
 	if pos > 0 {
 		s.announce(Persisted{Pos: pos, RoomID: ev.RoomID(), EventID: ev.ID(), Type: ev.Type(), StateKey: ev.StateKey()})
@@ -462,27 +507,38 @@ func (s *Service) EventPDU(ctx context.Context, eventID string) (json.RawMessage
 }
 
 // StoreOwnLeave records the leave of a local user from a room this server
-// is not in (a rejected remote invite), once the resident server took it.
+// is not in (a rejected remote invite, a rescinded knock), once the
+// resident server took it.
 func (s *Service) StoreOwnLeave(ctx context.Context, ev *pdu.Event) error {
-	s.write.Lock()
-	unlock, err := s.store.LockRoom(ctx, ev.RoomID())
+	return s.persistOutOfRoom(ctx, ev)
+}
+
+// StrippedStatePDUs returns the room's state that identifies it to a user
+// knocking from another server (knock_room_state): the events of the
+// stripped state types, formatted as PDUs of the room's version, as the
+// spec asks since v1.16.
+func (s *Service) StrippedStatePDUs(ctx context.Context, roomID string) ([]json.RawMessage, error) {
+	room, err := s.store.GetRoom(ctx, roomID)
 	if err != nil {
-		s.write.Unlock()
-		return err
+		return nil, err
 	}
-	var pos int64
-	if _, err = s.store.GetEvent(ctx, ev.ID()); errors.Is(err, ErrNotFound) {
-		pos, err = s.store.PersistEvent(ctx, NewEvent{Event: ev})
+	keys := make([]pdu.StateKey, 0, len(strippedTypes))
+	for _, t := range strippedTypes {
+		keys = append(keys, pdu.StateKey{Type: t})
 	}
-	unlock()
-	s.write.Unlock()
+	st, err := s.store.CurrentState(ctx, roomID, keys)
 	if err != nil {
-		return fmt.Errorf("rooms: storing leave %s: %w", ev.ID(), err)
+		return nil, err
 	}
-	if pos > 0 {
-		s.announce(Persisted{Pos: pos, RoomID: ev.RoomID(), EventID: ev.ID(), Type: ev.Type(), StateKey: ev.StateKey()})
+	out := make([]json.RawMessage, 0, len(st))
+	for _, e := range st {
+		data, err := authJSON(room.Version, e)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, data)
 	}
-	return nil
+	return out, nil
 }
 
 // ServerKey is the key this server signs events with.

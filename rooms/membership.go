@@ -72,30 +72,13 @@ func (s *Service) Join(ctx context.Context, user, roomIDOrAlias, reason string) 
 // JoinVia is Join with servers to join through when this server is not in
 // the room (the client's via or server_name).
 func (s *Service) JoinVia(ctx context.Context, user, roomIDOrAlias, reason string, via []string) (string, error) {
-	roomID := roomIDOrAlias
-	if strings.HasPrefix(roomIDOrAlias, "#") {
-		target, err := s.ResolveAlias(ctx, roomIDOrAlias)
-		if err != nil {
-			return "", err
-		}
-		roomID = target.RoomID
-		via = append(slices.Clone(via), target.Servers...)
-	} else if err := s.checkRoomID(roomID); err != nil {
+	t, err := s.locateRoom(ctx, roomIDOrAlias, via)
+	if err != nil {
 		return "", err
 	}
-	_, err := s.store.GetRoom(ctx, roomID)
-	known := err == nil
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return "", err
-	}
-	in := false
-	if known {
-		if in, err = s.InRoom(ctx, roomID); err != nil {
-			return "", err
-		}
-	}
+	roomID := t.roomID
 	current := ""
-	if known {
+	if t.known {
 		if current, err = s.store.Membership(ctx, roomID, user); err != nil {
 			return "", err
 		}
@@ -103,8 +86,8 @@ func (s *Service) JoinVia(ctx context.Context, user, roomIDOrAlias, reason strin
 	if current == "join" {
 		return roomID, nil
 	}
-	if !in {
-		return roomID, s.joinRemote(ctx, user, roomID, reason, via)
+	if !t.in {
+		return roomID, s.joinRemote(ctx, user, roomID, reason, t.via)
 	}
 	extra, err := s.restrictedJoin(ctx, roomID, user, current)
 	if err != nil {
@@ -116,12 +99,61 @@ func (s *Service) JoinVia(ctx context.Context, user, roomIDOrAlias, reason strin
 	return roomID, nil
 }
 
+// roomTarget is the room a join or knock is for.
+type roomTarget struct {
+	roomID string
+	// via are the servers to go through, should this server not be in the
+	// room: the client's, then the alias's.
+	via []string
+	// known tells whether this server knows the room at all, in whether
+	// it has a joined member.
+	known, in bool
+}
+
+// locateRoom resolves the room ID or alias of a join or knock and tells
+// how this server stands towards the room.
+func (s *Service) locateRoom(ctx context.Context, roomIDOrAlias string, via []string) (roomTarget, error) {
+	t := roomTarget{roomID: roomIDOrAlias, via: via}
+	if strings.HasPrefix(roomIDOrAlias, "#") {
+		target, err := s.ResolveAlias(ctx, roomIDOrAlias)
+		if err != nil {
+			return t, err
+		}
+		t.roomID = target.RoomID
+		t.via = append(slices.Clone(via), target.Servers...)
+	} else if err := s.checkRoomID(t.roomID); err != nil {
+		return t, err
+	}
+	_, err := s.store.GetRoom(ctx, t.roomID)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return t, err
+	}
+	t.known = err == nil
+	if t.known {
+		if t.in, err = s.InRoom(ctx, t.roomID); err != nil {
+			return t, err
+		}
+	}
+	return t, nil
+}
+
 // joinRemote joins a room this server is not in through the servers that
 // may know it: those given, the inviter's, and the room ID's own.
 func (s *Service) joinRemote(ctx context.Context, user, roomID, reason string, via []string) error {
 	if s.remote == nil {
 		return mxhttp.NotFound("No known servers to join %s through", roomID)
 	}
+	candidates := s.remoteServers(ctx, roomID, user, via)
+	if len(candidates) == 0 {
+		return mxhttp.NotFound("No known servers to join %s through", roomID)
+	}
+	return s.remote.Join(ctx, user, roomID, candidates, s.memberContent(ctx, user, "join", reason, nil))
+}
+
+// remoteServers lists the other servers that may know a room this server
+// is not in, in the order to try them: those given, the inviter's (when
+// the user's membership is an invite), and the room ID's own.
+func (s *Service) remoteServers(ctx context.Context, roomID, user string, via []string) []string {
 	servers := slices.Clone(via)
 	if members, err := s.store.MemberEvents(ctx, roomID, user); err == nil && len(members) > 0 {
 		if last := members[len(members)-1]; last.Membership == "invite" {
@@ -137,10 +169,30 @@ func (s *Service) joinRemote(ctx context.Context, user, roomID, reason string, v
 			candidates = append(candidates, sv)
 		}
 	}
-	if len(candidates) == 0 {
-		return mxhttp.NotFound("No known servers to join %s through", roomID)
+	return candidates
+}
+
+// strippedStateServers lists the servers of the senders of the stripped
+// state kept for a room this server is not in (from a remote invite or an
+// own knock): residents of the room, as far as this server knows.
+func (s *Service) strippedStateServers(ctx context.Context, roomID, user string) []string {
+	data, err := s.store.InviteState(ctx, roomID, user)
+	if err != nil || data == nil {
+		return nil
 	}
-	return s.remote.Join(ctx, user, roomID, candidates, s.memberContent(ctx, user, "join", reason, nil))
+	var evs []struct {
+		Sender string `json:"sender"`
+	}
+	if json.Unmarshal(data, &evs) != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range evs {
+		if sv := serverOf(e.Sender); sv != "" && !slices.Contains(out, sv) {
+			out = append(out, sv)
+		}
+	}
+	return out
 }
 
 // restrictedJoin authorises a join to a restricted room through membership
@@ -319,19 +371,22 @@ func (s *Service) Leave(ctx context.Context, user, roomID, reason string) error 
 	}
 	if in, err := s.InRoom(ctx, roomID); err != nil {
 		return err
-	} else if !in && current == "invite" && s.remote != nil {
+	} else if !in && (current == "invite" || current == "knock") && s.remote != nil {
 		// An invite to a room this server is not in is rejected through
-		// the inviting server.
+		// the inviting server, a knock rescinded through a server of the
+		// room; then those of the room's state as this server was shown it.
 		members, err := s.store.MemberEvents(ctx, roomID, user)
 		if err != nil {
 			return err
 		}
 		var servers []string
-		if len(members) > 0 {
+		if len(members) > 0 && current == "invite" {
 			servers = append(servers, serverOf(members[len(members)-1].Sender))
 		}
-		if sv := serverOf(roomID); sv != "" && !slices.Contains(servers, sv) {
-			servers = append(servers, sv)
+		for _, sv := range append([]string{serverOf(roomID)}, s.strippedStateServers(ctx, roomID, user)...) {
+			if sv != "" && sv != s.server && !slices.Contains(servers, sv) {
+				servers = append(servers, sv)
+			}
 		}
 		return s.remote.Leave(ctx, user, roomID, servers)
 	}
@@ -388,14 +443,28 @@ func (s *Service) Unban(ctx context.Context, sender, roomID, target, reason stri
 
 // Knock asks to join a room whose join rule is knock or knock_restricted.
 func (s *Service) Knock(ctx context.Context, user, roomIDOrAlias, reason string) (string, error) {
-	roomID, err := s.ResolveRoom(ctx, roomIDOrAlias)
+	return s.KnockVia(ctx, user, roomIDOrAlias, reason, nil)
+}
+
+// KnockVia is Knock with servers to knock through when this server is not
+// in the room (the client's via or server_name): the knock then goes
+// through make_knock and send_knock on one of them, the alias's servers or
+// the room ID's.
+func (s *Service) KnockVia(ctx context.Context, user, roomIDOrAlias, reason string, via []string) (string, error) {
+	t, err := s.locateRoom(ctx, roomIDOrAlias, via)
 	if err != nil {
 		return "", err
 	}
-	if _, err := s.store.GetRoom(ctx, roomID); errors.Is(err, ErrNotFound) {
+	roomID := t.roomID
+	if !t.in && s.remote != nil {
+		candidates := s.remoteServers(ctx, roomID, user, t.via)
+		if len(candidates) == 0 {
+			return "", mxhttp.NotFound("No known servers to knock through")
+		}
+		return roomID, s.remote.Knock(ctx, user, roomID, candidates, s.memberContent(ctx, user, "knock", reason, nil))
+	}
+	if !t.known {
 		return "", mxhttp.NotFound("No known servers to knock through")
-	} else if err != nil {
-		return "", err
 	}
 	if _, err := s.sendMembership(ctx, user, roomID, user, s.memberContent(ctx, user, "knock", reason, nil)); err != nil {
 		return "", err

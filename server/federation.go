@@ -17,7 +17,9 @@ import (
 	"time"
 
 	"homeserver/accounts"
+	"homeserver/clientapi"
 	"homeserver/config"
+	"homeserver/e2ee"
 	"homeserver/federation"
 	"homeserver/federation/keys"
 	"homeserver/federation/transport"
@@ -29,6 +31,7 @@ import (
 	"homeserver/rooms"
 	"homeserver/storage"
 	"homeserver/stream"
+	"homeserver/todevice"
 	"homeserver/typing"
 )
 
@@ -77,8 +80,8 @@ func outboundGuard(cfg *config.Config) (*netguard.Guard, error) {
 // federation service. With federation_domain_whitelist: [] the key ring
 // and endpoints still exist but the client reaches nobody.
 func newFederation(cfg *config.Config, key pdu.Key, db *storage.DB, rms *rooms.Service, acc *accounts.Service,
-	typ *typing.Service, rcpt *receipts.Service, pres *presence.Service, hub *stream.Hub, leaser stream.Leaser,
-	readers *stream.Metrics, log *slog.Logger) (*fedParts, error) {
+	typ *typing.Service, rcpt *receipts.Service, pres *presence.Service, e2eeKeys *e2ee.Service, toDevice *todevice.Service,
+	hub *stream.Hub, leaser stream.Leaser, readers *stream.Metrics, log *slog.Logger) (*fedParts, error) {
 	guard, err := outboundGuard(cfg)
 	if err != nil {
 		return nil, err
@@ -148,8 +151,10 @@ func newFederation(cfg *config.Config, key pdu.Key, db *storage.DB, rms *rooms.S
 		ServerName: cfg.ServerName, Key: key, ServerVersion: version, Logger: log,
 		MinRetry: time.Duration(cfg.Federation.DestinationMinRetryInterval),
 		MaxRetry: time.Duration(cfg.Federation.DestinationMaxRetryInterval),
+		RateLimit: federation.RateLimit{Window: time.Duration(cfg.RcFederation.WindowSize), SleepLimit: cfg.RcFederation.SleepLimit,
+			SleepDelay: time.Duration(cfg.RcFederation.SleepDelay), RejectLimit: cfg.RcFederation.RejectLimit, Concurrent: cfg.RcFederation.Concurrent},
 	}, federation.Deps{
-		Rooms: rms, Store: db, Log: db, Receipts: db, Client: client, Keys: ring, Profiles: acc,
+		Rooms: rms, Store: db, Log: db, Receipts: db, Client: client, Keys: ring, Profiles: acc, OpenID: acc,
 		EDUs: federation.EDUs{
 			Typing: func(roomID, userID string, on bool, timeout time.Duration) { typ.Set(roomID, userID, on, timeout) },
 			Receipt: func(ctx context.Context, roomID, userID, receiptType, eventID, threadID string, _ int64) error {
@@ -158,13 +163,32 @@ func newFederation(cfg *config.Config, key pdu.Key, db *storage.DB, rms *rooms.S
 			Presence: func(ctx context.Context, userID, state, statusMsg string, _ int64, _ bool) error {
 				return pres.Set(ctx, userID, state, statusMsg, true)
 			},
+			ToDevice: toDevice.Receive,
 		},
+		E2EE: e2eeKeys, DeviceLists: db,
 		Hub: hub, Leaser: leaser, Metrics: readers,
 	})
-	if cfg.FederationDomainWhitelist == nil || len(cfg.FederationDomainWhitelist) > 0 {
+	if federates(cfg) {
 		rms.SetRemote(fed)
+		e2eeKeys.SetRemote(fed)
+		toDevice.SetRemote(fed)
 	}
 	return &fedParts{keys: ring, service: fed, client: client}, nil
+}
+
+// federates tells whether this server reaches other servers: not with
+// federation_domain_whitelist: [].
+func federates(cfg *config.Config) bool {
+	return cfg.FederationDomainWhitelist == nil || len(cfg.FederationDomainWhitelist) > 0
+}
+
+// remoteProfiles is what the client API asks other servers' users'
+// profiles of: federation, unless this server reaches no other.
+func remoteProfiles(cfg *config.Config, fed *fedParts) clientapi.RemoteProfiles {
+	if !federates(cfg) {
+		return nil
+	}
+	return fed.service
 }
 
 // serverWellKnown delegates federation to port 443 of public_baseurl's

@@ -52,6 +52,8 @@ func (s *Server) Handler(lc config.Listener) http.Handler {
 	}
 	if slices.Contains(names, "federation") {
 		s.fed.service.Mount(r)
+	} else if slices.Contains(names, "openid") {
+		s.fed.service.MountOpenID(r)
 	}
 	if slices.Contains(names, "federation") || slices.Contains(names, "keys") {
 		s.fed.keys.Mount(r)

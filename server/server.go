@@ -209,12 +209,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 			}
 		}
 	})
+	// End-to-end encryption (keys and to-device messages) is served to
+	// and asked of other servers too.
+	keys := e2ee.New(db, e2ee.Config{ServerName: cfg.ServerName, Logger: log})
+	toDevice := todevice.New(db, cfg.ServerName, log)
 	signingKey := pdu.Key{ServerName: cfg.ServerName, KeyID: key.ID, Private: key.Private}
-	if fed, err = newFederation(cfg, signingKey, db, rms, acc, typ, rcpt, pres, hub, leaser, readers, log); err != nil {
+	if fed, err = newFederation(cfg, signingKey, db, rms, acc, typ, rcpt, pres, keys, toDevice, hub, leaser, readers, log); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
-	keys := e2ee.New(db, e2ee.Config{ServerName: cfg.ServerName, Logger: log})
 	asQueues.SetEphemeral(appservice.EphemeralSources{Typing: typ, Receipts: rcpt, Presence: pres, Keys: keys})
 	// Push rules are evaluated on every new event by a reader with its own
 	// durable cursor; pushers read the notifications it writes.
@@ -229,7 +232,6 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	keys.OnDeviceListChange(func(userID string) { announceSharers(stream.DeviceLists, userID) })
 	acc.OnDevicesChanged(func(userID string) { announceSharers(stream.DeviceLists, userID) })
 	keys.OnKeysChange(func(e2ee.DeviceRef) { announce(stream.OTK, 0, nil, nil) })
-	toDevice := todevice.New(db, cfg.ServerName, log)
 	toDevice.OnMessage(func(userID string) { announce(stream.ToDevice, 0, nil, []string{userID}) })
 	rl := func(r config.RateLimit) clientapi.RateLimit {
 		return clientapi.RateLimit{PerSecond: r.PerSecond, Burst: r.BurstCount}
@@ -259,7 +261,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 			Presence: pres, Notifier: notifier, Push: pushSvc, Keys: keys, ToDevice: toDevice, Logger: log,
 		}),
 		AppServices: appservices, AppServiceQuerier: asQuery, Push: pushSvc,
-		Keys: keys, ToDevice: toDevice, KeyBackup: keybackup.New(db),
+		Keys: keys, ToDevice: toDevice, KeyBackup: keybackup.New(db), RemoteProfiles: remoteProfiles(cfg, fed),
 	}, log)
 	mediaHTTP, err := newMedia(cfg, db, client, log)
 	if err != nil {

@@ -145,6 +145,11 @@ func (db *DB) MaxNotificationID(ctx context.Context) (int64, error) {
 	return db.streamMaxPos(ctx, string(stream.Notifications))
 }
 
+func (db *DB) RoomsNotifiedBetween(ctx context.Context, userID string, from, to int64) ([]string, error) {
+	defer db.observe("rooms_notified_between", time.Now())
+	return queryStrings(ctx, db.r, `SELECT DISTINCT room_id FROM push_notifications WHERE user_id = $1 AND id > $2 AND id <= $3`, userID, from, to)
+}
+
 const pusherColumns = `id, user_id, app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data, pushkey_ts`
 
 func (db *DB) queryPushers(ctx context.Context, where string, args ...any) ([]push.Pusher, error) {

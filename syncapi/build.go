@@ -62,6 +62,13 @@ func (s *Service) build(ctx context.Context, req Request, since *Token, now Toke
 		}
 		b.changed = set(changed)
 		b.typingChanged = set(s.typing.ChangedSince(from.Typing))
+		if s.push != nil && now.Notifications > from.Notifications {
+			notified, err := s.push.RoomsNotifiedBetween(ctx, req.UserID, from.Notifications, now.Notifications)
+			if err != nil {
+				return nil, err
+			}
+			b.notified = set(notified)
+		}
 	}
 	var joined []string
 	for i, m := range memberships {
@@ -123,8 +130,10 @@ type builder struct {
 	timelineF, stateF, ephemeralF, roomDataF *filter.RoomEventFilter
 
 	changed, typingChanged map[string]bool
-	roomData               map[string][]accountdata.Item
-	receipts               map[string][]receipts.Receipt
+	// notified are the rooms whose unread counts changed.
+	notified map[string]bool
+	roomData map[string][]accountdata.Item
+	receipts map[string][]receipts.Receipt
 }
 
 func set(xs []string) map[string]bool {
@@ -252,7 +261,7 @@ func (b *builder) joinedRoom(ctx context.Context, m rooms.Stored) error {
 			jr.AccountData.Events = append(jr.AccountData.Events, accountDataEvent(it))
 		}
 	}
-	if include || len(jr.Ephemeral.Events) > 0 || len(jr.AccountData.Events) > 0 {
+	if include || len(jr.Ephemeral.Events) > 0 || len(jr.AccountData.Events) > 0 || b.notified[roomID] {
 		if b.s.push != nil {
 			threads := b.timelineF != nil && b.timelineF.UnreadThreadNotifications
 			main, byThread, err := b.s.push.Unread(ctx, b.req.UserID, roomID, threads)

@@ -198,6 +198,11 @@ func (s *Service) Now(ctx context.Context) (Token, error) {
 			return t, err
 		}
 	}
+	if s.push != nil {
+		if t.Notifications, err = s.push.NotificationPos(ctx); err != nil {
+			return t, err
+		}
+	}
 	return t, nil
 }
 
@@ -218,6 +223,9 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 		}
 		if t.Typing > now.Typing {
 			t.Typing = 0 // typing is in memory: a restart starts it again
+		}
+		if t.Notifications < 0 {
+			t.Notifications = now.Notifications
 		}
 		since = &t
 	}

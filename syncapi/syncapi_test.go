@@ -15,6 +15,7 @@ func TestTokenRoundTrip(t *testing.T) {
 		{Events: 12, Receipts: 3, AccountData: 45, Presence: 6, Typing: 1700000000000000},
 		{Events: 1<<63 - 1, Receipts: 1<<63 - 1, AccountData: 1<<63 - 1, Presence: 1<<63 - 1, Typing: 1<<63 - 1},
 		{Events: 5, ToDevice: 8, DeviceLists: 9},
+		{Events: 5, ToDevice: 8, DeviceLists: 9, Notifications: 10},
 	} {
 		s := tok.String()
 		got, err := ParseToken(s)
@@ -25,12 +26,12 @@ func TestTokenRoundTrip(t *testing.T) {
 			t.Fatalf("ParseToken(%q) = %+v, want %+v", s, got, tok)
 		}
 	}
-	if s := (Token{Events: 7, Receipts: 1, AccountData: 2, Presence: 3, Typing: 4, ToDevice: 5, DeviceLists: 6}).String(); s != "s7_1_2_3_4_5_6" {
+	if s := (Token{Events: 7, Receipts: 1, AccountData: 2, Presence: 3, Typing: 4, ToDevice: 5, DeviceLists: 6, Notifications: 8}).String(); s != "s7_1_2_3_4_5_6_8" {
 		t.Fatalf("String() = %q", s)
 	}
 	// Tokens handed out before the end-to-end encryption streams existed
 	// stay valid.
-	if got, err := ParseToken("s7_1_2_3_4"); err != nil || got != (Token{Events: 7, Receipts: 1, AccountData: 2, Presence: 3, Typing: 4}) {
+	if got, err := ParseToken("s7_1_2_3_4"); err != nil || got != (Token{Events: 7, Receipts: 1, AccountData: 2, Presence: 3, Typing: 4, Notifications: -1}) {
 		t.Fatalf("ParseToken(old) = %+v, %v", got, err)
 	}
 }
@@ -38,7 +39,7 @@ func TestTokenRoundTrip(t *testing.T) {
 func TestParseTokenRejects(t *testing.T) {
 	for _, s := range []string{
 		"", "s", "x1_2_3_4_5", "1_2_3_4_5", "S1_2_3_4_5", "p12",
-		"s1_2_3_4", "s1_2_3_4_5_6", "s1_2_3_4_5_6_7_8", "s1_2_3_4_5_6_", "s1__3_4_5", "s_1_2_3_4",
+		"s1_2_3_4", "s1_2_3_4_5_6", "s1_2_3_4_5_6_7_8_9", "s1_2_3_4_5_6_", "s1__3_4_5", "s_1_2_3_4",
 		"s-1_2_3_4_5", "s1_2_3_4_-5", "s+1_2_3_4_5", "s1_2_3_4_5 ", " s1_2_3_4_5",
 		"s1.5_2_3_4_5", "s0x1_2_3_4_5", "s99999999999999999999_0_0_0_0",
 		"s1_2_3_4_5\x00", "s１_2_3_4_5",

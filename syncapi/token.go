@@ -18,14 +18,22 @@ type Token struct {
 	// comes back with the token.
 	ToDevice    int64
 	DeviceLists int64
+	// Notifications is the newest push notification the answer's unread
+	// counts include: rooms whose counts changed after it come again,
+	// even without new events (the counts come from the push evaluator,
+	// a reader that may run just after an event reached /sync). -1 in
+	// tokens from before it existed: counted from the present.
+	Notifications int64
 }
 
 func (t Token) String() string {
-	return fmt.Sprintf("s%d_%d_%d_%d_%d_%d_%d", t.Events, t.Receipts, t.AccountData, t.Presence, t.Typing, t.ToDevice, t.DeviceLists)
+	return fmt.Sprintf("s%d_%d_%d_%d_%d_%d_%d_%d", t.Events, t.Receipts, t.AccountData, t.Presence, t.Typing, t.ToDevice, t.DeviceLists, t.Notifications)
 }
 
 // ParseToken reads a next_batch token. Tokens of five positions, from
-// before end-to-end encryption streams existed, are read with those at 0.
+// before end-to-end encryption streams existed, are read with those at 0;
+// tokens of five or seven, from before notifications had a position, with
+// Notifications at -1.
 func ParseToken(s string) (Token, error) {
 	bad := mxhttp.InvalidParam("Invalid sync token %q", s)
 	rest, ok := strings.CutPrefix(s, "s")
@@ -33,10 +41,11 @@ func ParseToken(s string) (Token, error) {
 		return Token{}, bad
 	}
 	parts := strings.Split(rest, "_")
-	if len(parts) != 5 && len(parts) != 7 {
+	if len(parts) != 5 && len(parts) != 7 && len(parts) != 8 {
 		return Token{}, bad
 	}
-	var n [7]int64
+	var n [8]int64
+	n[7] = -1
 	for i, p := range parts {
 		// Digits only: ParseInt would also take a sign, so that one
 		// position had several spellings.
@@ -49,12 +58,12 @@ func ParseToken(s string) (Token, error) {
 		}
 		n[i] = v
 	}
-	return Token{Events: n[0], Receipts: n[1], AccountData: n[2], Presence: n[3], Typing: n[4], ToDevice: n[5], DeviceLists: n[6]}, nil
+	return Token{Events: n[0], Receipts: n[1], AccountData: n[2], Presence: n[3], Typing: n[4], ToDevice: n[5], DeviceLists: n[6], Notifications: n[7]}, nil
 }
 
 // after reports whether t is past now in a persistent stream: a token this
 // server never handed out.
 func (t Token) after(now Token) bool {
 	return t.Events > now.Events || t.Receipts > now.Receipts || t.AccountData > now.AccountData || t.Presence > now.Presence ||
-		t.ToDevice > now.ToDevice || t.DeviceLists > now.DeviceLists
+		t.ToDevice > now.ToDevice || t.DeviceLists > now.DeviceLists || t.Notifications > now.Notifications
 }

@@ -1,13 +1,18 @@
 // Package todevice routes send-to-device messages: each is stored for its
 // recipient device under a position of the to-device stream, handed to that
 // device by /sync, and deleted only once the device acknowledges it by
-// syncing on from the token that delivered it.
+// syncing on from the token that delivered it. Messages for other servers'
+// users are handed to federation (Remote); theirs for this server's users
+// arrive through Receive.
 package todevice
 
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"sort"
 	"strings"
@@ -68,12 +73,22 @@ type Store interface {
 	ToDeviceMaxPos(ctx context.Context) (int64, error)
 }
 
+// Remote sends to-device messages to other servers' users: federation
+// implements it with m.direct_to_device EDUs, queued durably.
+type Remote interface {
+	// QueueToDevice queues messages (user ID to device ID or "*" to
+	// content) for destination's users. messageID is the same when the
+	// same request is sent again, so that the destination can tell.
+	QueueToDevice(ctx context.Context, destination, sender, eventType, messageID string, messages map[string]map[string]json.RawMessage) error
+}
+
 // Service routes to-device messages.
 type Service struct {
 	store  Store
 	server string
 	log    *slog.Logger
 	wake   []func(userID string)
+	remote Remote
 }
 
 // New returns the service.
@@ -83,6 +98,10 @@ func New(store Store, serverName string, log *slog.Logger) *Service {
 	}
 	return &Service{store: store, server: serverName, log: log}
 }
+
+// SetRemote connects the service to other servers. Until it is called,
+// messages for their users are dropped. Call before serving.
+func (s *Service) SetRemote(r Remote) { s.remote = r }
 
 // OnMessage registers fn to run, after commit, for each user who got
 // messages (to wake their syncs). Call before serving.
@@ -101,23 +120,14 @@ func (s *Service) Send(ctx context.Context, sender, scope, txnID, eventType stri
 		return mxhttp.InvalidParam("Invalid transaction ID")
 	}
 	send := Send{Sender: sender, Scope: scope, TxnID: txnID, Type: eventType, Now: time.Now().UnixMilli()}
-	users := make([]string, 0, len(messages))
-	for u := range messages {
-		users = append(users, u)
-	}
-	sort.Strings(users)
+	remote := map[string]map[string]map[string]json.RawMessage{}
 	n := 0
-	for _, user := range users {
+	for _, user := range sortedKeys(messages) {
 		if !strings.HasPrefix(user, "@") || !strings.Contains(user, ":") || len(user) > 255 {
 			return mxhttp.InvalidParam("Invalid user ID %q", user)
 		}
 		devices := messages[user]
-		ids := make([]string, 0, len(devices))
-		for d := range devices {
-			ids = append(ids, d)
-		}
-		sort.Strings(ids)
-		for _, device := range ids {
+		for _, device := range sortedKeys(devices) {
 			content := bytes.TrimSpace(devices[device])
 			if len(content) == 0 || content[0] != '{' {
 				return mxhttp.BadJSON("The message for %s %s must be a JSON object", user, device)
@@ -131,11 +141,19 @@ func (s *Service) Send(ctx context.Context, sender, scope, txnID, eventType stri
 			if n++; n > MaxRecipients {
 				return mxhttp.TooLarge("At most %d devices may be addressed at once", MaxRecipients)
 			}
-			if !strings.HasSuffix(user, ":"+s.server) {
-				// Remote devices are reached over federation, which this
-				// server does not speak yet; their users share no room
-				// with ours either.
-				s.log.Debug("dropping to-device message for a remote user", "user_id", user)
+			if !s.isLocal(user) {
+				if s.remote == nil {
+					s.log.Debug("dropping to-device message for a remote user: no federation", "user_id", user)
+					continue
+				}
+				server := serverOf(user)
+				if remote[server] == nil {
+					remote[server] = map[string]map[string]json.RawMessage{}
+				}
+				if remote[server][user] == nil {
+					remote[server][user] = map[string]json.RawMessage{}
+				}
+				remote[server][user][device] = json.RawMessage(content)
 				continue
 			}
 			send.Recipients = append(send.Recipients, Recipient{UserID: user, DeviceID: device, Content: json.RawMessage(content)})
@@ -145,12 +163,97 @@ func (s *Service) Send(ctx context.Context, sender, scope, txnID, eventType stri
 	if err != nil {
 		return err
 	}
-	for _, u := range got {
+	s.wakeUsers(got)
+	// A retried request queues its remote messages again, under the same
+	// message IDs: the destinations keep the first.
+	for _, server := range sortedKeys(remote) {
+		id := messageID(sender, scope, txnID, server)
+		if err := s.remote.QueueToDevice(ctx, server, sender, eventType, id, remote[server]); err != nil {
+			return fmt.Errorf("todevice: queueing messages for %s: %w", server, err)
+		}
+	}
+	return nil
+}
+
+// federationScope is the transaction scope of messages from other
+// servers: their message IDs are what makes them unique, per sender.
+const federationScope = "federation"
+
+// Receive stores the messages another server sent for this server's users
+// (an m.direct_to_device EDU): "*" means all of a user's devices; messages
+// for other servers' users, unknown devices or that are not objects are
+// dropped. A message ID the sender used before does nothing.
+func (s *Service) Receive(ctx context.Context, sender, eventType, messageID string, messages map[string]map[string]json.RawMessage) error {
+	if eventType == "" || len(eventType) > 255 {
+		return mxhttp.BadJSON("Invalid event type")
+	}
+	if messageID == "" || len(messageID) > 255 {
+		return mxhttp.BadJSON("Invalid message ID")
+	}
+	send := Send{Sender: sender, Scope: federationScope, TxnID: messageID, Type: eventType, Now: time.Now().UnixMilli()}
+	for _, user := range sortedKeys(messages) {
+		if !s.isLocal(user) {
+			continue
+		}
+		devices := messages[user]
+		for _, device := range sortedKeys(devices) {
+			content := bytes.TrimSpace(devices[device])
+			if device == "" || len(device) > 255 || len(content) == 0 || content[0] != '{' || len(content) > MaxMessageSize {
+				continue
+			}
+			if len(send.Recipients) == MaxRecipients {
+				return mxhttp.TooLarge("At most %d devices may be addressed at once", MaxRecipients)
+			}
+			send.Recipients = append(send.Recipients, Recipient{UserID: user, DeviceID: device, Content: json.RawMessage(content)})
+		}
+	}
+	if len(send.Recipients) == 0 {
+		return nil
+	}
+	got, err := s.store.SendToDevice(ctx, send)
+	if err != nil {
+		return err
+	}
+	s.wakeUsers(got)
+	return nil
+}
+
+func (s *Service) wakeUsers(users []string) {
+	for _, u := range users {
 		for _, fn := range s.wake {
 			fn(u)
 		}
 	}
-	return nil
+}
+
+func (s *Service) isLocal(userID string) bool {
+	return strings.HasPrefix(userID, "@") && strings.HasSuffix(userID, ":"+s.server)
+}
+
+func serverOf(userID string) string {
+	_, server, _ := strings.Cut(userID, ":")
+	return server
+}
+
+// messageID names the messages of one request for one destination: the
+// same request sent again gets the same ID (22 characters, within the
+// spec's 32).
+func messageID(sender, scope, txnID, destination string) string {
+	h := sha256.New()
+	for _, part := range []string{sender, scope, txnID, destination} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:16])
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Deliver returns what /sync hands a device whose token stood at since

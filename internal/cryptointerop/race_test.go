@@ -2,5 +2,5 @@
 
 package cryptointerop_test
 
-// raceEnabled tells TestGoolmInterop to build its child with -race too.
+// raceEnabled builds the child go test with -race too.
 const raceEnabled = true

@@ -79,9 +79,31 @@ rc_login:
 // each with extra YAML added to its configuration.
 func NewFederation(t testing.TB, extra string, names ...string) *Federation {
 	t.Helper()
-	ca, err := fedtest.NewCA()
-	if err != nil {
-		t.Fatal(err)
+	return NewFederationWith(t, FederationOptions{Extra: extra}, names...)
+}
+
+// FederationOptions adjust NewFederationWith.
+type FederationOptions struct {
+	// Extra is added to every server's configuration.
+	Extra string
+	// Peers are other servers (written with other code) the servers can
+	// reach: name to "host:port".
+	Peers map[string]string
+	// CA signs the servers' certificates (a new one when nil); peers use
+	// it too.
+	CA *fedtest.CA
+}
+
+// NewFederationWith is NewFederation with options.
+func NewFederationWith(t testing.TB, o FederationOptions, names ...string) *Federation {
+	t.Helper()
+	extra := o.Extra
+	ca := o.CA
+	if ca == nil {
+		var err error
+		if ca, err = fedtest.NewCA(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	f := &Federation{t: t, CA: ca, Servers: map[string]*Server{}, fedAddr: map[string]string{}}
 	listeners := map[string]net.Listener{}
@@ -97,6 +119,9 @@ func NewFederation(t testing.TB, extra string, names ...string) *Federation {
 	overrides.WriteString("federation_host_overrides:\n")
 	for _, name := range names {
 		fmt.Fprintf(&overrides, "  %q: %q\n", name, f.fedAddr[name])
+	}
+	for name, addr := range o.Peers {
+		fmt.Fprintf(&overrides, "  %q: %q\n", name, addr)
 	}
 	for _, name := range names {
 		yaml := fmt.Sprintf(federationBase, name) + overrides.String() + extra
@@ -183,3 +208,6 @@ func (f *Federation) FedDo(to *Server, key pdu.Key, auth, method, path string, b
 	_ = json.Unmarshal(data, &r.JSON)
 	return r
 }
+
+// FederationAddr is the "host:port" of the server's federation listener.
+func (s *Server) FederationAddr() string { return s.fedAddr }
