@@ -69,6 +69,7 @@ type Deps struct {
 	// Log and Receipts are what the sender reads.
 	Log      LogSource
 	Receipts ReceiptSource
+	Presence PresenceSource
 	Client   Client
 	Keys     KeyRing
 	Profiles Profiles
@@ -92,6 +93,7 @@ type Service struct {
 	store    Store
 	eventLog LogSource
 	receipts ReceiptSource
+	presence PresenceSource
 	client   Client
 	keys     KeyRing
 	profiles Profiles
@@ -132,7 +134,7 @@ func New(cfg Config, d Deps) *Service {
 	if d.Metrics == nil {
 		d.Metrics = stream.NewMetrics()
 	}
-	s := &Service{cfg: cfg, rooms: d.Rooms, store: d.Store, eventLog: d.Log, receipts: d.Receipts, client: d.Client, keys: d.Keys, profiles: d.Profiles, openID: d.OpenID,
+	s := &Service{cfg: cfg, rooms: d.Rooms, store: d.Store, eventLog: d.Log, receipts: d.Receipts, presence: d.Presence, client: d.Client, keys: d.Keys, profiles: d.Profiles, openID: d.OpenID,
 		edus: d.EDUs, e2ee: d.E2EE, deviceLists: d.DeviceLists, hub: d.Hub, leaser: d.Leaser, metrics: d.Metrics, log: cfg.Logger, now: cfg.Now}
 	s.sender = newSender(s)
 	if cfg.RateLimit == (RateLimit{}) {

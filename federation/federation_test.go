@@ -133,6 +133,18 @@ func TestTwoServersShareARoom(t *testing.T) {
 		return false
 	})
 
+	// Presence across.
+	b.MustDo(http.StatusOK, "PUT", "/_matrix/client/v3/presence/"+url.PathEscape(bob.ID)+"/status", bob.Token, map[string]any{"presence": "unavailable", "status_msg": "at lunch"})
+	aliceSync.until("bob's presence", func(r map[string]any) bool {
+		evs, _ := path(r, "presence", "events").([]any)
+		for _, e := range evs {
+			if m := e.(map[string]any); m["sender"] == bob.ID && path(m, "content", "status_msg") == "at lunch" {
+				return path(m, "content", "presence") == "unavailable"
+			}
+		}
+		return false
+	})
+
 	// The alias resolves from the other server.
 	r := b.MustDo(http.StatusOK, "GET", "/_matrix/client/v3/directory/room/"+url.PathEscape("#lobby:hs1.test"), bob.Token, nil)
 	if r.String("room_id") != room {
@@ -150,4 +162,29 @@ func TestTwoServersShareARoom(t *testing.T) {
 		return false
 	})
 	_ = json.Marshal
+}
+
+// A restricted room on hs1 lets bob of hs2 join through his membership of
+// an allowed room: hs1 names a member who authorises the join and signs
+// it at send_join.
+func TestRestrictedJoinAcrossServers(t *testing.T) {
+	f := testserver.NewFederation(t, "", "hs1.test", "hs2.test")
+	a, b := f.Servers["hs1.test"], f.Servers["hs2.test"]
+	alice := a.Register("alice", "pw")
+	bob := b.Register("bob", "pw")
+	space := a.CreatePublicRoom(alice)
+	room := a.CreateRoom(alice, map[string]any{"room_version": "10", "initial_state": []map[string]any{{
+		"type": "m.room.join_rules", "state_key": "",
+		"content": map[string]any{"join_rule": "restricted", "allow": []map[string]any{{"type": "m.room_membership", "room_id": space}}},
+	}}})
+	// Not yet in the allowed room: refused.
+	if r := b.Do("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), bob.Token, map[string]any{}); r.Status != http.StatusForbidden {
+		t.Fatalf("restricted join before joining the allowed room: %d %s", r.Status, r.Body)
+	}
+	b.MustDo(http.StatusOK, "POST", "/_matrix/client/v3/join/"+url.PathEscape(space), bob.Token, map[string]any{})
+	b.MustDo(http.StatusOK, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room), bob.Token, map[string]any{})
+	st := a.MustDo(http.StatusOK, "GET", testserver.RoomPath(room, "/state/m.room.member/"+url.PathEscape(bob.ID)), alice.Token, nil)
+	if st.String("membership") != "join" || st.String("join_authorised_via_users_server") != alice.ID {
+		t.Fatalf("bob's membership on hs1: %s", st.Body)
+	}
 }

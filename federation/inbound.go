@@ -384,11 +384,14 @@ func (s *Service) receiveMembership(r *http.Request, membership string) (*pdu.Ev
 	if !json.Valid(raw) {
 		return nil, mxhttp.NotJSON("The event is not JSON")
 	}
+	if len(raw) > pdu.MaxPDUSize {
+		return nil, mxhttp.TooLarge("The event is larger than %d bytes", pdu.MaxPDUSize)
+	}
 	invalid, foreign := mxhttp.BadJSON, mxhttp.Forbidden
 	if membership == "knock" {
 		invalid, foreign = mxhttp.InvalidParam, mxhttp.InvalidParam
 	}
-	ev, err := s.parsePDU(ctx, version, raw)
+	ev, err := s.parsePDUSigned(ctx, version, raw, s.cfg.ServerName)
 	if err != nil {
 		return nil, invalid("Invalid event: %v", err)
 	}
@@ -408,6 +411,11 @@ func (s *Service) receiveMembership(r *http.Request, membership string) (*pdu.Ev
 			Via string `json:"join_authorised_via_users_server"`
 		}
 		if json.Unmarshal(ev.Content(), &c) == nil && c.Via != "" && s.isLocal(c.Via) {
+			// This server vouches for the join: the joiner must really be
+			// allowed in, whatever make_join said.
+			if err := s.rooms.CheckRestrictedJoin(ctx, roomID, ev.Sender()); err != nil {
+				return nil, err
+			}
 			if ev, err = pdu.CoSign(ev, s.cfg.Key); err != nil {
 				return nil, err
 			}

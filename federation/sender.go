@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"homeserver/federation/transport"
+	"homeserver/presence"
 	"homeserver/receipts"
 	"homeserver/rooms"
 	"homeserver/stream"
@@ -21,6 +22,7 @@ const (
 	senderLease    = "federation_sender"
 	fanoutReader   = "federation:fanout"
 	receiptsReader = "federation:receipts"
+	presenceReader = "federation:presence"
 	// outboxBatch is how many outbox items one step reads: enough for a
 	// full transaction of 50 PDUs and 100 EDUs.
 	outboxBatch = maxTxnPDUs + maxTxnEDUs
@@ -166,6 +168,7 @@ func (q *sender) runLeased(ctx context.Context, lease stream.Lease) {
 	for _, r := range []*stream.Reader{
 		{Name: fanoutReader, Step: q.fanoutStep, Wake: q.s.hub.Wake(stream.Events), Log: q.s.log, Metrics: q.s.metrics, Poll: time.Minute},
 		{Name: receiptsReader, Step: q.receiptsStep, Wake: q.s.hub.Wake(stream.Receipts), Log: q.s.log, Metrics: q.s.metrics, Poll: time.Minute},
+		{Name: presenceReader, Step: q.presenceStep, Wake: q.s.hub.Wake(stream.Presence), Log: q.s.log, Metrics: q.s.metrics, Poll: time.Minute},
 		q.deviceListsReaderFor(),
 	} {
 		wg.Add(1)
@@ -309,6 +312,74 @@ func (q *sender) receiptsStep(ctx context.Context) (stream.Progress, error) {
 	return stream.Progress{Pos: to}, nil
 }
 
+// PresenceSource is the presence stream as the sender reads it.
+type PresenceSource interface {
+	MaxPresencePos(ctx context.Context) (int64, error)
+	PresenceChanged(ctx context.Context, from, to int64) ([]presence.Status, error)
+}
+
+// presenceStep tells the servers sharing a room with local users of their
+// presence changes, one m.presence EDU per destination and step.
+func (q *sender) presenceStep(ctx context.Context) (stream.Progress, error) {
+	if q.s.presence == nil {
+		return stream.Progress{}, nil
+	}
+	from, err := q.cursor(ctx, presenceReader, stream.Presence, q.s.presence.MaxPresencePos)
+	if err != nil {
+		return stream.Progress{}, err
+	}
+	to, err := q.s.presence.MaxPresencePos(ctx)
+	if err != nil || to <= from {
+		return stream.Progress{Pos: from}, err
+	}
+	changed, err := q.s.presence.PresenceChanged(ctx, from, to)
+	if err != nil {
+		return stream.Progress{}, err
+	}
+	now := q.s.now().UnixMilli()
+	pushes := map[string][]map[string]any{}
+	for _, st := range changed {
+		if !q.s.isLocal(st.UserID) {
+			continue // its own server tells
+		}
+		p := map[string]any{"user_id": st.UserID, "presence": st.Presence, "currently_active": st.CurrentlyActive,
+			"last_active_ago": max(now-st.LastActiveTS, 0)}
+		if st.StatusMsg != "" {
+			p["status_msg"] = st.StatusMsg
+		}
+		joined, err := q.s.rooms.RoomsWithMembership(ctx, st.UserID, "join")
+		if err != nil {
+			return stream.Progress{}, err
+		}
+		told := map[string]bool{}
+		for _, roomID := range joined {
+			servers, err := q.s.rooms.JoinedServers(ctx, roomID)
+			if err != nil {
+				return stream.Progress{}, err
+			}
+			for _, d := range servers {
+				if d != q.s.cfg.ServerName && !told[d] {
+					told[d] = true
+					pushes[d] = append(pushes[d], p)
+				}
+			}
+		}
+	}
+	var entries []OutboxEntry
+	for d, push := range pushes {
+		raw, err := json.Marshal(map[string]any{"edu_type": "m.presence", "content": map[string]any{"push": push}})
+		if err != nil {
+			return stream.Progress{}, err
+		}
+		entries = append(entries, OutboxEntry{Destination: d, EDU: raw})
+	}
+	if err := q.s.store.Enqueue(ctx, entries, presenceReader, stream.Presence, to); err != nil {
+		return stream.Progress{}, err
+	}
+	q.wake(keys(pushes)...)
+	return stream.Progress{Pos: to}, nil
+}
+
 // QueueTyping sends a local user's typing notice to the other servers in
 // the room. Typing is ephemeral: it is queued like everything else, but a
 // notice that waits behind an outage is of little use, and nothing breaks
@@ -428,10 +499,15 @@ func (q *sender) sendStep(ctx context.Context, dest string) (stream.Progress, er
 	if err := q.s.store.Delivered(ctx, dest, last); err != nil {
 		return stream.Progress{}, err
 	}
-	return stream.Progress{More: len(items) > taken || len(items) == outboxBatch, Pos: last}, nil
+	// The lag gauge of the destination's reader is its queue's depth.
+	depth, err := q.s.store.OutboxDepth(ctx, dest)
+	if err != nil {
+		return stream.Progress{}, err
+	}
+	return stream.Progress{More: depth > 0, Pos: last, Head: last + depth}, nil
 }
 
-func keys(m map[string]bool) []string {
+func keys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)

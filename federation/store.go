@@ -32,6 +32,8 @@ type Store interface {
 	OutboxDestinations(ctx context.Context) ([]string, error)
 	// Delivered removes destination's items up to pos.
 	Delivered(ctx context.Context, destination string, upTo int64) error
+	// OutboxDepth counts the items owed to destination.
+	OutboxDepth(ctx context.Context, destination string) (int64, error)
 	ReaderCursor(ctx context.Context, reader string, s stream.Name) (int64, bool, error)
 	SetReaderCursor(ctx context.Context, reader string, s stream.Name, pos int64) error
 	InboundTxn(ctx context.Context, origin, txnID string) ([]byte, bool, error)

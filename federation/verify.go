@@ -23,6 +23,13 @@ type KeyRing interface {
 // every server that must sign it. An event whose content hash does not
 // match is kept in its redacted form, as the spec says.
 func (s *Service) parsePDU(ctx context.Context, version string, raw json.RawMessage) (*pdu.Event, error) {
+	return s.parsePDUSigned(ctx, version, raw, "")
+}
+
+// parsePDUSigned is parsePDU without the signature of unsigned, a server
+// that is yet to sign the event: this one, as the authorising server of a
+// restricted join at send_join.
+func (s *Service) parsePDUSigned(ctx context.Context, version string, raw json.RawMessage, unsigned string) (*pdu.Event, error) {
 	if len(raw) > pdu.MaxPDUSize {
 		return nil, fmt.Errorf("event is %d bytes, more than %d", len(raw), pdu.MaxPDUSize)
 	}
@@ -30,7 +37,7 @@ func (s *Service) parsePDU(ctx context.Context, version string, raw json.RawMess
 	if err != nil {
 		return nil, err
 	}
-	if err := s.checkSignatures(ctx, ev); err != nil {
+	if err := s.checkSignatures(ctx, ev, unsigned); err != nil {
 		return nil, err
 	}
 	return ev, nil
@@ -38,8 +45,11 @@ func (s *Service) parsePDU(ctx context.Context, version string, raw json.RawMess
 
 // checkSignatures checks that every server that must sign ev has, with a
 // key valid when the event was sent.
-func (s *Service) checkSignatures(ctx context.Context, ev *pdu.Event) error {
+func (s *Service) checkSignatures(ctx context.Context, ev *pdu.Event, unsigned string) error {
 	for _, server := range pdu.SigningServers(ev) {
+		if server == unsigned && server != serverOf(ev.Sender()) {
+			continue
+		}
 		if server == "" {
 			return errors.New("event has no sender server")
 		}

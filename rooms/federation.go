@@ -543,3 +543,15 @@ func (s *Service) StrippedStatePDUs(ctx context.Context, roomID string) ([]json.
 
 // ServerKey is the key this server signs events with.
 func (s *Service) ServerKey() pdu.Key { return s.key }
+
+// CheckRestrictedJoin checks, before this server signs another server's
+// join as its authorising server, that the joiner may join the restricted
+// room through one of the allowed rooms (or an invite).
+func (s *Service) CheckRestrictedJoin(ctx context.Context, roomID, userID string) error {
+	current, err := s.store.Membership(ctx, roomID, userID)
+	if err != nil {
+		return err
+	}
+	_, err = s.restrictedJoin(ctx, roomID, userID, current)
+	return err
+}

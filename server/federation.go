@@ -154,7 +154,7 @@ func newFederation(cfg *config.Config, key pdu.Key, db *storage.DB, rms *rooms.S
 		RateLimit: federation.RateLimit{Window: time.Duration(cfg.RcFederation.WindowSize), SleepLimit: cfg.RcFederation.SleepLimit,
 			SleepDelay: time.Duration(cfg.RcFederation.SleepDelay), RejectLimit: cfg.RcFederation.RejectLimit, Concurrent: cfg.RcFederation.Concurrent},
 	}, federation.Deps{
-		Rooms: rms, Store: db, Log: db, Receipts: db, Client: client, Keys: ring, Profiles: acc, OpenID: acc,
+		Rooms: rms, Store: db, Log: db, Receipts: db, Presence: db, Client: client, Keys: ring, Profiles: acc, OpenID: acc,
 		EDUs: federation.EDUs{
 			Typing: func(roomID, userID string, on bool, timeout time.Duration) { typ.Set(roomID, userID, on, timeout) },
 			Receipt: func(ctx context.Context, roomID, userID, receiptType, eventID, threadID string, _ int64) error {
