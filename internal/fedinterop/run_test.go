@@ -21,5 +21,5 @@ var childSources embed.FS
 // child `go test` with Go's experimental encoding/json/v2, which
 // mautrix-go's PDU code needs.
 func TestMautrixFederation(t *testing.T) {
-	childtest.Run(t, childtest.Options{Tag: "fedinterop", Env: []string{"GOEXPERIMENT=jsonv2"}, Sources: childSources, Race: raceEnabled})
+	childtest.Run(t, childtest.Options{Tag: "fedinterop", Env: []string{"GOEXPERIMENT=jsonv2"}, Sources: childSources})
 }
