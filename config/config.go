@@ -100,6 +100,9 @@ type Config struct {
 	// Federation holds Synapse's federation section: request timeouts and
 	// the backoff of unreachable destinations.
 	Federation FederationSettings `yaml:"federation"`
+	// AllowPublicRoomsOverFederation lets other servers list the room
+	// directory (default false, as in Synapse).
+	AllowPublicRoomsOverFederation bool `yaml:"allow_public_rooms_over_federation"`
 	// FederationHostOverrides maps server names to host:port, bypassing
 	// discovery (.well-known and SRV): for tests and closed networks.
 	FederationHostOverrides map[string]string `yaml:"federation_host_overrides"`

@@ -46,6 +46,10 @@ func (s *Service) publicRoomsPost(w http.ResponseWriter, r *http.Request) {
 // servePublicRooms answers with a page of this server's directory only:
 // q.Server stays empty, so that no server makes this one ask a third.
 func (s *Service) servePublicRooms(w http.ResponseWriter, r *http.Request, q rooms.PublicRoomsQuery) {
+	if !s.cfg.PublicRoomsOverFederation {
+		s.fail(w, r, mxhttp.Forbidden("This server does not list its rooms to other servers"))
+		return
+	}
 	q.Server = ""
 	page, err := s.rooms.PublicRooms(r.Context(), q)
 	if err != nil {

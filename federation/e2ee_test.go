@@ -97,23 +97,9 @@ func e2eChanged(resp map[string]any, user string) bool {
 	return slices.Contains(changed, any(user))
 }
 
-// toDevice returns the to-device events of a sync response.
+// e2eToDevice returns the to-device events of a sync response.
 func e2eToDevice(resp map[string]any) []map[string]any {
-	evs, _ := path(resp, "to_device", "events").([]any)
-	var out []map[string]any
-	for _, e := range evs {
-		if m, ok := e.(map[string]any); ok {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-func e2eWantError(t *testing.T, what string, r *testserver.Response, status int, code string) {
-	t.Helper()
-	if r.Status != status || r.Errcode() != code {
-		t.Errorf("%s: %d %s, want %d %s: %s", what, r.Status, r.Errcode(), status, code, r.Body)
-	}
+	return objects(path(resp, "to_device", "events"))
 }
 
 // Alice on hs1 and bob on hs2 share a room: alice gets bob's device keys
@@ -262,16 +248,16 @@ func TestE2EEEndpointsMalformed(t *testing.T) {
 	}
 	const query, claim = "/_matrix/federation/v1/user/keys/query", "/_matrix/federation/v1/user/keys/claim"
 	for _, p := range []string{query, claim} {
-		e2eWantError(t, p+" not JSON", do("POST", p, "not json"), 400, "M_NOT_JSON")
-		e2eWantError(t, p+" no body", do("POST", p, nil), 400, "M_NOT_JSON")
-		e2eWantError(t, p+" array", do("POST", p, []any{}), 400, "M_BAD_JSON")
-		e2eWantError(t, p+" empty object", do("POST", p, map[string]any{}), 400, "M_BAD_JSON")
+		wantError(t, p+" not JSON", do("POST", p, "not json"), 400, "M_NOT_JSON")
+		wantError(t, p+" no body", do("POST", p, nil), 400, "M_NOT_JSON")
+		wantError(t, p+" array", do("POST", p, []any{}), 400, "M_BAD_JSON")
+		wantError(t, p+" empty object", do("POST", p, map[string]any{}), 400, "M_BAD_JSON")
 	}
-	e2eWantError(t, "query string", do("POST", query, map[string]any{"device_keys": "x"}), 400, "M_BAD_JSON")
-	e2eWantError(t, "query devices", do("POST", query, map[string]any{"device_keys": map[string]any{alice.ID: "x"}}), 400, "M_BAD_JSON")
-	e2eWantError(t, "query device ID", do("POST", query, map[string]any{"device_keys": map[string]any{alice.ID: []any{5}}}), 400, "M_BAD_JSON")
-	e2eWantError(t, "claim devices", do("POST", claim, map[string]any{"one_time_keys": map[string]any{alice.ID: "x"}}), 400, "M_BAD_JSON")
-	e2eWantError(t, "claim algorithm", do("POST", claim, map[string]any{"one_time_keys": map[string]any{alice.ID: map[string]any{alice.DeviceID: 5}}}), 400, "M_BAD_JSON")
+	wantError(t, "query string", do("POST", query, map[string]any{"device_keys": "x"}), 400, "M_BAD_JSON")
+	wantError(t, "query devices", do("POST", query, map[string]any{"device_keys": map[string]any{alice.ID: "x"}}), 400, "M_BAD_JSON")
+	wantError(t, "query device ID", do("POST", query, map[string]any{"device_keys": map[string]any{alice.ID: []any{5}}}), 400, "M_BAD_JSON")
+	wantError(t, "claim devices", do("POST", claim, map[string]any{"one_time_keys": map[string]any{alice.ID: "x"}}), 400, "M_BAD_JSON")
+	wantError(t, "claim algorithm", do("POST", claim, map[string]any{"one_time_keys": map[string]any{alice.ID: map[string]any{alice.DeviceID: 5}}}), 400, "M_BAD_JSON")
 	for _, u := range []string{"nobody", "@bob:hs2.test"} {
 		r := do("GET", "/_matrix/federation/v1/user/devices/"+url.PathEscape(u), nil)
 		if r.Status != 400 {

@@ -54,6 +54,9 @@ type Config struct {
 	// (Synapse's destination_min_retry_interval and
 	// destination_max_retry_interval); the wait doubles in between.
 	MinRetry, MaxRetry time.Duration
+	// PublicRoomsOverFederation lets other servers list this server's room
+	// directory (Synapse's allow_public_rooms_over_federation).
+	PublicRoomsOverFederation bool
 	// RateLimit limits each origin's requests (zero: DefaultRateLimit).
 	RateLimit RateLimit
 	// ServerVersion is what /version answers.

@@ -1,7 +1,6 @@
 package federation_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -54,7 +53,12 @@ func path(m map[string]any, keys ...string) any {
 }
 
 func timeline(resp map[string]any, roomID string) []map[string]any {
-	evs, _ := path(resp, "rooms", "join", roomID, "timeline", "events").([]any)
+	return objects(path(resp, "rooms", "join", roomID, "timeline", "events"))
+}
+
+// objects returns the objects of a JSON list (nil for anything else).
+func objects(list any) []map[string]any {
+	evs, _ := list.([]any)
 	var out []map[string]any
 	for _, e := range evs {
 		if m, ok := e.(map[string]any); ok {
@@ -161,7 +165,6 @@ func TestTwoServersShareARoom(t *testing.T) {
 		}
 		return false
 	})
-	_ = json.Marshal
 }
 
 // A restricted room on hs1 lets bob of hs2 join through his membership of

@@ -50,6 +50,7 @@ func TestMalformedFederationRequests(t *testing.T) {
 		{"profile unknown user", "GET", "/_matrix/federation/v1/query/profile?user_id=" + url.QueryEscape("@ghost:hs1.test"), nil, 404, "M_NOT_FOUND"},
 		{"profile unknown field", "GET", "/_matrix/federation/v1/query/profile?user_id=" + url.QueryEscape(alice.ID) + "&field=nope", nil, 404, "M_NOT_FOUND"},
 		{"event unknown", "GET", "/_matrix/federation/v1/event/" + esc("$nope"), nil, 404, "M_NOT_FOUND"},
+		{"public rooms not listed to other servers by default", "GET", "/_matrix/federation/v1/publicRooms", nil, 403, "M_FORBIDDEN"},
 		{"unknown endpoint", "GET", "/_matrix/federation/v1/nonsense", nil, 404, "M_UNRECOGNIZED"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

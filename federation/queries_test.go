@@ -66,7 +66,7 @@ func TestProfileAcrossServers(t *testing.T) {
 // publicRooms over federation: hs2's client lists hs1's directory, with a
 // filter and pages; malformed queries are 4xx.
 func TestPublicRoomsAcrossServers(t *testing.T) {
-	f := testserver.NewFederation(t, "", "hs1.test", "hs2.test")
+	f := testserver.NewFederation(t, "allow_public_rooms_over_federation: true\n", "hs1.test", "hs2.test")
 	a, b := f.Servers["hs1.test"], f.Servers["hs2.test"]
 	alice := a.Register("alice", "pw")
 	bob := b.Register("bob", "pw")
@@ -203,14 +203,7 @@ func TestOpenID(t *testing.T) {
 // knockState returns the stripped state events of a knocked room in a
 // /sync response.
 func knockState(resp map[string]any, roomID string) []map[string]any {
-	evs, _ := path(resp, "rooms", "knock", roomID, "knock_state", "events").([]any)
-	var out []map[string]any
-	for _, e := range evs {
-		if m, ok := e.(map[string]any); ok {
-			out = append(out, m)
-		}
-	}
-	return out
+	return objects(path(resp, "rooms", "knock", roomID, "knock_state", "events"))
 }
 
 // memberOf returns the membership of user in the room as s sees it ("" if

@@ -160,19 +160,7 @@ func build(p Proto, version string, prevEvents []string, depth int64, state Auth
 		if o, err = hashAndSignEvent(r, o.without("signatures", "hashes"), key); err != nil {
 			return nil, err
 		}
-		canon := o.encode()
-		if len(canon) > MaxPDUSize {
-			return nil, fmt.Errorf("pdu: event is %d bytes, more than the %d allowed", len(canon), MaxPDUSize)
-		}
-		id, err := eventIDOf(r, o)
-		if err != nil {
-			return nil, err
-		}
-		pdu, err := r.gmsl.NewEventFromTrustedJSONWithEventID(id, canon, false)
-		if err != nil {
-			return nil, fmt.Errorf("pdu: building %s event: %w", p.Type, err)
-		}
-		return newEvent(r, pdu), nil
+		return parseSigned(r, o)
 	})
 }
 

@@ -149,8 +149,9 @@ func newFederation(cfg *config.Config, key pdu.Key, db *storage.DB, rms *rooms.S
 	}
 	fed := federation.New(federation.Config{
 		ServerName: cfg.ServerName, Key: key, ServerVersion: version, Logger: log,
-		MinRetry: time.Duration(cfg.Federation.DestinationMinRetryInterval),
-		MaxRetry: time.Duration(cfg.Federation.DestinationMaxRetryInterval),
+		MinRetry:                  time.Duration(cfg.Federation.DestinationMinRetryInterval),
+		MaxRetry:                  time.Duration(cfg.Federation.DestinationMaxRetryInterval),
+		PublicRoomsOverFederation: cfg.AllowPublicRoomsOverFederation,
 		RateLimit: federation.RateLimit{Window: time.Duration(cfg.RcFederation.WindowSize), SleepLimit: cfg.RcFederation.SleepLimit,
 			SleepDelay: time.Duration(cfg.RcFederation.SleepDelay), RejectLimit: cfg.RcFederation.RejectLimit, Concurrent: cfg.RcFederation.Concurrent},
 	}, federation.Deps{

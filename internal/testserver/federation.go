@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -195,18 +194,7 @@ func (f *Federation) FedDo(to *Server, key pdu.Key, auth, method, path string, b
 		req.Header.Set("Content-Type", "application/json")
 	}
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: f.CA.Pool(), ServerName: to.Config.ServerName}}}
-	resp, err := client.Do(req)
-	if err != nil {
-		f.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	r := &Response{Status: resp.StatusCode, Header: resp.Header, Body: data}
-	_ = json.Unmarshal(data, &r.JSON)
-	return r
+	return send(f.t, client, req)
 }
 
 // FederationAddr is the "host:port" of the server's federation listener.

@@ -269,14 +269,20 @@ func (s *Server) Do(method, path, token string, body any) *Response {
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := s.Client.Do(req)
+	return send(s.t, s.Client, req)
+}
+
+// send sends req and reads the answer.
+func send(t testing.TB, c *http.Client, req *http.Request) *Response {
+	t.Helper()
+	resp, err := c.Do(req)
 	if err != nil {
-		s.t.Fatalf("%s %s: %v", method, path, err)
+		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	r := &Response{Status: resp.StatusCode, Header: resp.Header, Body: data}
 	_ = json.Unmarshal(data, &r.JSON)
