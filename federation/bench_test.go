@@ -27,8 +27,19 @@ type benchPair struct {
 	done    chan struct{}
 }
 
-func newBenchPair(b *testing.B) *benchPair {
-	f := testserver.NewFederation(b, "", "hs1.test", "hs2.test")
+// relaxedFederationLimits lifts rc_federation, whose defaults (Synapse's:
+// 10 requests a second from one server before each waits 500ms) the
+// latency benchmark otherwise measures.
+const relaxedFederationLimits = "rc_federation: {window_size: 1000, sleep_limit: 100000, sleep_delay: 500, reject_limit: 100000, concurrent: 100}\n"
+
+// limits runs fn with Synapse's default rc_federation and with it lifted.
+func limits(b *testing.B, fn func(b *testing.B, extra string)) {
+	b.Run("rc_federation=default", func(b *testing.B) { fn(b, "") })
+	b.Run("rc_federation=relaxed", func(b *testing.B) { fn(b, relaxedFederationLimits) })
+}
+
+func newBenchPair(b *testing.B, extra string) *benchPair {
+	f := testserver.NewFederation(b, extra, "hs1.test", "hs2.test")
 	p := &benchPair{f: f, a: f.Servers["hs1.test"], b: f.Servers["hs2.test"], arrived: map[string]time.Time{}}
 	p.alice = p.a.Register("alice", "pw")
 	p.bob = p.b.Register("bob", "pw")
@@ -130,8 +141,10 @@ func (p *benchPair) sendMany(b *testing.B, n, c int) []string {
 
 // BenchmarkFederationThroughput: 500 events sent on hs1 by 10 concurrent
 // requests, until all are in bob's /sync on hs2.
-func BenchmarkFederationThroughput(b *testing.B) {
-	p := newBenchPair(b)
+func BenchmarkFederationThroughput(b *testing.B) { limits(b, benchThroughput) }
+
+func benchThroughput(b *testing.B, extra string) {
+	p := newBenchPair(b, extra)
 	p.follow(b, p.now())
 	defer p.unfollow()
 	b.ResetTimer()
@@ -145,8 +158,10 @@ func BenchmarkFederationThroughput(b *testing.B) {
 
 // BenchmarkFederationLatency: one event at a time, from the send's answer
 // on hs1 to bob's /sync on hs2 returning it.
-func BenchmarkFederationLatency(b *testing.B) {
-	p := newBenchPair(b)
+func BenchmarkFederationLatency(b *testing.B) { limits(b, benchLatency) }
+
+func benchLatency(b *testing.B, extra string) {
+	p := newBenchPair(b, extra)
 	p.follow(b, p.now())
 	defer p.unfollow()
 	b.ResetTimer()
@@ -167,8 +182,10 @@ func BenchmarkFederationLatency(b *testing.B) {
 // time from hs2's restart until all 500 are in bob's /sync (backoff waits
 // of up to 2s included, as configured for tests), and the transfer alone
 // (first arrival to last).
-func BenchmarkFederationCatchUp(b *testing.B) {
-	p := newBenchPair(b)
+func BenchmarkFederationCatchUp(b *testing.B) { limits(b, benchCatchUp) }
+
+func benchCatchUp(b *testing.B, extra string) {
+	p := newBenchPair(b, extra)
 	b.ResetTimer()
 	for range b.N {
 		since := p.now()
