@@ -51,6 +51,7 @@ func (s *Service) Mount(r chi.Router) {
 		r.Get("/_matrix/federation/v1/query/directory", s.queryDirectory)
 		r.Get("/_matrix/federation/v1/query/profile", s.queryProfile)
 		r.Get("/_matrix/federation/v1/event/{eventId}", s.event)
+		r.Post("/_matrix/federation/v1/get_missing_events/{roomId}", s.getMissingEvents)
 		r.Get("/_matrix/federation/v1/user/devices/{userId}", s.userDevices)
 		r.Post("/_matrix/federation/v1/user/keys/query", s.userKeysQuery)
 		r.Post("/_matrix/federation/v1/user/keys/claim", s.userKeysClaim)
@@ -183,6 +184,7 @@ func (s *Service) receivePDU(ctx context.Context, raw json.RawMessage) (string, 
 	} else if !in {
 		return ev.ID(), errors.New("this server is not in the room")
 	}
+	s.fillGap(ctx, transport.Origin(ctx), ev)
 	return ev.ID(), s.rooms.ReceiveEvent(ctx, ev)
 }
 
@@ -643,13 +645,8 @@ func (s *Service) event(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	servers, err := s.rooms.JoinedServers(ctx, roomID)
-	if err != nil {
+	if err := s.requireInRoom(ctx, roomID); err != nil {
 		s.fail(w, r, err)
-		return
-	}
-	if !slices.Contains(servers, transport.Origin(ctx)) {
-		s.fail(w, r, mxhttp.Forbidden("Your server is not in the room"))
 		return
 	}
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"origin": s.cfg.ServerName, "origin_server_ts": s.now().UnixMilli(), "pdus": []json.RawMessage{data}})

@@ -50,6 +50,11 @@ func TestMalformedFederationRequests(t *testing.T) {
 		{"profile unknown user", "GET", "/_matrix/federation/v1/query/profile?user_id=" + url.QueryEscape("@ghost:hs1.test"), nil, 404, "M_NOT_FOUND"},
 		{"profile unknown field", "GET", "/_matrix/federation/v1/query/profile?user_id=" + url.QueryEscape(alice.ID) + "&field=nope", nil, 404, "M_NOT_FOUND"},
 		{"event unknown", "GET", "/_matrix/federation/v1/event/" + esc("$nope"), nil, 404, "M_NOT_FOUND"},
+		{"get_missing_events not json", "POST", "/_matrix/federation/v1/get_missing_events/" + esc(room), "{", 400, "M_NOT_JSON"},
+		{"get_missing_events without lists", "POST", "/_matrix/federation/v1/get_missing_events/" + esc(room), `{"limit":5}`, 400, "M_BAD_JSON"},
+		{"get_missing_events wrong types", "POST", "/_matrix/federation/v1/get_missing_events/" + esc(room), `{"earliest_events":"x","latest_events":[1]}`, 400, "M_BAD_JSON"},
+		{"get_missing_events unknown room", "POST", "/_matrix/federation/v1/get_missing_events/" + esc("!nope:hs1.test"), `{"earliest_events":[],"latest_events":[]}`, 404, "M_NOT_FOUND"},
+		{"get_missing_events not in room", "POST", "/_matrix/federation/v1/get_missing_events/" + esc(room), `{"earliest_events":[],"latest_events":[]}`, 403, "M_FORBIDDEN"},
 		{"public rooms not listed to other servers by default", "GET", "/_matrix/federation/v1/publicRooms", nil, 403, "M_FORBIDDEN"},
 		{"unknown endpoint", "GET", "/_matrix/federation/v1/nonsense", nil, 404, "M_UNRECOGNIZED"},
 	} {

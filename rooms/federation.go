@@ -555,3 +555,29 @@ func (s *Service) CheckRestrictedJoin(ctx context.Context, roomID, userID string
 	_, err = s.restrictedJoin(ctx, roomID, userID, current)
 	return err
 }
+
+// UnknownEvents returns those of ids this server does not hold.
+func (s *Service) UnknownEvents(ctx context.Context, ids []string) ([]string, error) {
+	stored, err := s.store.GetEvents(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	have := make(map[string]bool, len(stored))
+	for _, e := range stored {
+		have[e.EventID] = true
+	}
+	var out []string
+	for _, id := range ids {
+		if !have[id] {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// ForwardExtremities returns the room's forward extremities: the events
+// with no successor here yet.
+func (s *Service) ForwardExtremities(ctx context.Context, roomID string) ([]string, error) {
+	ids, _, err := s.store.Extremities(ctx, roomID)
+	return ids, err
+}

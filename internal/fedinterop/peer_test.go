@@ -12,7 +12,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +39,11 @@ type peer struct {
 	cache    *federation.InMemoryCache
 	received chan json.RawMessage
 	addr     string
+
+	// held are events the peer has but did not send: it serves them
+	// through get_missing_events.
+	mu   sync.Mutex
+	held []json.RawMessage
 }
 
 func newPeer(t *testing.T, ca *fedtest.CA) *peer {
@@ -66,6 +73,13 @@ func newPeer(t *testing.T, ca *fedtest.CA) *peer {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"pdus":{}}`))
+	})))
+	mux.Handle("POST /_matrix/federation/v1/get_missing_events/{roomID}", auth.AuthenticateMiddleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		held := slices.Clone(p.held)
+		p.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"events": held})
 	})))
 	cert, err := ca.TLSCertificate(peerName)
 	if err != nil {
@@ -236,5 +250,50 @@ func TestMautrixPeer(t *testing.T) {
 	msgs := hs1.MustDo(http.StatusOK, "GET", testserver.RoomPath(room, "/messages?dir=b&limit=5"), alice.Token, nil)
 	if !strings.Contains(string(msgs.Body), "hello from mautrix") {
 		t.Fatalf("alice does not see the peer's message: %s", msgs.Body)
+	}
+
+	// A gap: the peer sends only the second of two new events; hs1 asks
+	// for the first with get_missing_events and stores both, in order.
+	first := pdu.PDU{
+		Type: "m.room.message", RoomID: id.RoomID(room), Sender: carol, Depth: 101,
+		Content: []byte(`{"msgtype":"m.text","body":"held back"}`), PrevEvents: []id.EventID{sentID},
+		AuthEvents: msg.AuthEvents, OriginServerTS: time.Now().UnixMilli(),
+	}
+	firstRaw, firstID := p.sign(&first)
+	second := pdu.PDU{
+		Type: "m.room.message", RoomID: id.RoomID(room), Sender: carol, Depth: 102,
+		Content: []byte(`{"msgtype":"m.text","body":"after the gap"}`), PrevEvents: []id.EventID{firstID},
+		AuthEvents: msg.AuthEvents, OriginServerTS: time.Now().UnixMilli(),
+	}
+	secondRaw, secondID := p.sign(&second)
+	p.mu.Lock()
+	p.held = append(p.held, firstRaw)
+	p.mu.Unlock()
+	resp, err = p.client.SendTransaction(ctx, &federation.ReqSendTransaction{
+		Destination: "hs1.test", TxnID: "peer2", Origin: peerName, OriginServerTS: jsontimeNow(), PDUs: []federation.PDU{secondRaw},
+	})
+	if err != nil || resp.PDUs[secondID].Error != "" {
+		t.Fatalf("send transaction with a gap: %v %+v", err, resp)
+	}
+	msgs = hs1.MustDo(http.StatusOK, "GET", testserver.RoomPath(room, "/messages?dir=b&limit=3"), alice.Token, nil)
+	body := string(msgs.Body)
+	gap, after := strings.Index(body, "held back"), strings.Index(body, "after the gap")
+	if gap < 0 || after < 0 || after > gap { // newest first
+		t.Fatalf("hs1 did not fill the gap in order: %s", msgs.Body)
+	}
+
+	// And hs1 serves get_missing_events to mautrix's client.
+	missing, err := p.client.GetMissingEvents(ctx, &federation.ReqGetMissingEvents{
+		ServerName: "hs1.test", RoomID: id.RoomID(room), EarliestEvents: []id.EventID{sentID}, LatestEvents: []id.EventID{secondID}, Limit: 10,
+	})
+	if err != nil || len(missing.Events) != 1 {
+		t.Fatalf("get_missing_events from hs1: %v %+v", err, missing)
+	}
+	var back pdu.PDU
+	if err := jsonv2.Unmarshal(missing.Events[0], &back); err != nil {
+		t.Fatal(err)
+	}
+	if backID, _ := back.GetEventID(id.RoomV10); backID != firstID {
+		t.Errorf("get_missing_events answered %s, want %s", backID, firstID)
 	}
 }
