@@ -65,6 +65,7 @@ func TestRejections(t *testing.T) {
 	alice := a.Register("alice", "pw")
 	bob := b.Register("bob", "pw")
 	room := a.CreatePublicRoom(alice)
+	beforeJoin := latest(t, a, alice, room)
 	b.MustDo(http.StatusOK, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name=hs1.test", bob.Token, map[string]any{})
 	hs2 := b.SigningKey()
 
@@ -95,8 +96,11 @@ func TestRejections(t *testing.T) {
 	badSig := message(t, forger, room, bob.ID, "forged", []string{create, pl, bobJoin}, prev)
 	// Signed by hs2, but mallory never joined: the auth rules refuse it.
 	notMember := message(t, hs2, room, "@mallory:hs2.test", "intruder", []string{create, pl}, prev)
+	// Signed by hs2 and allowed by its auth events and the current state,
+	// but placed before bob's join: the state before it refuses it.
+	backdated := message(t, hs2, room, bob.ID, "backdated", []string{create, pl, bobJoin}, []string{beforeJoin})
 	txn := map[string]any{"origin": "hs2.test", "origin_server_ts": time.Now().UnixMilli(),
-		"pdus": []json.RawMessage{badSig.JSON(), notMember.JSON(), good.JSON()}, "edus": []any{}}
+		"pdus": []json.RawMessage{badSig.JSON(), notMember.JSON(), backdated.JSON(), good.JSON()}, "edus": []any{}}
 	r := f.FedDo(a, hs2, "", "PUT", "/_matrix/federation/v1/send/t1", txn)
 	if r.Status != http.StatusOK {
 		t.Fatalf("send: %d %s", r.Status, r.Body)
@@ -119,6 +123,9 @@ func TestRejections(t *testing.T) {
 	if e := errOf(notMember.ID()); e == "" || e == "<no result>" {
 		t.Errorf("PDU failing auth accepted: %s", r.Body)
 	}
+	if e := errOf(backdated.ID()); !strings.Contains(e, "state before") {
+		t.Errorf("PDU failing the state before it: %q (%s)", e, r.Body)
+	}
 	// The same transaction again gets the same answer, and nothing twice.
 	again := f.FedDo(a, hs2, "", "PUT", "/_matrix/federation/v1/send/t1", txn)
 	if string(again.Body) != string(r.Body) {
@@ -126,7 +133,7 @@ func TestRejections(t *testing.T) {
 	}
 	msgs := a.MustDo(http.StatusOK, "GET", testserver.RoomPath(room, "/messages?dir=b&limit=20"), alice.Token, nil)
 	body := string(msgs.Body)
-	if !strings.Contains(body, `"good"`) || strings.Contains(body, "forged") || strings.Contains(body, "intruder") {
+	if !strings.Contains(body, `"good"`) || strings.Contains(body, "forged") || strings.Contains(body, "intruder") || strings.Contains(body, "backdated") {
 		t.Errorf("timeline: %s", body)
 	}
 	if n := strings.Count(body, good.ID()); n != 1 {

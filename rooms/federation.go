@@ -131,6 +131,9 @@ func (s *Service) receiveLocked(ctx context.Context, ev *pdu.Event) (int64, erro
 	if err != nil {
 		return 0, &RejectedError{Reason: err.Error()}
 	}
+	if err := s.checkAgainstStateBefore(ctx, ev, room.Version, keys); err != nil {
+		return 0, err
+	}
 	current, err := s.loadAuthState(ctx, ev.RoomID(), room.Version, keys)
 	if err != nil {
 		return 0, err
@@ -201,6 +204,60 @@ func (s *Service) checkAgainstAuthEvents(ctx context.Context, ev *pdu.Event) err
 	}
 	if err := pdu.Allowed(ev, st); err != nil {
 		return &RejectedError{Reason: err.Error()}
+	}
+	return nil
+}
+
+// checkAgainstStateBefore applies the auth rules with the room's state
+// before the event: the state after its prev event, read from that
+// event's state group (only the keys the rules need). An event with
+// several prev_events needs their states resolved first, which comes with
+// state resolution at merges; until then it is checked against its auth
+// events and the current state only.
+func (s *Service) checkAgainstStateBefore(ctx context.Context, ev *pdu.Event, version string, keys []pdu.StateKey) error {
+	prevs := ev.PrevEventIDs()
+	if len(prevs) != 1 {
+		return nil
+	}
+	prev, err := s.store.GetEvent(ctx, prevs[0])
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if prev.RoomID != ev.RoomID() || prev.StateGroup <= 0 || prev.Pos <= 0 {
+		return nil // an outlier: its state is not known here
+	}
+	entries, err := s.store.StateAt(ctx, prev.StateGroup, keys)
+	if err != nil {
+		return err
+	}
+	ids := make([]string, len(entries))
+	for i, e := range entries {
+		ids[i] = e.EventID
+	}
+	stored, err := s.store.GetEvents(ctx, ids)
+	if err != nil {
+		return err
+	}
+	st := authState{}
+	for _, e := range stored {
+		if e.StateKey == nil {
+			continue
+		}
+		data, err := authJSON(version, e)
+		if err != nil {
+			return err
+		}
+		a, err := pdu.Parse(version, data)
+		if err != nil {
+			return err
+		}
+		st[pdu.StateKey{Type: e.Type, StateKey: *e.StateKey}] = a
+	}
+	if err := pdu.Allowed(ev, st); err != nil {
+		return &RejectedError{Reason: "not allowed by the state before it: " + err.Error()}
 	}
 	return nil
 }
