@@ -55,6 +55,10 @@ func TestMalformedFederationRequests(t *testing.T) {
 		{"get_missing_events wrong types", "POST", "/_matrix/federation/v1/get_missing_events/" + esc(room), `{"earliest_events":"x","latest_events":[1]}`, 400, "M_BAD_JSON"},
 		{"get_missing_events unknown room", "POST", "/_matrix/federation/v1/get_missing_events/" + esc("!nope:hs1.test"), `{"earliest_events":[],"latest_events":[]}`, 404, "M_NOT_FOUND"},
 		{"get_missing_events not in room", "POST", "/_matrix/federation/v1/get_missing_events/" + esc(room), `{"earliest_events":[],"latest_events":[]}`, 403, "M_FORBIDDEN"},
+		{"state_ids without event", "GET", "/_matrix/federation/v1/state_ids/" + esc(room), nil, 400, "M_MISSING_PARAM"},
+		{"state not in room", "GET", "/_matrix/federation/v1/state/" + esc(room) + "?event_id=$x", nil, 403, "M_FORBIDDEN"},
+		{"event_auth unknown room", "GET", "/_matrix/federation/v1/event_auth/" + esc("!nope:hs1.test") + "/$x", nil, 404, "M_NOT_FOUND"},
+		{"backfill not in room", "GET", "/_matrix/federation/v1/backfill/" + esc(room) + "?v=$x&limit=5", nil, 403, "M_FORBIDDEN"},
 		{"public rooms not listed to other servers by default", "GET", "/_matrix/federation/v1/publicRooms", nil, 403, "M_FORBIDDEN"},
 		{"unknown endpoint", "GET", "/_matrix/federation/v1/nonsense", nil, 404, "M_UNRECOGNIZED"},
 	} {

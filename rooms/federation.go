@@ -638,3 +638,68 @@ func (s *Service) ForwardExtremities(ctx context.Context, roomID string) ([]stri
 	ids, _, err := s.store.Extremities(ctx, roomID)
 	return ids, err
 }
+
+// ErrStateUnknown: the event is known only outside the timeline, so the
+// state at it is not known here.
+var ErrStateUnknown = errors.New("rooms: the state at this event is not known here")
+
+// StateBefore returns the IDs of the room's state before an event (the
+// state after it, without its own change), as /state and /state_ids
+// serve it.
+func (s *Service) StateBefore(ctx context.Context, roomID, eventID string) ([]string, error) {
+	ev, err := s.store.GetEvent(ctx, eventID)
+	if err != nil {
+		return nil, err
+	}
+	if ev.RoomID != roomID {
+		return nil, ErrNotFound
+	}
+	if ev.Pos <= 0 || ev.StateGroup <= 0 {
+		return nil, ErrStateUnknown
+	}
+	entries, err := s.store.StateAt(ctx, ev.StateGroup, nil)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(entries))
+	for _, e := range entries {
+		if ev.StateKey != nil && e.Type == ev.Type && e.StateKey == *ev.StateKey {
+			if ev.ReplacesState != "" {
+				ids = append(ids, ev.ReplacesState)
+			}
+			continue
+		}
+		ids = append(ids, e.EventID)
+	}
+	return ids, nil
+}
+
+// EventPDUs returns stored events of the room as PDUs, in the order of
+// ids (unknown ones and other rooms' left out).
+func (s *Service) EventPDUs(ctx context.Context, roomID string, ids []string) ([]json.RawMessage, error) {
+	room, err := s.store.GetRoom(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	stored, err := s.store.GetEvents(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[string]Stored, len(stored))
+	for _, e := range stored {
+		byID[e.EventID] = e
+	}
+	out := make([]json.RawMessage, 0, len(ids))
+	for _, id := range ids {
+		e, ok := byID[id]
+		if !ok || e.RoomID != roomID {
+			continue
+		}
+		data, err := authJSON(room.Version, e)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, data)
+	}
+	return out, nil
+}

@@ -296,4 +296,30 @@ func TestMautrixPeer(t *testing.T) {
 	if backID, _ := back.GetEventID(id.RoomV10); backID != firstID {
 		t.Errorf("get_missing_events answered %s, want %s", backID, firstID)
 	}
+
+	// History and state, read by mautrix's client: the state before the
+	// peer's first message holds carol's join; /state agrees with
+	// /state_ids; the auth chain of the join leads to the create event;
+	// backfill walks back from the last message.
+	ids, err := p.client.GetStateIDs(ctx, "hs1.test", id.RoomID(room), sentID)
+	if err != nil || !slices.Contains(ids.PDUs, joinID) || len(ids.AuthChain) == 0 {
+		t.Fatalf("state_ids: %v %+v", err, ids)
+	}
+	full, err := p.client.GetState(ctx, "hs1.test", id.RoomID(room), sentID)
+	if err != nil || len(full.PDUs) != len(ids.PDUs) {
+		t.Fatalf("state: %v, %d events for %d IDs", err, len(full.PDUs), len(ids.PDUs))
+	}
+	chain, err := p.client.GetEventAuthChain(ctx, "hs1.test", id.RoomID(room), joinID)
+	if err != nil || !strings.Contains(string(jsonOf(chain.AuthChain)), `"m.room.create"`) {
+		t.Fatalf("event_auth: %v", err)
+	}
+	bf, err := p.client.Backfill(ctx, &federation.ReqBackfill{ServerName: "hs1.test", RoomID: id.RoomID(room), Limit: 3, BackfillFrom: []id.EventID{secondID}})
+	if err != nil || len(bf.PDUs) != 3 || !strings.Contains(string(jsonOf(bf.PDUs)), "held back") {
+		t.Fatalf("backfill: %v %+v", err, bf)
+	}
+}
+
+func jsonOf(v any) []byte {
+	data, _ := json.Marshal(v)
+	return data
 }
