@@ -158,3 +158,37 @@ func TestRejections(t *testing.T) {
 		}
 	}
 }
+
+// A rejected event is remembered with its reason: sent again, it gets the
+// same answer without being processed again.
+func TestRejectedEventRemembered(t *testing.T) {
+	f := testserver.NewFederation(t, "", "hs1.test", "hs2.test")
+	a, b := f.Servers["hs1.test"], f.Servers["hs2.test"]
+	alice := a.Register("alice", "pw")
+	bob := b.Register("bob", "pw")
+	room := a.CreatePublicRoom(alice)
+	b.MustDo(http.StatusOK, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room), bob.Token, map[string]any{})
+	hs2 := b.SigningKey()
+	create := stateID(t, a, alice, room, "m.room.create", "")
+	pl := stateID(t, a, alice, room, "m.room.power_levels", "")
+	intruder := message(t, hs2, room, "@mallory:hs2.test", "intruder", []string{create, pl}, []string{latest(t, a, alice, room)})
+	var first string
+	for i, txn := range []string{"r1", "r2"} {
+		r := f.FedDo(a, hs2, "", "PUT", "/_matrix/federation/v1/send/"+txn, map[string]any{"origin": "hs2.test", "pdus": []json.RawMessage{intruder.JSON()}})
+		res, _ := r.JSON["pdus"].(map[string]any)
+		m, _ := res[intruder.ID()].(map[string]any)
+		e, _ := m["error"].(string)
+		if e == "" {
+			t.Fatalf("attempt %d: not rejected: %s", i+1, r.Body)
+		}
+		if i == 0 {
+			first = e
+		} else if e != first {
+			t.Errorf("second answer %q differs from the first %q", e, first)
+		}
+	}
+	// Never served: hs2 asking for it gets nothing.
+	if r := f.FedDo(a, hs2, "", "GET", "/_matrix/federation/v1/event/"+url.PathEscape(intruder.ID()), nil); r.Status != http.StatusNotFound {
+		t.Errorf("rejected event served: %d %s", r.Status, r.Body)
+	}
+}

@@ -52,6 +52,10 @@ type RoomState interface {
 	EnsureRoom(ctx context.Context, room Room) error
 	// JoinedServers returns the servers with a joined member in the room.
 	JoinedServers(ctx context.Context, roomID string) ([]string, error)
+	// RejectEvent records an event the auth rules rejected, and
+	// RejectedEvents returns the reasons of those of ids that were.
+	RejectEvent(ctx context.Context, ev *pdu.Event, reason string) error
+	RejectedEvents(ctx context.Context, ids []string) (map[string]string, error)
 	SaveInviteState(ctx context.Context, roomID, userID string, state []byte) error
 	InviteState(ctx context.Context, roomID, userID string) ([]byte, error)
 }
@@ -65,6 +69,10 @@ func (e *RejectedError) Error() string { return "rooms: event rejected: " + e.Re
 // auth events but not against the room's current state: it is stored
 // outside the timeline, served to nobody and not built upon.
 var ErrSoftFailed = errors.New("rooms: event soft-failed against the current state")
+
+// ErrMissingAuthEvents reports an event whose auth events are not all
+// known here: undecided, not rejected (they may be fetched).
+var ErrMissingAuthEvents = errors.New("rooms: some auth events of the event are unknown here")
 
 // ErrUnknownRoom reports an event for a room this server is not in.
 var ErrUnknownRoom = errors.New("rooms: unknown room")
@@ -114,6 +122,23 @@ func (s *Service) receiveLocked(ctx context.Context, ev *pdu.Event) (int64, erro
 	} else if !errors.Is(err, ErrNotFound) {
 		return 0, err
 	}
+	// A rejected event is decided once: the same answer, no new work.
+	if rejected, err := s.store.RejectedEvents(ctx, []string{ev.ID()}); err != nil {
+		return 0, err
+	} else if reason, ok := rejected[ev.ID()]; ok {
+		return 0, &RejectedError{Reason: reason}
+	}
+	pos, err := s.checkAndPersist(ctx, ev)
+	var rej *RejectedError
+	if errors.As(err, &rej) {
+		if err := s.store.RejectEvent(ctx, ev, rej.Reason); err != nil {
+			return 0, err
+		}
+	}
+	return pos, err
+}
+
+func (s *Service) checkAndPersist(ctx context.Context, ev *pdu.Event) (int64, error) {
 	room, err := s.store.GetRoom(ctx, ev.RoomID())
 	if errors.Is(err, ErrNotFound) {
 		return 0, ErrUnknownRoom
@@ -173,7 +198,7 @@ func (s *Service) checkAgainstAuthEvents(ctx context.Context, ev *pdu.Event) err
 		return err
 	}
 	if len(stored) != len(ids) {
-		return &RejectedError{Reason: "some auth events are unknown here"}
+		return ErrMissingAuthEvents
 	}
 	st := authState{}
 	for _, e := range stored {
@@ -613,7 +638,8 @@ func (s *Service) CheckRestrictedJoin(ctx context.Context, roomID, userID string
 	return err
 }
 
-// UnknownEvents returns those of ids this server does not hold.
+// UnknownEvents returns those of ids this server neither holds nor has
+// rejected.
 func (s *Service) UnknownEvents(ctx context.Context, ids []string) ([]string, error) {
 	stored, err := s.store.GetEvents(ctx, ids)
 	if err != nil {
@@ -623,9 +649,23 @@ func (s *Service) UnknownEvents(ctx context.Context, ids []string) ([]string, er
 	for _, e := range stored {
 		have[e.EventID] = true
 	}
-	var out []string
+	var missing []string
 	for _, id := range ids {
 		if !have[id] {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) == 0 {
+		return nil, nil
+	}
+	// A rejected event is known too: it is never asked for again.
+	rejected, err := s.store.RejectedEvents(ctx, missing)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, id := range missing {
+		if _, ok := rejected[id]; !ok {
 			out = append(out, id)
 		}
 	}

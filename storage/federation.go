@@ -314,3 +314,46 @@ func (db *DB) SaveInboundTxn(ctx context.Context, origin, txnID string, response
 	}
 	return nil
 }
+
+// RejectEvent records an event the auth rules rejected.
+func (db *DB) RejectEvent(ctx context.Context, ev *pdu.Event, reason string) error {
+	defer db.observe("reject_event", time.Now())
+	_, err := db.w.ExecContext(ctx, `INSERT INTO rejected_events (event_id, room_id, reason, json, received_ts) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (event_id) DO NOTHING`, ev.ID(), ev.RoomID(), reason, string(ev.JSON()), time.Now().UnixMilli())
+	if err != nil {
+		return fmt.Errorf("storage: reject event: %w", err)
+	}
+	return nil
+}
+
+// RejectedEvents returns the reasons of those of ids that were rejected.
+func (db *DB) RejectedEvents(ctx context.Context, ids []string) (map[string]string, error) {
+	defer db.observe("rejected_events", time.Now())
+	out := map[string]string{}
+	for start := 0; start < len(ids); start += 500 {
+		chunk := ids[start:min(start+500, len(ids))]
+		args := make([]any, len(chunk))
+		ph := make([]string, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+			ph[i] = fmt.Sprintf("$%d", i+1)
+		}
+		rows, err := db.r.QueryContext(ctx, `SELECT event_id, reason FROM rejected_events WHERE event_id IN (`+strings.Join(ph, ",")+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("storage: rejected events: %w", err)
+		}
+		for rows.Next() {
+			var id, reason string
+			if err := rows.Scan(&id, &reason); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("storage: rejected events: %w", err)
+			}
+			out[id] = reason
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
