@@ -118,7 +118,7 @@ func (s *Service) requireInRoom(ctx context.Context, roomID string) error {
 	if !slices.Contains(servers, transport.Origin(ctx)) {
 		return mxhttp.Forbidden("Your server is not in the room")
 	}
-	return nil
+	return s.checkACL(ctx, roomID)
 }
 
 // fillGap fetches from origin the events between what this server holds

@@ -183,6 +183,11 @@ func (s *Service) receivePDU(ctx context.Context, raw json.RawMessage) (string, 
 	if err != nil {
 		return pduIDForError(version, raw), err
 	}
+	if ok, err := s.rooms.ServerAllowed(ctx, ev.RoomID(), transport.Origin(ctx)); err != nil {
+		return ev.ID(), err
+	} else if !ok {
+		return ev.ID(), errors.New("the sending server is denied by the room's server ACL")
+	}
 	if in, err := s.rooms.InRoom(ctx, ev.RoomID()); err != nil {
 		return ev.ID(), err
 	} else if !in {
@@ -237,6 +242,9 @@ func (s *Service) receiveEDU(ctx context.Context, origin string, raw json.RawMes
 		if ok, err := s.memberFromServer(ctx, c.RoomID, c.UserID); err != nil || !ok {
 			return err
 		}
+		if ok, err := s.rooms.ServerAllowed(ctx, c.RoomID, origin); err != nil || !ok {
+			return err
+		}
 		s.edus.Typing(c.RoomID, c.UserID, c.Typing, 30*time.Second)
 	case "m.receipt":
 		var c map[string]map[string]map[string]struct {
@@ -253,6 +261,9 @@ func (s *Service) receiveEDU(ctx context.Context, origin string, raw json.RawMes
 			return nil
 		}
 		for roomID, types := range c {
+			if ok, err := s.rooms.ServerAllowed(ctx, roomID, origin); err != nil || !ok {
+				continue
+			}
 			for rtype, users := range types {
 				if rtype != "m.read" {
 					continue // private receipts never leave their server
@@ -317,7 +328,22 @@ func (s *Service) roomAndUser(r *http.Request) (string, string, error) {
 	if serverOf(userID) != transport.Origin(r.Context()) {
 		return "", "", mxhttp.Forbidden("The user is not on the requesting server")
 	}
+	if err := s.checkACL(r.Context(), roomID); err != nil {
+		return "", "", err
+	}
 	return roomID, userID, nil
+}
+
+// checkACL refuses a requesting server the room's server ACL denies.
+func (s *Service) checkACL(ctx context.Context, roomID string) error {
+	ok, err := s.rooms.ServerAllowed(ctx, roomID, transport.Origin(ctx))
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return mxhttp.Forbidden("Your server is denied by the room's server ACL")
+	}
+	return nil
 }
 
 func (s *Service) makeJoin(w http.ResponseWriter, r *http.Request) {
@@ -381,6 +407,9 @@ func (s *Service) receiveMembership(r *http.Request, membership string) (*pdu.Ev
 		return nil, mxhttp.NotFound("Unknown room")
 	}
 	if err != nil {
+		return nil, err
+	}
+	if err := s.checkACL(ctx, roomID); err != nil {
 		return nil, err
 	}
 	raw := transport.Body(ctx)
@@ -541,6 +570,10 @@ func (s *Service) invite(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.RoomVersion == "" || len(req.Event) == 0 {
 		s.fail(w, r, mxhttp.BadJSON("room_version and event are required"))
+		return
+	}
+	if err := s.checkACL(ctx, mxhttp.PathParam(r, "roomId")); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	if !pdu.SupportedVersion(req.RoomVersion) {

@@ -3,6 +3,7 @@ package federation_test
 import (
 	"crypto/ed25519"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -190,5 +191,41 @@ func TestRejectedEventRemembered(t *testing.T) {
 	// Never served: hs2 asking for it gets nothing.
 	if r := f.FedDo(a, hs2, "", "GET", "/_matrix/federation/v1/event/"+url.PathEscape(intruder.ID()), nil); r.Status != http.StatusNotFound {
 		t.Errorf("rejected event served: %d %s", r.Status, r.Body)
+	}
+}
+
+// A server the room's ACL denies gets 403 on the room's endpoints and its
+// PDUs are refused one by one; an allowed server is not affected.
+func TestServerACL(t *testing.T) {
+	f := testserver.NewFederation(t, "", "hs1.test", "hs2.test")
+	a, b := f.Servers["hs1.test"], f.Servers["hs2.test"]
+	alice := a.Register("alice", "pw")
+	bob := b.Register("bob", "pw")
+	room := a.CreatePublicRoom(alice)
+	b.MustDo(http.StatusOK, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room), bob.Token, map[string]any{})
+	hs2 := b.SigningKey()
+	create := stateID(t, a, alice, room, "m.room.create", "")
+	pl := stateID(t, a, alice, room, "m.room.power_levels", "")
+	bobJoin := stateID(t, a, alice, room, "m.room.member", bob.ID)
+	a.MustDo(http.StatusOK, "PUT", testserver.RoomPath(room, "/state/m.room.server_acl/"), alice.Token, map[string]any{"allow": []string{"*"}, "deny": []string{"hs2.test"}})
+	msg := message(t, hs2, room, bob.ID, "denied", []string{create, pl, bobJoin}, []string{latest(t, a, alice, room)})
+	r := f.FedDo(a, hs2, "", "PUT", "/_matrix/federation/v1/send/acl1", map[string]any{"origin": "hs2.test", "pdus": []json.RawMessage{msg.JSON()}})
+	res, _ := r.JSON["pdus"].(map[string]any)
+	if m, _ := res[msg.ID()].(map[string]any); m == nil || !strings.Contains(fmt.Sprint(m["error"]), "ACL") {
+		t.Errorf("PDU from a denied server: %s", r.Body)
+	}
+	esc := url.PathEscape
+	for _, path := range []string{
+		"/_matrix/federation/v1/make_join/" + esc(room) + "/" + esc("@carol:hs2.test") + "?ver=10",
+		"/_matrix/federation/v1/state_ids/" + esc(room) + "?event_id=" + esc(create),
+		"/_matrix/federation/v1/backfill/" + esc(room) + "?v=" + esc(create) + "&limit=5",
+		"/_matrix/federation/v1/event_auth/" + esc(room) + "/" + esc(create),
+	} {
+		if r := f.FedDo(a, hs2, "", "GET", path, nil); r.Status != http.StatusForbidden || r.Errcode() != "M_FORBIDDEN" {
+			t.Errorf("GET %s from a denied server: %d %s", path, r.Status, r.Body)
+		}
+	}
+	if strings.Contains(string(a.MustDo(http.StatusOK, "GET", testserver.RoomPath(room, "/messages?dir=b&limit=5"), alice.Token, nil).Body), "denied") {
+		t.Error("the denied server's message is in the timeline")
 	}
 }
