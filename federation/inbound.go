@@ -56,6 +56,7 @@ func (s *Service) Mount(r chi.Router) {
 		r.Get("/_matrix/federation/v1/state/{roomId}", s.state)
 		r.Get("/_matrix/federation/v1/event_auth/{roomId}/{eventId}", s.eventAuth)
 		r.Get("/_matrix/federation/v1/backfill/{roomId}", s.backfill)
+		r.Post("/_matrix/federation/v1/query_auth/{roomId}/{eventId}", s.queryAuth)
 		r.Get("/_matrix/federation/v1/user/devices/{userId}", s.userDevices)
 		r.Post("/_matrix/federation/v1/user/keys/query", s.userKeysQuery)
 		r.Post("/_matrix/federation/v1/user/keys/claim", s.userKeysClaim)
@@ -194,7 +195,17 @@ func (s *Service) receivePDU(ctx context.Context, raw json.RawMessage) (string, 
 		return ev.ID(), errors.New("this server is not in the room")
 	}
 	s.fillGap(ctx, transport.Origin(ctx), ev)
-	return ev.ID(), s.rooms.ReceiveEvent(ctx, ev)
+	err = s.rooms.ReceiveEvent(ctx, ev)
+	if errors.Is(err, rooms.ErrMissingAuthEvents) {
+		// Its auth chain differs from ours: take the origin's (each event
+		// checked on its own) and decide again.
+		if ferr := s.fetchAuthChain(ctx, transport.Origin(ctx), ev); ferr != nil {
+			s.log.Info("fetching an auth chain", "event_id", ev.ID(), "err", ferr)
+			return ev.ID(), err
+		}
+		err = s.rooms.ReceiveEvent(ctx, ev)
+	}
+	return ev.ID(), err
 }
 
 // pduIDForError names a PDU that failed the checks, for the per-PDU

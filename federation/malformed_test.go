@@ -59,6 +59,10 @@ func TestMalformedFederationRequests(t *testing.T) {
 		{"state not in room", "GET", "/_matrix/federation/v1/state/" + esc(room) + "?event_id=$x", nil, 403, "M_FORBIDDEN"},
 		{"event_auth unknown room", "GET", "/_matrix/federation/v1/event_auth/" + esc("!nope:hs1.test") + "/$x", nil, 404, "M_NOT_FOUND"},
 		{"backfill not in room", "GET", "/_matrix/federation/v1/backfill/" + esc(room) + "?v=$x&limit=5", nil, 403, "M_FORBIDDEN"},
+		{"query_auth not json", "POST", "/_matrix/federation/v1/query_auth/" + esc(room) + "/$x", "{", 400, "M_NOT_JSON"},
+		{"query_auth without chain", "POST", "/_matrix/federation/v1/query_auth/" + esc(room) + "/$x", `{"missing":[]}`, 400, "M_BAD_JSON"},
+		{"query_auth wrong types", "POST", "/_matrix/federation/v1/query_auth/" + esc(room) + "/$x", `{"auth_chain":{}}`, 400, "M_BAD_JSON"},
+		{"query_auth not in room", "POST", "/_matrix/federation/v1/query_auth/" + esc(room) + "/$x", `{"auth_chain":[]}`, 403, "M_FORBIDDEN"},
 		{"public rooms not listed to other servers by default", "GET", "/_matrix/federation/v1/publicRooms", nil, 403, "M_FORBIDDEN"},
 		{"unknown endpoint", "GET", "/_matrix/federation/v1/nonsense", nil, 404, "M_UNRECOGNIZED"},
 	} {

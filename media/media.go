@@ -80,12 +80,6 @@ type Store interface {
 	InsertThumbnail(ctx context.Context, t Thumbnail) error
 }
 
-// Remote fetches media of other servers into the local cache. Federation
-// will provide it; until then remote media is not found.
-type Remote interface {
-	Fetch(ctx context.Context, origin, mediaID string) (Metadata, error)
-}
-
 // ThumbnailSize is one size generated at upload.
 type ThumbnailSize struct {
 	Width, Height int
@@ -166,7 +160,8 @@ func New(cfg Config, store Store) (*Service, error) {
 	return s, nil
 }
 
-// SetRemote installs the fetcher of remote media (federation).
+// SetRemote installs federation's client, which fetches other servers'
+// media into the local cache; without it remote media is not found.
 func (s *Service) SetRemote(r Remote) { s.remote = r }
 
 // MaxUploadSize is the largest upload accepted, in bytes.

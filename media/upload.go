@@ -228,15 +228,7 @@ func (s *Service) get(ctx context.Context, origin, mediaID string, f Fetch) (Met
 		return Metadata{}, mxhttp.InvalidParam("Invalid media ID")
 	}
 	if origin != s.cfg.ServerName {
-		// The one path for remote media, which federation will fill.
-		if !f.AllowRemote || s.remote == nil {
-			return Metadata{}, errNotFound()
-		}
-		m, err := s.remote.Fetch(ctx, origin, mediaID)
-		if errors.Is(err, ErrNotFound) {
-			return Metadata{}, errNotFound()
-		}
-		return m, err
+		return s.remoteGet(ctx, origin, mediaID, f.AllowRemote)
 	}
 	deadline := time.Now().Add(min(f.Wait, MaxWait))
 	for {

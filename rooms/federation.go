@@ -743,3 +743,88 @@ func (s *Service) EventPDUs(ctx context.Context, roomID string, ids []string) ([
 	}
 	return out, nil
 }
+
+// ReceiveOutliers stores events another server sent as part of an auth
+// chain (checked by the caller: hashes, signatures), oldest first: each
+// must be allowed by its own auth events, known here or earlier in the
+// list; those that are not are recorded as rejected. It returns the
+// rejected events' IDs with their reasons.
+func (s *Service) ReceiveOutliers(ctx context.Context, roomID string, evs []*pdu.Event) (map[string]string, error) {
+	sorted := slices.Clone(evs)
+	slices.SortStableFunc(sorted, func(a, b *pdu.Event) int { return int(a.Depth() - b.Depth()) })
+	rejected := map[string]string{}
+	var accepted []*pdu.Event
+	known := map[string]*pdu.Event{}
+	for _, ev := range sorted {
+		if ev.RoomID() != roomID {
+			continue
+		}
+		if unknown, err := s.UnknownEvents(ctx, []string{ev.ID()}); err != nil {
+			return nil, err
+		} else if len(unknown) == 0 {
+			if r, err := s.store.RejectedEvents(ctx, []string{ev.ID()}); err != nil {
+				return nil, err
+			} else if reason, ok := r[ev.ID()]; ok {
+				rejected[ev.ID()] = reason
+			}
+			continue
+		}
+		st := authState{}
+		ok := true
+		for _, id := range ev.AuthEventIDs() {
+			a := known[id]
+			if a == nil {
+				stored, err := s.store.GetEvents(ctx, []string{id})
+				if err != nil {
+					return nil, err
+				}
+				if len(stored) == 0 {
+					ok = false
+					break
+				}
+				data, err := authJSON(ev.Version(), stored[0])
+				if err != nil {
+					return nil, err
+				}
+				if a, err = pdu.Parse(ev.Version(), data); err != nil {
+					return nil, err
+				}
+			}
+			if a.StateKey() == nil {
+				ok = false
+				break
+			}
+			st[pdu.StateKey{Type: a.Type(), StateKey: *a.StateKey()}] = a
+		}
+		reason := ""
+		if !ok {
+			reason = "its auth events are missing or rejected"
+		} else {
+			if st.Get("m.room.create", "") == nil {
+				if c, err := s.store.CurrentState(ctx, roomID, []pdu.StateKey{{Type: "m.room.create"}}); err == nil && len(c) > 0 {
+					if a, err := pdu.Parse(ev.Version(), c[0].JSON); err == nil {
+						st[pdu.StateKey{Type: "m.room.create"}] = a
+					}
+				}
+			}
+			if err := pdu.Allowed(ev, st); err != nil {
+				reason = err.Error()
+			}
+		}
+		if reason != "" {
+			rejected[ev.ID()] = reason
+			if err := s.store.RejectEvent(ctx, ev, reason); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		known[ev.ID()] = ev
+		accepted = append(accepted, ev)
+	}
+	if len(accepted) > 0 {
+		if err := s.store.PersistOutliers(ctx, accepted); err != nil {
+			return nil, err
+		}
+	}
+	return rejected, nil
+}

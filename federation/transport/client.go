@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -281,8 +282,101 @@ func (c *Client) Do(ctx context.Context, method, destination, requestURI string,
 	return fmt.Errorf("transport: %s %s%s: %w", method, destination, requestURI, errors.Join(errs...))
 }
 
-// roundTrip sends the request to one target and reads the answer.
-func (c *Client) roundTrip(ctx context.Context, t Target, method string, u url.URL, auth string, content []byte) (int, []byte, error) {
+// ErrResponseTooLarge is returned by DoRaw when the answer is larger than
+// allowed.
+var ErrResponseTooLarge = errors.New("transport: response too large")
+
+// DoStream sends a signed request to destination like Do, and hands the
+// answer, whatever its status, to read: status, headers and the body as it
+// arrives. The body is only valid during read; the client's timeout
+// covers it. read's error is returned as is. Targets are tried in turn
+// while they cannot be connected to; once one answers, read is called
+// exactly once.
+func (c *Client) DoStream(ctx context.Context, method, destination, requestURI string, body any,
+	read func(status int, header http.Header, body io.Reader) error) error {
+	if err := c.checkDestination(destination); err != nil {
+		return err
+	}
+	u, err := requestURL(requestURI)
+	if err != nil {
+		return err
+	}
+	content, err := encodeBody(method, body)
+	if err != nil {
+		return fmt.Errorf("transport: %s %s: request body: %w", method, requestURI, err)
+	}
+	auth, err := SignRequest(c.key, method, requestURI, destination, content)
+	if err != nil {
+		return fmt.Errorf("transport: signing %s %s: %w", method, requestURI, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	targets, err := c.resolver.Resolve(ctx, destination)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, t := range targets {
+		resp, err := c.send(ctx, t, method, u, auth, content, "*/*")
+		var de *dialError
+		if errors.As(err, &de) && ctx.Err() == nil {
+			c.log.Debug("federation target unreachable", "destination", destination, "addr", t.Addr, "err", err)
+			errs = append(errs, err)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("transport: %s %s%s: %w", method, destination, requestURI, err)
+		}
+		err = read(resp.StatusCode, resp.Header, resp.Body)
+		resp.Body.Close()
+		return err
+	}
+	return fmt.Errorf("transport: %s %s%s: %w", method, destination, requestURI, errors.Join(errs...))
+}
+
+// DoRaw is DoStream reading the whole body, of at most maxBytes (else
+// ErrResponseTooLarge), for answers that are not JSON. Any status is
+// returned; err is only for failures to get an answer.
+func (c *Client) DoRaw(ctx context.Context, method, destination, requestURI string, body any, maxBytes int64) (int, http.Header, []byte, error) {
+	var (
+		status int
+		header http.Header
+		data   []byte
+	)
+	err := c.DoStream(ctx, method, destination, requestURI, body, func(st int, h http.Header, r io.Reader) error {
+		b, err := readLimited(r, h, maxBytes)
+		if err != nil {
+			return fmt.Errorf("transport: %s %s%s: %w", method, destination, requestURI, err)
+		}
+		status, header, data = st, h, b
+		return nil
+	})
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	return status, header, data, nil
+}
+
+// readLimited reads a response body of at most limit bytes.
+func readLimited(r io.Reader, h http.Header, limit int64) ([]byte, error) {
+	if cl := h.Get("Content-Length"); cl != "" {
+		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n > limit {
+			return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrResponseTooLarge, n, limit)
+		}
+	}
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading response: %w", err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%w: more than %d bytes", ErrResponseTooLarge, limit)
+	}
+	return b, nil
+}
+
+// send sends the request to one target and returns the response, whose
+// body the caller closes.
+func (c *Client) send(ctx context.Context, t Target, method string, u url.URL, auth string, content []byte, accept string) (*http.Response, error) {
 	u.Host = targetHost(t)
 	var rd io.Reader
 	if content != nil {
@@ -290,12 +384,12 @@ func (c *Client) roundTrip(ctx context.Context, t Target, method string, u url.U
 	}
 	req, err := http.NewRequestWithContext(ctx, method, "https://"+u.Host+"/", rd)
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
 	req.URL = &u // as built: a round trip through Parse could re-escape it
 	req.Host = t.Host
 	req.Header.Set("Authorization", auth)
-	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept", accept)
 	if content != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -306,6 +400,15 @@ func (c *Client) roundTrip(ctx context.Context, t Target, method string, u url.U
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
+		return nil, err
+	}
+	return resp, nil
+}
+
+// roundTrip sends the request to one target and reads the answer.
+func (c *Client) roundTrip(ctx context.Context, t Target, method string, u url.URL, auth string, content []byte) (int, []byte, error) {
+	resp, err := c.send(ctx, t, method, u, auth, content, "application/json")
+	if err != nil {
 		return 0, nil, err
 	}
 	defer resp.Body.Close()

@@ -44,6 +44,8 @@ type peer struct {
 	// through get_missing_events.
 	mu   sync.Mutex
 	held []json.RawMessage
+	// authChain is what the peer answers to /event_auth.
+	authChain []json.RawMessage
 }
 
 func newPeer(t *testing.T, ca *fedtest.CA) *peer {
@@ -80,6 +82,13 @@ func newPeer(t *testing.T, ca *fedtest.CA) *peer {
 		p.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{"events": held})
+	})))
+	mux.Handle("GET /_matrix/federation/v1/event_auth/{roomID}/{eventID}", auth.AuthenticateMiddleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		chain := slices.Clone(p.authChain)
+		p.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"auth_chain": chain})
 	})))
 	cert, err := ca.TLSCertificate(peerName)
 	if err != nil {
@@ -317,7 +326,70 @@ func TestMautrixPeer(t *testing.T) {
 	if err != nil || len(bf.PDUs) != 3 || !strings.Contains(string(jsonOf(bf.PDUs)), "held back") {
 		t.Fatalf("backfill: %v %+v", err, bf)
 	}
+
+	testAuthChains(t, ctx, p, hs1, alice, room, carol, auth["m.room.create"], auth["m.room.power_levels"], joinID, secondID)
 }
+
+// An event whose auth events hs1 lacks: hs1 takes the peer's auth chain
+// through /event_auth, checks each event of it, and then accepts the
+// event; query_auth tells the peer which of its auth events hs1 rejects.
+func testAuthChains(t *testing.T, ctx context.Context, p *peer, hs1 *testserver.Server, alice testserver.User, room string, carol id.UserID, create, pl, join, last id.EventID) {
+	rename := pdu.PDU{
+		Type: "m.room.member", RoomID: id.RoomID(room), Sender: carol, StateKey: ptrTo(string(carol)), Depth: 110,
+		Content: []byte(`{"membership":"join","displayname":"Carol"}`), PrevEvents: []id.EventID{last},
+		AuthEvents: []id.EventID{create, pl, join}, OriginServerTS: time.Now().UnixMilli(),
+	}
+	renameRaw, renameID := p.sign(&rename)
+	msg := pdu.PDU{
+		Type: "m.room.message", RoomID: id.RoomID(room), Sender: carol, Depth: 111,
+		Content: []byte(`{"msgtype":"m.text","body":"after a rename hs1 never saw"}`), PrevEvents: []id.EventID{last},
+		AuthEvents: []id.EventID{create, pl, renameID}, OriginServerTS: time.Now().UnixMilli(),
+	}
+	msgRaw, msgID := p.sign(&msg)
+	p.mu.Lock()
+	p.authChain = []json.RawMessage{renameRaw}
+	p.mu.Unlock()
+	resp, err := p.client.SendTransaction(ctx, &federation.ReqSendTransaction{
+		Destination: "hs1.test", TxnID: "peer3", Origin: peerName, OriginServerTS: jsontimeNow(), PDUs: []federation.PDU{msgRaw},
+	})
+	if err != nil || resp.PDUs[msgID].Error != "" {
+		t.Fatalf("event with unknown auth events: %v %+v", err, resp)
+	}
+	if !strings.Contains(string(hs1.MustDo(http.StatusOK, "GET", testserver.RoomPath(room, "/messages?dir=b&limit=3"), alice.Token, nil).Body), "never saw") {
+		t.Fatal("hs1 did not accept the event after fetching its auth chain")
+	}
+
+	// query_auth: carol, at power 0, cannot change the power levels; hs1
+	// rejects that event of the peer's chain and says so.
+	bogusPL := pdu.PDU{
+		Type: "m.room.power_levels", RoomID: id.RoomID(room), Sender: carol, StateKey: ptrTo(""), Depth: 112,
+		Content: []byte(`{"users":{"` + string(carol) + `":100}}`), PrevEvents: []id.EventID{msgID},
+		AuthEvents: []id.EventID{create, pl, renameID}, OriginServerTS: time.Now().UnixMilli(),
+	}
+	bogusRaw, bogusID := p.sign(&bogusPL)
+	var qa struct {
+		AuthChain []json.RawMessage        `json:"auth_chain"`
+		Missing   []id.EventID             `json:"missing"`
+		Rejects   map[id.EventID]rejection `json:"rejects"`
+	}
+	_, _, err = p.client.MakeFullRequest(ctx, federation.RequestParams{
+		ServerName: "hs1.test", Method: http.MethodPost, Path: federation.URLPath{"v1", "query_auth", room, msgID},
+		Authenticate: true, RequestJSON: map[string]any{"auth_chain": []json.RawMessage{renameRaw, bogusRaw}, "missing": []string{}, "rejects": map[string]any{}},
+		ResponseJSON: &qa,
+	})
+	if err != nil {
+		t.Fatalf("query_auth: %v", err)
+	}
+	if qa.Rejects[bogusID].Reason != "auth_error" || len(qa.AuthChain) == 0 || !slices.Contains(qa.Missing, create) {
+		t.Fatalf("query_auth answered %+v", qa)
+	}
+}
+
+type rejection struct {
+	Reason string `json:"reason"`
+}
+
+func ptrTo[T any](v T) *T { return &v }
 
 func jsonOf(v any) []byte {
 	data, _ := json.Marshal(v)
