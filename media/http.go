@@ -233,41 +233,55 @@ func (h *HTTP) thumbnail(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	q := r.URL.Query()
-	dims := [2]int{}
-	for i, k := range []string{"width", "height"} {
-		v := q.Get(k)
-		if v == "" {
-			h.fail(w, r, mxhttp.MissingParam("Missing %s", k))
-			return
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			h.fail(w, r, mxhttp.InvalidParam("%s must be a positive integer", k))
-			return
-		}
-		dims[i] = min(n, maxDimension)
+	p, err := thumbnailOptions(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
 	}
-	method := q.Get("method")
-	if method == "" {
-		method = Scale
-	}
-	animated := false
-	if v := q.Get("animated"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			h.fail(w, r, mxhttp.InvalidParam("animated must be true or false"))
-			return
-		}
-		animated = b
-	}
-	s, err := h.svc.ThumbnailAnimated(r.Context(), origin, mediaID, dims[0], dims[1], method, animated, f)
+	s, err := h.svc.ThumbnailAnimated(r.Context(), origin, mediaID, p.width, p.height, p.method, p.animated, f)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
 	defer s.File.Close()
 	serve(w, r, s)
+}
+
+// thumbnailParams are the query parameters of a thumbnail request.
+type thumbnailParams struct {
+	width, height int
+	method        string
+	animated      bool
+}
+
+// thumbnailOptions reads width, height, method and animated.
+func thumbnailOptions(r *http.Request) (thumbnailParams, error) {
+	q := r.URL.Query()
+	var p thumbnailParams
+	dims := [2]*int{&p.width, &p.height}
+	for i, k := range []string{"width", "height"} {
+		v := q.Get(k)
+		if v == "" {
+			return p, mxhttp.MissingParam("Missing %s", k)
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return p, mxhttp.InvalidParam("%s must be a positive integer", k)
+		}
+		*dims[i] = min(n, maxDimension)
+	}
+	p.method = q.Get("method")
+	if p.method == "" {
+		p.method = Scale
+	}
+	if v := q.Get("animated"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return p, mxhttp.InvalidParam("animated must be true or false")
+		}
+		p.animated = b
+	}
+	return p, nil
 }
 
 // serve sends content with the headers the spec asks for; ServeContent

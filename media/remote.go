@@ -48,7 +48,7 @@ func readRemoteStatus(status int, body io.Reader) *remoteStatus {
 }
 
 // remoteGet returns the metadata of origin's mediaID: from the cache, else
-// remoteContent from origin once however many ask at the same time (unless
+// fetched from origin once however many ask at the same time (unless
 // allowRemote is false).
 func (s *Service) remoteGet(ctx context.Context, origin, mediaID string, allowRemote bool) (Metadata, error) {
 	m, err := s.store.GetMedia(ctx, origin, mediaID)
@@ -88,7 +88,7 @@ type remoteContent struct {
 // fetchRemote downloads origin's mediaID with the federation endpoint,
 // or the legacy one from servers that do not know it, and caches it.
 func (s *Service) fetchRemote(ctx context.Context, origin, mediaID string) (Metadata, error) {
-	// Another process may have remoteContent it meanwhile.
+	// Another process may have fetched it meanwhile.
 	if m, err := s.store.GetMedia(ctx, origin, mediaID); err == nil && !m.Pending() {
 		return m, nil
 	}

@@ -279,3 +279,26 @@ func TestMainlineOrder(t *testing.T) {
 		t.Errorf("mainline order %v, want %v", got, want)
 	}
 }
+
+// The order of the state sets does not change the result, also when a key
+// is missing from one set (a topic set on one branch only).
+func TestResolveStateOrderIndependent(t *testing.T) {
+	for _, version := range []string{"10", "12"} {
+		r, demote, lower := forkPowerLevels(t, version)
+		topicA := r.build(Proto{Sender: alice, Type: "m.room.topic", StateKey: ptr(""), Content: []byte(`{"topic":"a"}`)})
+		stateA, stateB := stateWith(r.state, demote), stateWith(r.state, lower)
+		stateA = append(stateA, topicA)
+		all := append(slices.Clone(r.events), demote, lower, topicA)
+		ab, err := ResolveState(version, [][]*Event{stateA, stateB}, all)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ba, err := ResolveState(version, [][]*Event{stateB, stateA}, all)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(ids(ab), ids(ba)) {
+			t.Errorf("v%s: [A,B] gives\n%v\n[B,A] gives\n%v", version, ids(ab), ids(ba))
+		}
+	}
+}

@@ -175,6 +175,12 @@ func (s *Service) checkAndPersist(ctx context.Context, ev *pdu.Event) (int64, er
 		return 0, ErrSoftFailed
 	}
 	ne := NewEvent{Event: ev, Relation: relationOf(ev.Content())}
+	if ne.StateAfter, ne.CurrentState, err = s.forkState(ctx, room.Version, ev); err != nil {
+		// Without the branches' states, the event extends the current
+		// state, as before forks were resolved.
+		s.log.Warn("resolving a fork; extending the current state instead", "event_id", ev.ID(), "room_id", ev.RoomID(), "err", err)
+		ne.StateAfter, ne.CurrentState = nil, nil
+	}
 	if target := ev.Redacts(); target != "" {
 		if ok, err := s.redactionApplies(ctx, ev, target); err != nil {
 			return 0, err

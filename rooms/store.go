@@ -68,6 +68,11 @@ type NewEvent struct {
 	Relation *Relation
 	// RedactTarget is the event to mark redacted (m.room.redaction).
 	RedactTarget string
+	// StateAfter, when set, is the state after the event in full, and
+	// CurrentState the room's state after it (nil: StateAfter): set when
+	// the event does not simply extend the room's only forward extremity,
+	// and the states of its branches had to be resolved.
+	StateAfter, CurrentState []StateEntry
 }
 
 // StateEntry is one (type, state_key) -> event of a room's state.

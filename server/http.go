@@ -12,6 +12,7 @@ import (
 
 	"homeserver/clientapi"
 	"homeserver/config"
+	"homeserver/federation/transport"
 	"homeserver/metrics"
 	"homeserver/mxhttp"
 )
@@ -52,6 +53,7 @@ func (s *Server) Handler(lc config.Listener) http.Handler {
 	}
 	if slices.Contains(names, "federation") {
 		s.fed.service.Mount(r)
+		s.media.MountFederation(r, transport.Middleware(s.cfg.ServerName, s.fed.keys.Lookup, 0))
 	} else if slices.Contains(names, "openid") {
 		s.fed.service.MountOpenID(r)
 	}

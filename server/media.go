@@ -1,19 +1,26 @@
 package server
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"homeserver/clientapi"
 	"homeserver/config"
+	"homeserver/federation/transport"
 	"homeserver/media"
 	"homeserver/storage"
 )
 
 // newMedia builds the content repository and its HTTP handlers, which
 // authenticate through the client API.
-func newMedia(cfg *config.Config, db *storage.DB, client *clientapi.API, log *slog.Logger) (*media.HTTP, error) {
+// Other servers' media is fetched over federation, unless this server
+// reaches no other.
+func newMedia(cfg *config.Config, db *storage.DB, client *clientapi.API, fed *fedParts, log *slog.Logger) (*media.HTTP, error) {
 	sizes := make([]media.ThumbnailSize, len(cfg.ThumbnailSizes))
 	for i, t := range cfg.ThumbnailSizes {
 		sizes[i] = media.ThumbnailSize{Width: t.Width, Height: t.Height, Method: t.Method}
@@ -62,6 +69,9 @@ func newMedia(cfg *config.Config, db *storage.DB, client *clientapi.API, log *sl
 	if err != nil {
 		return nil, err
 	}
+	if federates(cfg) {
+		svc.SetRemote(remoteMedia{fed.client})
+	}
 	return media.NewHTTP(svc, media.HTTPConfig{
 		Auth: client.RequireAuth,
 		UserID: func(r *http.Request) string {
@@ -74,4 +84,20 @@ func newMedia(cfg *config.Config, db *storage.DB, client *clientapi.API, log *sl
 		RcCreateBurst:     cfg.RcMediaCreate.BurstCount,
 		Logger:            log,
 	}), nil
+}
+
+// remoteMedia is the federation client as the content repository uses it:
+// destinations it may not reach hold no media.
+type remoteMedia struct{ c *transport.Client }
+
+func (r remoteMedia) DoStream(ctx context.Context, method, destination, requestURI string, body any,
+	read func(status int, header http.Header, body io.Reader) error) error {
+	if !transport.ValidServerName(destination) {
+		return fmt.Errorf("%w: invalid server name %q", media.ErrNotFound, destination)
+	}
+	err := r.c.DoStream(ctx, method, destination, requestURI, body, read)
+	if errors.Is(err, transport.ErrNotWhitelisted) || errors.Is(err, transport.ErrSelf) {
+		return fmt.Errorf("%w: %w", media.ErrNotFound, err)
+	}
+	return err
 }

@@ -263,7 +263,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		AppServices: appservices, AppServiceQuerier: asQuery, Push: pushSvc,
 		Keys: keys, ToDevice: toDevice, KeyBackup: keybackup.New(db), RemoteProfiles: remoteProfiles(cfg, fed),
 	}, log)
-	mediaHTTP, err := newMedia(cfg, db, client, log)
+	mediaHTTP, err := newMedia(cfg, db, client, fed, log)
 	if err != nil {
 		_ = db.Close()
 		return nil, err

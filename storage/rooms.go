@@ -104,6 +104,8 @@ func (db *DB) PersistEvent(ctx context.Context, ne rooms.NewEvent) (int64, error
 			} else if !errors.Is(err, sql.ErrNoRows) {
 				return fmt.Errorf("storage: replaced state: %w", err)
 			}
+		}
+		if sk := ev.StateKey(); sk != nil && ne.StateAfter == nil {
 			_, err = tx.ExecContext(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id, membership, stream_pos)
 				VALUES ($1, $2, $3, $4, $5, $6)
 				ON CONFLICT (room_id, type, state_key) DO UPDATE SET
@@ -116,10 +118,32 @@ func (db *DB) PersistEvent(ctx context.Context, ne rooms.NewEvent) (int64, error
 				return err
 			}
 		}
+		// After a fork, the caller resolved the state: written in full.
+		currentGroup := int64(0)
+		if ne.StateAfter != nil {
+			if group, err = writeFullGroup(ctx, tx, ev.RoomID(), ne.StateAfter); err != nil {
+				return err
+			}
+			currentGroup = group
+			if ne.CurrentState != nil {
+				if currentGroup, err = writeFullGroup(ctx, tx, ev.RoomID(), ne.CurrentState); err != nil {
+					return err
+				}
+			}
+		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO events (`+eventColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, $11, $12)`,
 			pos, ev.ID(), ev.RoomID(), ev.Type(), stateKey, ev.Sender(), membership, ev.Depth(), ev.OriginServerTS(), group, replaces, string(ev.JSON()))
 		if err != nil {
 			return fmt.Errorf("storage: insert event: %w", err)
+		}
+		if ne.StateAfter != nil {
+			current := ne.CurrentState
+			if current == nil {
+				current = ne.StateAfter
+			}
+			if err := replaceCurrentState(ctx, tx, ev.RoomID(), current, currentGroup); err != nil {
+				return err
+			}
 		}
 		for _, prev := range ev.PrevEventIDs() {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2`, ev.RoomID(), prev); err != nil {
@@ -159,6 +183,47 @@ func (db *DB) PersistEvent(ctx context.Context, ne rooms.NewEvent) (int64, error
 		return nil
 	})
 	return pos, err
+}
+
+// writeFullGroup writes a state group holding entries in full.
+func writeFullGroup(ctx context.Context, tx *sql.Tx, roomID string, entries []rooms.StateEntry) (int64, error) {
+	id, err := nextStreamPos(ctx, tx, counterStateGroups)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO state_groups (id, room_id, prev_id, chain_len, state_size) VALUES ($1, $2, NULL, 0, $3)`,
+		id, roomID, len(entries)); err != nil {
+		return 0, fmt.Errorf("storage: insert state group: %w", err)
+	}
+	for _, e := range entries {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)
+			ON CONFLICT DO NOTHING`, id, e.Type, e.StateKey, e.EventID); err != nil {
+			return 0, fmt.Errorf("storage: insert state group entry: %w", err)
+		}
+	}
+	return id, nil
+}
+
+// replaceCurrentState makes entries (stored events) the room's current
+// state, held by state group group.
+func replaceCurrentState(ctx context.Context, tx *sql.Tx, roomID string, entries []rooms.StateEntry, group int64) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM current_state WHERE room_id = $1`, roomID); err != nil {
+		return fmt.Errorf("storage: replace current state: %w", err)
+	}
+	for _, e := range entries {
+		res, err := tx.ExecContext(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id, membership, stream_pos)
+			SELECT room_id, type, state_key, event_id, membership, stream_pos FROM events WHERE event_id = $1 AND room_id = $2`, e.EventID, roomID)
+		if err != nil {
+			return fmt.Errorf("storage: replace current state: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("storage: replace current state: event %s is not stored", e.EventID)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE rooms SET state_group = $1 WHERE room_id = $2`, group, roomID); err != nil {
+		return fmt.Errorf("storage: replace current state: %w", err)
+	}
+	return nil
 }
 
 // newStateGroup records the state after a state event: a one-entry delta
