@@ -522,9 +522,14 @@ func syChain(t *testing.T, limit int) {
 	for err := range sendErrs {
 		t.Fatal(err)
 	}
-	// One more sync: nothing is left over and nothing comes twice.
-	if r := sySync(t, s, dave, sySince(since, "filter", filter)); len(r.Rooms.Join) != 0 {
-		t.Fatalf("sync after the chain: %s", r.Raw)
+	// One more sync: nothing is left over and nothing comes twice. A room
+	// may come again for its unread counts alone: the push evaluator
+	// counts after the events reached /sync.
+	r := sySync(t, s, dave, sySince(since, "filter", filter))
+	for roomID, jr := range r.Rooms.Join {
+		if len(jr.Timeline.Events) > 0 || len(jr.State.Events) > 0 || jr.Timeline.Limited {
+			t.Fatalf("sync after the chain has events of %s: %s", roomID, r.Raw)
+		}
 	}
 	t.Logf("%d syncs, %d of them limited", syncs, limitedSyncs)
 
