@@ -155,3 +155,34 @@ func (s *Service) backfill(w http.ResponseWriter, r *http.Request) {
 	}
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"origin": s.cfg.ServerName, "origin_server_ts": s.now().UnixMilli(), "pdus": out})
 }
+
+// timestampToEvent answers /timestamp_to_event: the event of the room
+// closest to ts in the direction dir ("f" or "b").
+func (s *Service) timestampToEvent(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	if !q.Has("ts") {
+		s.fail(w, r, mxhttp.MissingParam("ts is required"))
+		return
+	}
+	if err != nil {
+		s.fail(w, r, mxhttp.InvalidParam("ts must be an integer"))
+		return
+	}
+	dir := q.Get("dir")
+	if dir != "f" && dir != "b" {
+		s.fail(w, r, mxhttp.InvalidParam("dir must be f or b"))
+		return
+	}
+	roomID, _, err := s.roomForServer(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	id, originTS, err := s.rooms.TimestampToEventForServer(r.Context(), roomID, ts, dir == "f")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event_id": id, "origin_server_ts": originTS})
+}

@@ -57,6 +57,7 @@ func (s *Service) Mount(r chi.Router) {
 		r.Get("/_matrix/federation/v1/event_auth/{roomId}/{eventId}", s.eventAuth)
 		r.Get("/_matrix/federation/v1/backfill/{roomId}", s.backfill)
 		r.Post("/_matrix/federation/v1/query_auth/{roomId}/{eventId}", s.queryAuth)
+		r.Get("/_matrix/federation/v1/timestamp_to_event/{roomId}", s.timestampToEvent)
 		r.Get("/_matrix/federation/v1/user/devices/{userId}", s.userDevices)
 		r.Post("/_matrix/federation/v1/user/keys/query", s.userKeysQuery)
 		r.Post("/_matrix/federation/v1/user/keys/claim", s.userKeysClaim)

@@ -63,6 +63,10 @@ func TestMalformedFederationRequests(t *testing.T) {
 		{"query_auth without chain", "POST", "/_matrix/federation/v1/query_auth/" + esc(room) + "/$x", `{"missing":[]}`, 400, "M_BAD_JSON"},
 		{"query_auth wrong types", "POST", "/_matrix/federation/v1/query_auth/" + esc(room) + "/$x", `{"auth_chain":{}}`, 400, "M_BAD_JSON"},
 		{"query_auth not in room", "POST", "/_matrix/federation/v1/query_auth/" + esc(room) + "/$x", `{"auth_chain":[]}`, 403, "M_FORBIDDEN"},
+		{"timestamp_to_event without ts", "GET", "/_matrix/federation/v1/timestamp_to_event/" + esc(room) + "?dir=f", nil, 400, "M_MISSING_PARAM"},
+		{"timestamp_to_event bad ts", "GET", "/_matrix/federation/v1/timestamp_to_event/" + esc(room) + "?ts=x&dir=f", nil, 400, "M_INVALID_PARAM"},
+		{"timestamp_to_event bad dir", "GET", "/_matrix/federation/v1/timestamp_to_event/" + esc(room) + "?ts=1&dir=up", nil, 400, "M_INVALID_PARAM"},
+		{"timestamp_to_event not in room", "GET", "/_matrix/federation/v1/timestamp_to_event/" + esc(room) + "?ts=1&dir=f", nil, 403, "M_FORBIDDEN"},
 		{"public rooms not listed to other servers by default", "GET", "/_matrix/federation/v1/publicRooms", nil, 403, "M_FORBIDDEN"},
 		{"unknown endpoint", "GET", "/_matrix/federation/v1/nonsense", nil, 404, "M_UNRECOGNIZED"},
 	} {

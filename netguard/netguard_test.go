@@ -161,10 +161,18 @@ func TestDialContext(t *testing.T) {
 		{"good.test:http", false, false},
 		{"good.test:70000", false, false},
 	}
+	var connected int32
 	for _, tt := range tests {
+		// The listener counts accepts in its own goroutine: wait for those
+		// of the earlier successful dials, so that a late one is not taken
+		// for a connection to a blocked address.
+		for deadline := time.Now().Add(5 * time.Second); accepted.Load() < connected && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
 		before := accepted.Load()
 		c, err := g.DialContext(context.Background(), "tcp", tt.addr)
 		if c != nil {
+			connected++
 			c.Close()
 		}
 		if (err == nil) != tt.ok || errors.Is(err, netguard.ErrBlocked) != tt.blocked {

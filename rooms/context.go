@@ -199,6 +199,16 @@ func (s *Service) TimestampToEvent(ctx context.Context, user, roomID string, ts 
 	if err != nil {
 		return "", 0, err
 	}
+	return s.eventByTime(ctx, roomID, ts, forward, v.canSee)
+}
+
+// TimestampToEventForServer is TimestampToEvent for another server in the
+// room, which sees the room's timeline.
+func (s *Service) TimestampToEventForServer(ctx context.Context, roomID string, ts int64, forward bool) (eventID string, originTS int64, err error) {
+	return s.eventByTime(ctx, roomID, ts, forward, func(Stored) bool { return true })
+}
+
+func (s *Service) eventByTime(ctx context.Context, roomID string, ts int64, forward bool, canSee func(Stored) bool) (eventID string, originTS int64, err error) {
 	// Walk by (origin_server_ts, stream position) from ts, inclusive.
 	curTS, curPos := ts, int64(math.MaxInt64)
 	if forward {
@@ -212,7 +222,7 @@ func (s *Service) TimestampToEvent(ctx context.Context, user, roomID string, ts 
 			return "", 0, err
 		}
 		for i := range evs {
-			if v.canSee(evs[i]) {
+			if evs[i].Pos > 0 && canSee(evs[i]) {
 				found = &evs[i]
 				break
 			}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/exhttp"
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
@@ -325,6 +326,13 @@ func TestMautrixPeer(t *testing.T) {
 	bf, err := p.client.Backfill(ctx, &federation.ReqBackfill{ServerName: "hs1.test", RoomID: id.RoomID(room), Limit: 3, BackfillFrom: []id.EventID{secondID}})
 	if err != nil || len(bf.PDUs) != 3 || !strings.Contains(string(jsonOf(bf.PDUs)), "held back") {
 		t.Fatalf("backfill: %v %+v", err, bf)
+	}
+
+	// timestamp_to_event, through mautrix's client: the message sent
+	// first after the peer joined.
+	tte, err := p.client.TimestampToEvent(ctx, "hs1.test", id.RoomID(room), time.UnixMilli(join.OriginServerTS), mautrix.DirectionForward)
+	if err != nil || tte.EventID == "" {
+		t.Fatalf("timestamp_to_event: %v %+v", err, tte)
 	}
 
 	testAuthChains(t, ctx, p, hs1, alice, room, carol, auth["m.room.create"], auth["m.room.power_levels"], joinID, secondID)
