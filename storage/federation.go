@@ -88,43 +88,20 @@ func (db *DB) ImportRoom(ctx context.Context, room rooms.Room, outliers, state [
 		if err := insertOutliers(ctx, tx, append(append([]*pdu.Event{}, outliers...), state...)); err != nil {
 			return err
 		}
-		group, err := nextStreamPos(ctx, tx, counterStateGroups)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO state_groups (id, room_id, prev_id, chain_len, state_size) VALUES ($1, $2, NULL, 0, $3)`,
-			group, room.RoomID, len(state)); err != nil {
-			return fmt.Errorf("storage: import state group: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM current_state WHERE room_id = $1`, room.RoomID); err != nil {
-			return fmt.Errorf("storage: import state: %w", err)
-		}
+		entries := make([]rooms.StateEntry, 0, len(state))
 		for _, ev := range state {
 			sk := ev.StateKey()
 			if sk == nil {
 				return fmt.Errorf("storage: import state: %s is not a state event", ev.ID())
 			}
-			var membership any
-			if ev.Type() == "m.room.member" {
-				membership = ev.Membership()
-			}
-			var pos int64
-			if err := tx.QueryRowContext(ctx, `SELECT stream_pos FROM events WHERE event_id = $1`, ev.ID()).Scan(&pos); err != nil {
-				return fmt.Errorf("storage: import state: %w", err)
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)
-				ON CONFLICT DO NOTHING`, group, ev.Type(), *sk, ev.ID()); err != nil {
-				return fmt.Errorf("storage: import state: %w", err)
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id, membership, stream_pos)
-				VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (room_id, type, state_key) DO UPDATE SET
-				event_id = excluded.event_id, membership = excluded.membership, stream_pos = excluded.stream_pos`,
-				room.RoomID, ev.Type(), *sk, ev.ID(), membership, pos); err != nil {
-				return fmt.Errorf("storage: import state: %w", err)
-			}
+			entries = append(entries, rooms.StateEntry{Type: ev.Type(), StateKey: *sk, EventID: ev.ID()})
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE rooms SET state_group = $1 WHERE room_id = $2`, group, room.RoomID); err != nil {
-			return fmt.Errorf("storage: import state: %w", err)
+		group, err := writeFullGroup(ctx, tx, room.RoomID, entries)
+		if err != nil {
+			return err
+		}
+		if err := replaceCurrentState(ctx, tx, room.RoomID, entries, group); err != nil {
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM forward_extremities WHERE room_id = $1`, room.RoomID); err != nil {
 			return fmt.Errorf("storage: import extremities: %w", err)
@@ -331,14 +308,8 @@ func (db *DB) RejectedEvents(ctx context.Context, ids []string) (map[string]stri
 	defer db.observe("rejected_events", time.Now())
 	out := map[string]string{}
 	for start := 0; start < len(ids); start += 500 {
-		chunk := ids[start:min(start+500, len(ids))]
-		args := make([]any, len(chunk))
-		ph := make([]string, len(chunk))
-		for i, id := range chunk {
-			args[i] = id
-			ph[i] = fmt.Sprintf("$%d", i+1)
-		}
-		rows, err := db.r.QueryContext(ctx, `SELECT event_id, reason FROM rejected_events WHERE event_id IN (`+strings.Join(ph, ",")+`)`, args...)
+		ph, args := inList(ids[start:min(start+500, len(ids))], nil)
+		rows, err := db.r.QueryContext(ctx, `SELECT event_id, reason FROM rejected_events WHERE event_id IN (`+ph+`)`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("storage: rejected events: %w", err)
 		}

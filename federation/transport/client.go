@@ -234,37 +234,8 @@ func (c *Client) Get(ctx context.Context, destination, requestURI string, out an
 // says always carry a JSON object. Targets are tried in turn while they
 // cannot be connected to. A non-2xx answer is an *HTTPError.
 func (c *Client) Do(ctx context.Context, method, destination, requestURI string, body, out any) error {
-	if err := c.checkDestination(destination); err != nil {
-		return err
-	}
-	u, err := requestURL(requestURI)
-	if err != nil {
-		return err
-	}
-	content, err := encodeBody(method, body)
-	if err != nil {
-		return fmt.Errorf("transport: %s %s: request body: %w", method, requestURI, err)
-	}
-	auth, err := SignRequest(c.key, method, requestURI, destination, content)
-	if err != nil {
-		return fmt.Errorf("transport: signing %s %s: %w", method, requestURI, err)
-	}
-
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	targets, err := c.resolver.Resolve(ctx, destination)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, t := range targets {
-		status, respBody, err := c.roundTrip(ctx, t, method, u, auth, content)
-		var de *dialError
-		if errors.As(err, &de) && ctx.Err() == nil {
-			c.log.Debug("federation target unreachable", "destination", destination, "addr", t.Addr, "err", err)
-			errs = append(errs, err)
-			continue
-		}
+	return c.do(ctx, method, destination, requestURI, body, "application/json", func(status int, h http.Header, r io.Reader) error {
+		respBody, err := readLimited(r, h, c.maxBody)
 		if err != nil {
 			return fmt.Errorf("transport: %s %s%s: %w", method, destination, requestURI, err)
 		}
@@ -278,8 +249,7 @@ func (c *Client) Do(ctx context.Context, method, destination, requestURI string,
 			return fmt.Errorf("transport: %s %s%s: response: %w", method, destination, requestURI, err)
 		}
 		return nil
-	}
-	return fmt.Errorf("transport: %s %s%s: %w", method, destination, requestURI, errors.Join(errs...))
+	})
 }
 
 // ErrResponseTooLarge is returned by DoRaw when the answer is larger than
@@ -293,6 +263,13 @@ var ErrResponseTooLarge = errors.New("transport: response too large")
 // while they cannot be connected to; once one answers, read is called
 // exactly once.
 func (c *Client) DoStream(ctx context.Context, method, destination, requestURI string, body any,
+	read func(status int, header http.Header, body io.Reader) error) error {
+	return c.do(ctx, method, destination, requestURI, body, "*/*", read)
+}
+
+// do signs and sends a request, trying the destination's targets in turn
+// while they cannot be connected to, and hands the first answer to read.
+func (c *Client) do(ctx context.Context, method, destination, requestURI string, body any, accept string,
 	read func(status int, header http.Header, body io.Reader) error) error {
 	if err := c.checkDestination(destination); err != nil {
 		return err
@@ -317,7 +294,7 @@ func (c *Client) DoStream(ctx context.Context, method, destination, requestURI s
 	}
 	var errs []error
 	for _, t := range targets {
-		resp, err := c.send(ctx, t, method, u, auth, content, "*/*")
+		resp, err := c.send(ctx, t, method, u, auth, content, accept)
 		var de *dialError
 		if errors.As(err, &de) && ctx.Err() == nil {
 			c.log.Debug("federation target unreachable", "destination", destination, "addr", t.Addr, "err", err)
@@ -403,26 +380,6 @@ func (c *Client) send(ctx context.Context, t Target, method string, u url.URL, a
 		return nil, err
 	}
 	return resp, nil
-}
-
-// roundTrip sends the request to one target and reads the answer.
-func (c *Client) roundTrip(ctx context.Context, t Target, method string, u url.URL, auth string, content []byte) (int, []byte, error) {
-	resp, err := c.send(ctx, t, method, u, auth, content, "application/json")
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	if resp.ContentLength > c.maxBody {
-		return 0, nil, fmt.Errorf("response of %d bytes, more than %d", resp.ContentLength, c.maxBody)
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBody+1))
-	if err != nil {
-		return 0, nil, fmt.Errorf("reading response: %w", err)
-	}
-	if int64(len(b)) > c.maxBody {
-		return 0, nil, fmt.Errorf("response larger than %d bytes", c.maxBody)
-	}
-	return resp.StatusCode, b, nil
 }
 
 func newHTTPError(status int, body []byte) *HTTPError {

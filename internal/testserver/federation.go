@@ -51,28 +51,11 @@ tls_private_key_path: tls.key
 federation_custom_ca_list: [ca.pem]
 ip_range_blacklist: []
 ` + SQLiteDatabase + `signing_key_path: signing.key
-enable_registration: true
-enable_registration_without_verification: true
-registration_shared_secret: test-shared-secret
-bcrypt_rounds: 4
-log_level: error
 enable_metrics: true
 federation:
   destination_min_retry_interval: 200ms
   destination_max_retry_interval: 2s
-rc_message: {per_second: 0, burst_count: 0}
-rc_registration: {per_second: 0, burst_count: 0}
-rc_joins:
-  local: {per_second: 0, burst_count: 0}
-  remote: {per_second: 0, burst_count: 0}
-rc_invites:
-  per_room: {per_second: 0, burst_count: 0}
-  per_user: {per_second: 0, burst_count: 0}
-rc_login:
-  address: {per_second: 0, burst_count: 0}
-  account: {per_second: 0, burst_count: 0}
-  failed_attempts: {per_second: 0, burst_count: 0}
-`
+` + testSettings
 
 // NewFederation starts one server per name (e.g. "hs1.test", "hs2.test"),
 // each with extra YAML added to its configuration.

@@ -39,7 +39,12 @@ listeners:
     resources:
       - names: [client, federation, media]
 ` + SQLiteDatabase + `signing_key_path: test.local.signing.key
-enable_registration: true
+` + testSettings + NoFederation
+
+// testSettings are the parts of every test server's configuration beyond
+// its name, listeners and database: open registration, cheap bcrypt, quiet
+// logs and no rate limits unless a test adds them.
+const testSettings = `enable_registration: true
 enable_registration_without_verification: true
 registration_shared_secret: test-shared-secret
 bcrypt_rounds: 4
@@ -56,7 +61,7 @@ rc_login:
   address: {per_second: 0, burst_count: 0}
   account: {per_second: 0, burst_count: 0}
   failed_attempts: {per_second: 0, burst_count: 0}
-` + NoFederation
+`
 
 // NoFederation is the part of BaseConfig that turns federation off.
 const NoFederation = "federation_domain_whitelist: []\n"
