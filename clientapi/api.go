@@ -24,6 +24,7 @@ import (
 	"homeserver/ratelimit"
 	"homeserver/receipts"
 	"homeserver/rooms"
+	"homeserver/spaces"
 	"homeserver/syncapi"
 	"homeserver/todevice"
 	"homeserver/typing"
@@ -72,6 +73,7 @@ type API struct {
 	keys        *e2ee.Service
 	toDevice    *todevice.Service
 	remote      RemoteProfiles
+	spaces      *spaces.Service
 	log         *slog.Logger
 
 	rcRegistration *ratelimit.Limiter
@@ -107,6 +109,7 @@ type Deps struct {
 	ToDevice          *todevice.Service
 	KeyBackup         *keybackup.Service
 	RemoteProfiles    RemoteProfiles
+	Spaces            *spaces.Service
 }
 
 // New returns the client API.
@@ -117,7 +120,7 @@ func New(cfg Config, d Deps, log *slog.Logger) *API {
 		accountData: d.AccountData, presence: d.Presence, sync: d.Sync,
 		ephemeral: ephemeralServices{receipts: d.Receipts, typing: d.Typing},
 		asQuery:   d.AppServiceQuerier, appservices: d.AppServices, push: d.Push,
-		keys: d.Keys, toDevice: d.ToDevice, keyBackup: d.KeyBackup, remote: d.RemoteProfiles,
+		keys: d.Keys, toDevice: d.ToDevice, keyBackup: d.KeyBackup, remote: d.RemoteProfiles, spaces: d.Spaces,
 		rcRegistration: lim(cfg.RcRegistration),
 		rcLoginAddress: lim(cfg.RcLoginAddress),
 		rcLoginAccount: lim(cfg.RcLoginAccount),

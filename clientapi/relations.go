@@ -24,6 +24,7 @@ func (a *API) v1RoomRoutes(r chi.Router) {
 	r.Get("/rooms/{roomID}/relations/{eventID}/{relType}/{eventType}", a.relations)
 	r.Get("/rooms/{roomID}/threads", a.threads)
 	r.Get("/rooms/{roomID}/timestamp_to_event", a.timestampToEvent)
+	r.Get("/rooms/{roomID}/hierarchy", a.hierarchy)
 }
 
 func (a *API) eventContext(w http.ResponseWriter, r *http.Request) {

@@ -84,9 +84,12 @@ type Deps struct {
 	// them the key endpoints answer M_UNRECOGNIZED.
 	E2EE        E2EE
 	DeviceLists DeviceListStore
-	Hub         *stream.Hub
-	Leaser      stream.Leaser
-	Metrics     *stream.Metrics
+	// Spaces answers /hierarchy; without it the endpoint answers
+	// M_UNRECOGNIZED.
+	Spaces  SpaceHierarchy
+	Hub     *stream.Hub
+	Leaser  stream.Leaser
+	Metrics *stream.Metrics
 }
 
 // Service is the federation of this server.
@@ -103,6 +106,7 @@ type Service struct {
 	openID   OpenIDTokens
 	edus     EDUs
 	e2ee     E2EE
+	spaces   SpaceHierarchy
 	// deviceLists keeps what other servers were told of local devices.
 	deviceLists DeviceListStore
 	hub         *stream.Hub
@@ -138,7 +142,7 @@ func New(cfg Config, d Deps) *Service {
 		d.Metrics = stream.NewMetrics()
 	}
 	s := &Service{cfg: cfg, rooms: d.Rooms, store: d.Store, eventLog: d.Log, receipts: d.Receipts, presence: d.Presence, client: d.Client, keys: d.Keys, profiles: d.Profiles, openID: d.OpenID,
-		edus: d.EDUs, e2ee: d.E2EE, deviceLists: d.DeviceLists, hub: d.Hub, leaser: d.Leaser, metrics: d.Metrics, log: cfg.Logger, now: cfg.Now}
+		edus: d.EDUs, e2ee: d.E2EE, spaces: d.Spaces, deviceLists: d.DeviceLists, hub: d.Hub, leaser: d.Leaser, metrics: d.Metrics, log: cfg.Logger, now: cfg.Now}
 	s.sender = newSender(s)
 	if cfg.RateLimit == (RateLimit{}) {
 		cfg.RateLimit = DefaultRateLimit

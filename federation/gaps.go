@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 
 	"homeserver/federation/transport"
 	"homeserver/mxhttp"
@@ -14,11 +16,16 @@ import (
 	"homeserver/rooms"
 )
 
-// Limits of get_missing_events: what one request may ask for (served) and
-// what one received event may pull in (fetched).
+// Bounds of gaps: what one get_missing_events request may ask for
+// (served) and ask (fetched), how many events one received event may pull
+// in through it before the rest of the gap is left to backfill, and how
+// many unknown state events are fetched one by one (/event) before the
+// whole state is asked for (/state).
 const (
 	maxMissingServed  = 100
-	maxMissingFetched = 50
+	missingPerRequest = 50
+	maxGapFetched     = 500
+	maxStateByID      = 50
 )
 
 type missingRequest struct {
@@ -60,6 +67,11 @@ func (s *Service) getMissingEvents(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	view, err := s.rooms.ViewForServer(ctx, roomID, transport.Origin(ctx))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	seen := map[string]bool{}
 	for _, id := range append(slices.Clone(req.EarliestEvents), req.LatestEvents...) {
 		seen[id] = true
@@ -79,8 +91,8 @@ func (s *Service) getMissingEvents(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		seen[id] = true
-		data, inRoom, err := s.rooms.EventPDU(ctx, id)
-		if err != nil || inRoom != roomID {
+		data, err := view.PDU(ctx, id)
+		if err != nil {
 			continue
 		}
 		ev, err := pdu.Parse(version, data)
@@ -122,10 +134,12 @@ func (s *Service) requireInRoom(ctx context.Context, roomID string) error {
 }
 
 // fillGap fetches from origin the events between what this server holds
-// of the room and ev, whose prev_events are unknown here, and stores them
-// oldest first, so that ev lands after its history rather than beside a
-// hole. It is bounded (one request, maxMissingFetched events); what it
-// cannot fill stays a gap.
+// of the room and ev, whose prev_events are unknown here: get_missing_events
+// in rounds, each asking for the events before the oldest it has, up to
+// maxGapFetched. They are stored oldest first, so that ev lands after its
+// history rather than beside a hole; the oldest of them, when the gap is
+// wider than that, starts a branch at the state origin reports before it
+// (see receiveFrom), and the rest of the gap is left to backfill.
 func (s *Service) fillGap(ctx context.Context, origin string, ev *pdu.Event) {
 	missing, err := s.rooms.UnknownEvents(ctx, ev.PrevEventIDs())
 	if err != nil || len(missing) == 0 {
@@ -135,30 +149,194 @@ func (s *Service) fillGap(ctx context.Context, origin string, ev *pdu.Event) {
 	if err != nil {
 		return
 	}
+	got := map[string]*pdu.Event{}
+	latest := []string{ev.ID()}
+	for len(got) < maxGapFetched {
+		batch, err := s.missingEvents(ctx, origin, ev, earliest, latest)
+		if err != nil {
+			s.log.Info("fetching missing events", "room_id", ev.RoomID(), "origin", origin, "err", err)
+			break
+		}
+		added := 0
+		for _, m := range batch {
+			if got[m.ID()] == nil && m.ID() != ev.ID() && len(got) < maxGapFetched {
+				got[m.ID()] = m
+				added++
+			}
+		}
+		if added == 0 {
+			break
+		}
+		if latest, err = s.openEnds(ctx, got); err != nil || len(latest) == 0 {
+			break
+		}
+	}
+	sorted := make([]*pdu.Event, 0, len(got))
+	for _, m := range got {
+		sorted = append(sorted, m)
+	}
+	slices.SortStableFunc(sorted, func(a, b *pdu.Event) int {
+		if a.Depth() != b.Depth() {
+			return int(a.Depth() - b.Depth())
+		}
+		return strings.Compare(a.ID(), b.ID())
+	})
+	for _, m := range sorted {
+		if err := s.receiveFrom(ctx, origin, m); err != nil && !errors.Is(err, rooms.ErrSoftFailed) {
+			s.log.Info("missing event rejected", "event_id", m.ID(), "origin", origin, "err", err)
+		}
+	}
+}
+
+// missingEvents asks origin for the events before latest back to earliest
+// (one get_missing_events request) and returns those it could check.
+func (s *Service) missingEvents(ctx context.Context, origin string, ev *pdu.Event, earliest, latest []string) ([]*pdu.Event, error) {
 	var resp struct {
 		Events []json.RawMessage `json:"events"`
 	}
-	req := missingRequest{Limit: maxMissingFetched, EarliestEvents: earliest, LatestEvents: []string{ev.ID()}}
+	req := missingRequest{Limit: missingPerRequest, EarliestEvents: earliest, LatestEvents: latest}
 	if err := s.client.Do(ctx, "POST", origin, "/_matrix/federation/v1/get_missing_events/"+url.PathEscape(ev.RoomID()), req, &resp); err != nil {
-		s.log.Info("fetching missing events", "room_id", ev.RoomID(), "origin", origin, "err", err)
-		return
+		return nil, err
 	}
-	var got []*pdu.Event
-	for _, raw := range resp.Events {
-		if len(got) == maxMissingFetched {
-			break
-		}
+	var out []*pdu.Event
+	for _, raw := range resp.Events[:min(len(resp.Events), missingPerRequest)] {
 		m, err := s.parsePDU(ctx, ev.Version(), raw)
 		if err != nil || m.RoomID() != ev.RoomID() {
 			s.log.Info("dropping a missing event", "room_id", ev.RoomID(), "origin", origin, "err", err)
 			continue
 		}
-		got = append(got, m)
+		out = append(out, m)
 	}
-	slices.SortStableFunc(got, func(a, b *pdu.Event) int { return int(a.Depth() - b.Depth()) })
+	return out, nil
+}
+
+// openEnds returns the events of got whose prev_events are neither in got
+// nor known here: where the gap goes on.
+func (s *Service) openEnds(ctx context.Context, got map[string]*pdu.Event) ([]string, error) {
+	var prevs []string
 	for _, m := range got {
-		if err := s.rooms.ReceiveEvent(ctx, m); err != nil && !errors.Is(err, rooms.ErrSoftFailed) {
-			s.log.Info("missing event rejected", "event_id", m.ID(), "origin", origin, "err", err)
+		for _, p := range m.PrevEventIDs() {
+			if got[p] == nil {
+				prevs = append(prevs, p)
+			}
 		}
 	}
+	unknown, err := s.rooms.UnknownEvents(ctx, prevs)
+	if err != nil {
+		return nil, err
+	}
+	var ends []string
+	for id, m := range got {
+		if slices.ContainsFunc(m.PrevEventIDs(), func(p string) bool { return slices.Contains(unknown, p) }) {
+			ends = append(ends, id)
+		}
+	}
+	slices.Sort(ends)
+	return ends, nil
+}
+
+// receiveFrom stores an event origin sent or returned. When its
+// prev_events are still unknown here, it is checked against and stored
+// with the state origin reports before it (/state_ids, and the state
+// events this server lacks); when its auth events are unknown, the
+// origin's auth chain is taken first (each event checked on its own).
+func (s *Service) receiveFrom(ctx context.Context, origin string, ev *pdu.Event) error {
+	receive := func() error { return s.rooms.ReceiveEvent(ctx, ev) }
+	if unknown, err := s.rooms.UnknownEvents(ctx, ev.PrevEventIDs()); err != nil {
+		return err
+	} else if len(unknown) > 0 {
+		state, err := s.stateBefore(ctx, origin, ev)
+		if err != nil {
+			s.log.Info("fetching the state before an event", "event_id", ev.ID(), "origin", origin, "err", err)
+		} else {
+			receive = func() error { return s.rooms.ReceiveEventAfterState(ctx, ev, state) }
+		}
+	}
+	err := receive()
+	if errors.Is(err, rooms.ErrMissingAuthEvents) {
+		if ferr := s.fetchAuthChain(ctx, origin, ev); ferr != nil {
+			s.log.Info("fetching an auth chain", "event_id", ev.ID(), "err", ferr)
+			return err
+		}
+		err = receive()
+	}
+	return err
+}
+
+// stateBefore asks origin for the room's state before ev (/state_ids),
+// fetches and stores (as outliers, each checked against its own auth
+// events) the state and auth chain events this server lacks, and returns
+// the state's event IDs that are stored here.
+func (s *Service) stateBefore(ctx context.Context, origin string, ev *pdu.Event) ([]string, error) {
+	var ids struct {
+		PDUIDs       []string `json:"pdu_ids"`
+		AuthChainIDs []string `json:"auth_chain_ids"`
+	}
+	q := "?event_id=" + url.QueryEscape(ev.ID())
+	room := url.PathEscape(ev.RoomID())
+	if err := s.client.Do(ctx, "GET", origin, "/_matrix/federation/v1/state_ids/"+room+q, nil, &ids); err != nil {
+		return nil, err
+	}
+	if len(ids.PDUIDs) > maxAuthChain || len(ids.AuthChainIDs) > maxAuthChain {
+		return nil, errors.New("the state is larger than this server takes")
+	}
+	unknown, err := s.rooms.UnknownEvents(ctx, append(slices.Clone(ids.PDUIDs), ids.AuthChainIDs...))
+	if err != nil {
+		return nil, err
+	}
+	var raws []json.RawMessage
+	if len(unknown) > maxStateByID {
+		var st struct {
+			PDUs      []json.RawMessage `json:"pdus"`
+			AuthChain []json.RawMessage `json:"auth_chain"`
+		}
+		if err := s.client.Do(ctx, "GET", origin, "/_matrix/federation/v1/state/"+room+q, nil, &st); err != nil {
+			return nil, err
+		}
+		raws = append(st.PDUs, st.AuthChain...)
+	} else {
+		for _, id := range unknown {
+			var one struct {
+				PDUs []json.RawMessage `json:"pdus"`
+			}
+			if err := s.client.Do(ctx, "GET", origin, "/_matrix/federation/v1/event/"+url.PathEscape(id), nil, &one); err != nil {
+				return nil, fmt.Errorf("fetching state event %s: %w", id, err)
+			}
+			raws = append(raws, one.PDUs...)
+		}
+	}
+	want := map[string]bool{}
+	for _, id := range unknown {
+		want[id] = true
+	}
+	var fetched []*pdu.Event
+	for _, raw := range raws[:min(len(raws), 2*maxAuthChain)] {
+		m, err := s.parsePDU(ctx, ev.Version(), raw)
+		if err != nil || m.RoomID() != ev.RoomID() || !want[m.ID()] {
+			continue
+		}
+		want[m.ID()] = false
+		fetched = append(fetched, m)
+	}
+	rejected, err := s.rooms.ReceiveOutliers(ctx, ev.RoomID(), fetched)
+	if err != nil {
+		return nil, err
+	}
+	still, err := s.rooms.UnknownEvents(ctx, ids.PDUIDs)
+	if err != nil {
+		return nil, err
+	}
+	if len(still) > 0 {
+		return nil, fmt.Errorf("%d state events could not be fetched", len(still))
+	}
+	// A state event rejected here (now or before) is no part of the state.
+	old, err := s.rooms.RejectedEvents(ctx, ids.PDUIDs)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(slices.Clone(ids.PDUIDs), func(id string) bool {
+		_, now := rejected[id]
+		_, before := old[id]
+		return now || before
+	}), nil
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"homeserver/federation/transport"
 	"homeserver/mxhttp"
 	"homeserver/pdu"
 	"homeserver/rooms"
@@ -132,6 +133,11 @@ func (s *Service) backfill(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	limit = min(limit, maxBackfill)
+	view, err := s.rooms.ViewForServer(ctx, roomID, transport.Origin(ctx))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	seen := map[string]bool{}
 	frontier := append([]string(nil), from...)
 	var out []json.RawMessage
@@ -142,8 +148,8 @@ func (s *Service) backfill(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		seen[id] = true
-		data, inRoom, err := s.rooms.EventPDU(ctx, id)
-		if err != nil || inRoom != roomID {
+		data, err := view.PDU(ctx, id)
+		if err != nil {
 			continue
 		}
 		ev, err := pdu.Parse(version, data)

@@ -58,6 +58,7 @@ func (s *Service) Mount(r chi.Router) {
 		r.Get("/_matrix/federation/v1/backfill/{roomId}", s.backfill)
 		r.Post("/_matrix/federation/v1/query_auth/{roomId}/{eventId}", s.queryAuth)
 		r.Get("/_matrix/federation/v1/timestamp_to_event/{roomId}", s.timestampToEvent)
+		r.Get("/_matrix/federation/v1/hierarchy/{roomId}", s.hierarchy)
 		r.Get("/_matrix/federation/v1/user/devices/{userId}", s.userDevices)
 		r.Post("/_matrix/federation/v1/user/keys/query", s.userKeysQuery)
 		r.Post("/_matrix/federation/v1/user/keys/claim", s.userKeysClaim)
@@ -196,17 +197,7 @@ func (s *Service) receivePDU(ctx context.Context, raw json.RawMessage) (string, 
 		return ev.ID(), errors.New("this server is not in the room")
 	}
 	s.fillGap(ctx, transport.Origin(ctx), ev)
-	err = s.rooms.ReceiveEvent(ctx, ev)
-	if errors.Is(err, rooms.ErrMissingAuthEvents) {
-		// Its auth chain differs from ours: take the origin's (each event
-		// checked on its own) and decide again.
-		if ferr := s.fetchAuthChain(ctx, transport.Origin(ctx), ev); ferr != nil {
-			s.log.Info("fetching an auth chain", "event_id", ev.ID(), "err", ferr)
-			return ev.ID(), err
-		}
-		err = s.rooms.ReceiveEvent(ctx, ev)
-	}
-	return ev.ID(), err
+	return ev.ID(), s.receiveFrom(ctx, transport.Origin(ctx), ev)
 }
 
 // pduIDForError names a PDU that failed the checks, for the per-PDU
@@ -695,6 +686,14 @@ func (s *Service) event(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.requireInRoom(ctx, roomID); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	view, err := s.rooms.ViewForServer(ctx, roomID, transport.Origin(ctx))
+	if err == nil {
+		data, err = view.PDU(ctx, mxhttp.PathParam(r, "eventId"))
+	}
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"homeserver/internal/testserver"
 )
@@ -240,4 +241,28 @@ func TestRemoteMediaWithoutFederation(t *testing.T) {
 	mustStatus(t, r, 404, "M_NOT_FOUND")
 	r = request(t, hs2, "GET", "/_matrix/media/v3/download/hs1.test/"+id, "", "", nil)
 	mustStatus(t, r, 404, "M_NOT_FOUND")
+}
+
+// BenchmarkRemoteMedia: a 1 MiB file of hs1 downloaded by a client of hs2
+// (authenticated v1 path): the first request, which fetches it from hs1
+// over federation and stores it, and the next, served from hs2's store.
+func BenchmarkRemoteMedia(b *testing.B) {
+	f := testserver.NewFederation(b, "", "hs1.test", "hs2.test")
+	hs1, hs2 := f.Servers["hs1.test"], f.Servers["hs2.test"]
+	alice, bob := hs1.Register("alice", "pw"), hs2.Register("bob", "pw")
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
+	var first, cached time.Duration
+	for i := range b.N {
+		r := request(b, hs1, "POST", "/_matrix/media/v3/upload?filename=f"+strconv.Itoa(i), alice.Token, "application/octet-stream", append(data, byte(i)))
+		mustStatus(b, r, 200, "")
+		path := "/_matrix/client/v1/media/download/" + strings.TrimPrefix(r.String("content_uri"), "mxc://")
+		start := time.Now()
+		mustStatus(b, request(b, hs2, "GET", path, bob.Token, "", nil), 200, "")
+		first += time.Since(start)
+		start = time.Now()
+		mustStatus(b, request(b, hs2, "GET", path, bob.Token, "", nil), 200, "")
+		cached += time.Since(start)
+	}
+	b.ReportMetric(float64(first.Microseconds())/1000/float64(b.N), "ms-first")
+	b.ReportMetric(float64(cached.Microseconds())/1000/float64(b.N), "ms-cached")
 }

@@ -32,6 +32,10 @@ type Remote interface {
 	Knock(ctx context.Context, user, roomID string, servers []string, content map[string]any) error
 	// PublicRooms asks server for a page of its published room directory.
 	PublicRooms(ctx context.Context, server string, q PublicRoomsQuery) (*PublicRooms, error)
+	// Backfill asks the room's other servers, in turn, for up to limit
+	// events before from (/backfill) and returns them with their
+	// signatures and hashes checked and their auth chains stored here.
+	Backfill(ctx context.Context, roomID string, from []string, limit int) ([]*pdu.Event, error)
 }
 
 // SetRemote connects the rooms service to other servers. Until it is
@@ -93,18 +97,45 @@ func (s *Service) InRoom(ctx context.Context, roomID string) (bool, error) {
 
 // ReceiveEvent takes an event another server sent, whose signatures and
 // hashes the caller has checked: it checks the event against its own auth
-// events and then against the room's current state, and writes it through
-// the one writer path, so that sync, application services and push see it
-// exactly as a local event. An event already stored is accepted again
-// without effect.
+// events and then against the room's state before it and its current
+// state, and writes it through the one writer path, so that sync,
+// application services and push see it exactly as a local event. An event
+// already stored is accepted again without effect.
 func (s *Service) ReceiveEvent(ctx context.Context, ev *pdu.Event) error {
+	return s.receive(ctx, ev, nil)
+}
+
+// ReceiveEventAfterState is ReceiveEvent for an event whose prev_events
+// are not known here (a gap that could not be filled): stateBefore is the
+// state before it as another server reported it (/state_ids), every event
+// of which is stored here. The event joins the room's history as a new
+// branch, resolved against the others.
+func (s *Service) ReceiveEventAfterState(ctx context.Context, ev *pdu.Event, stateBefore []string) error {
+	stored, err := s.store.GetEvents(ctx, stateBefore)
+	if err != nil {
+		return err
+	}
+	given := make(stateMap, len(stored))
+	for _, e := range stored {
+		if e.RoomID != ev.RoomID() || e.StateKey == nil {
+			return &RejectedError{Reason: fmt.Sprintf("state event %s is not state of the room", e.EventID)}
+		}
+		given[pdu.StateKey{Type: e.Type, StateKey: *e.StateKey}] = e.EventID
+	}
+	if len(given) != len(stateBefore) {
+		return ErrMissingAuthEvents
+	}
+	return s.receive(ctx, ev, given)
+}
+
+func (s *Service) receive(ctx context.Context, ev *pdu.Event, given stateMap) error {
 	s.write.Lock()
 	unlock, err := s.store.LockRoom(ctx, ev.RoomID())
 	if err != nil {
 		s.write.Unlock()
 		return err
 	}
-	pos, err := s.receiveLocked(ctx, ev)
+	pos, err := s.receiveLocked(ctx, ev, given)
 	unlock()
 	s.write.Unlock()
 	if err != nil {
@@ -116,7 +147,7 @@ func (s *Service) ReceiveEvent(ctx context.Context, ev *pdu.Event) error {
 	return nil
 }
 
-func (s *Service) receiveLocked(ctx context.Context, ev *pdu.Event) (int64, error) {
+func (s *Service) receiveLocked(ctx context.Context, ev *pdu.Event, given stateMap) (int64, error) {
 	if _, err := s.store.GetEvent(ctx, ev.ID()); err == nil {
 		return 0, nil
 	} else if !errors.Is(err, ErrNotFound) {
@@ -128,7 +159,7 @@ func (s *Service) receiveLocked(ctx context.Context, ev *pdu.Event) (int64, erro
 	} else if reason, ok := rejected[ev.ID()]; ok {
 		return 0, &RejectedError{Reason: reason}
 	}
-	pos, err := s.checkAndPersist(ctx, ev)
+	pos, err := s.checkAndPersist(ctx, ev, given)
 	var rej *RejectedError
 	if errors.As(err, &rej) {
 		if err := s.store.RejectEvent(ctx, ev, rej.Reason); err != nil {
@@ -138,7 +169,7 @@ func (s *Service) receiveLocked(ctx context.Context, ev *pdu.Event) (int64, erro
 	return pos, err
 }
 
-func (s *Service) checkAndPersist(ctx context.Context, ev *pdu.Event) (int64, error) {
+func (s *Service) checkAndPersist(ctx context.Context, ev *pdu.Event, given stateMap) (int64, error) {
 	room, err := s.store.GetRoom(ctx, ev.RoomID())
 	if errors.Is(err, ErrNotFound) {
 		return 0, ErrUnknownRoom
@@ -156,7 +187,8 @@ func (s *Service) checkAndPersist(ctx context.Context, ev *pdu.Event) (int64, er
 	if err != nil {
 		return 0, &RejectedError{Reason: err.Error()}
 	}
-	if err := s.checkAgainstStateBefore(ctx, ev, room.Version, keys); err != nil {
+	before, err := s.checkAgainstStateBefore(ctx, ev, room.Version, keys, given)
+	if err != nil {
 		return 0, err
 	}
 	current, err := s.loadAuthState(ctx, ev.RoomID(), room.Version, keys)
@@ -174,8 +206,8 @@ func (s *Service) checkAndPersist(ctx context.Context, ev *pdu.Event) (int64, er
 		s.log.Info("soft-failed received event", "event_id", ev.ID(), "room_id", ev.RoomID(), "reason", na.Message)
 		return 0, ErrSoftFailed
 	}
-	ne := NewEvent{Event: ev, Relation: relationOf(ev.Content())}
-	if ne.StateAfter, ne.CurrentState, err = s.forkState(ctx, room.Version, ev); err != nil {
+	ne := NewEvent{Event: ev, Relation: relationOf(ev.Content()), Received: true}
+	if ne.StateAfter, ne.CurrentState, err = s.forkState(ctx, room.Version, ev, before, given != nil); err != nil {
 		// Without the branches' states, the event extends the current
 		// state, as before forks were resolved.
 		s.log.Warn("resolving a fork; extending the current state instead", "event_id", ev.ID(), "room_id", ev.RoomID(), "err", err)
@@ -240,37 +272,67 @@ func (s *Service) checkAgainstAuthEvents(ctx context.Context, ev *pdu.Event) err
 }
 
 // checkAgainstStateBefore applies the auth rules with the room's state
-// before the event: the state after its prev event, read from that
-// event's state group (only the keys the rules need). An event with
-// several prev_events needs their states resolved first, which comes with
-// state resolution at merges; until then it is checked against its auth
-// events and the current state only.
-func (s *Service) checkAgainstStateBefore(ctx context.Context, ev *pdu.Event, version string, keys []pdu.StateKey) error {
+// before the event: the state another server gave (given), or the state
+// after its one prev event (only the keys the rules need: the usual case,
+// kept cheap), or the resolution of its prev events' states at a merge.
+// It returns the state before in full when it computed it (given or
+// resolved), for the fork handling to reuse; nil when no prev event's
+// state is known here (outliers, unknown events): then only the auth
+// events and the current state judge the event.
+func (s *Service) checkAgainstStateBefore(ctx context.Context, ev *pdu.Event, version string, keys []pdu.StateKey, given stateMap) (stateMap, error) {
 	prevs := ev.PrevEventIDs()
-	if len(prevs) != 1 {
-		return nil
+	var before stateMap
+	var ids []string
+	switch {
+	case given != nil:
+		before = given
+	case len(prevs) == 1:
+		prev, err := s.store.GetEvent(ctx, prevs[0])
+		if errors.Is(err, ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if prev.RoomID != ev.RoomID() || prev.StateGroup <= 0 {
+			return nil, nil // an outlier: its state is not known here
+		}
+		entries, err := s.store.StateAt(ctx, prev.StateGroup, keys)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			ids = append(ids, e.EventID)
+		}
+	default:
+		var prevStates []stateMap
+		for _, p := range prevs {
+			st, ok, err := s.stateAfter(ctx, p)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				prevStates = append(prevStates, st)
+			}
+		}
+		if len(prevStates) == 0 {
+			return nil, nil
+		}
+		var err error
+		if before, err = s.resolve(ctx, version, prevStates, nil); err != nil {
+			return nil, err
+		}
 	}
-	prev, err := s.store.GetEvent(ctx, prevs[0])
-	if errors.Is(err, ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if prev.RoomID != ev.RoomID() || prev.StateGroup <= 0 || prev.Pos <= 0 {
-		return nil // an outlier: its state is not known here
-	}
-	entries, err := s.store.StateAt(ctx, prev.StateGroup, keys)
-	if err != nil {
-		return err
-	}
-	ids := make([]string, len(entries))
-	for i, e := range entries {
-		ids[i] = e.EventID
+	if before != nil {
+		for _, k := range keys {
+			if id, ok := before[k]; ok {
+				ids = append(ids, id)
+			}
+		}
 	}
 	stored, err := s.store.GetEvents(ctx, ids)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	st := authState{}
 	for _, e := range stored {
@@ -279,18 +341,18 @@ func (s *Service) checkAgainstStateBefore(ctx context.Context, ev *pdu.Event, ve
 		}
 		data, err := authJSON(version, e)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		a, err := pdu.Parse(version, data)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		st[pdu.StateKey{Type: e.Type, StateKey: *e.StateKey}] = a
 	}
 	if err := pdu.Allowed(ev, st); err != nil {
-		return &RejectedError{Reason: "not allowed by the state before it: " + err.Error()}
+		return nil, &RejectedError{Reason: "not allowed by the state before it: " + err.Error()}
 	}
-	return nil
+	return before, nil
 }
 
 // redactionApplies decides whether a received redaction hides its target:
@@ -351,7 +413,7 @@ func (s *Service) ImportJoin(ctx context.Context, join *pdu.Event, state, authCh
 	var pos int64
 	err = s.store.ImportRoom(ctx, room, authChain, state, join.PrevEventIDs())
 	if err == nil {
-		pos, err = s.store.PersistEvent(ctx, NewEvent{Event: join})
+		pos, err = s.store.PersistEvent(ctx, NewEvent{Event: join, Received: true})
 	}
 	unlock()
 	s.write.Unlock()

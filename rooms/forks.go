@@ -176,34 +176,37 @@ func (s *Service) resolve(ctx context.Context, version string, states []stateMap
 // usual case: it extends what this server has), the room's current state
 // is its state before, and the store applies it as a delta (nil, nil).
 // Otherwise it returns the state after the event and the room's new
-// current state, resolved over the branches.
-func (s *Service) forkState(ctx context.Context, version string, ev *pdu.Event) (after, current []StateEntry, err error) {
+// current state, resolved over the branches. before is the state before
+// the event when the caller has it in full (given by another server:
+// stated, or resolved at a merge).
+func (s *Service) forkState(ctx context.Context, version string, ev *pdu.Event, before stateMap, stated bool) (after, current []StateEntry, err error) {
 	extremities, _, err := s.store.Extremities(ctx, ev.RoomID())
 	if err != nil {
 		return nil, nil, err
 	}
 	prevs := ev.PrevEventIDs()
-	if sameSet(prevs, extremities) {
+	if !stated && sameSet(prevs, extremities) {
 		return nil, nil, nil
 	}
-	var prevStates []stateMap
-	for _, p := range prevs {
-		st, ok, err := s.stateAfter(ctx, p)
-		if err != nil {
+	if before == nil {
+		var prevStates []stateMap
+		for _, p := range prevs {
+			st, ok, err := s.stateAfter(ctx, p)
+			if err != nil {
+				return nil, nil, err
+			}
+			if ok {
+				prevStates = append(prevStates, st)
+			}
+		}
+		if len(prevStates) == 0 {
+			// Nothing known before it (a gap that could not be filled): it
+			// extends the current state, as before forks were handled.
+			return nil, nil, nil
+		}
+		if before, err = s.resolve(ctx, version, prevStates, nil); err != nil {
 			return nil, nil, err
 		}
-		if ok {
-			prevStates = append(prevStates, st)
-		}
-	}
-	if len(prevStates) == 0 {
-		// Nothing known before it (a gap that could not be filled): it
-		// extends the current state, as before forks were handled.
-		return nil, nil, nil
-	}
-	before, err := s.resolve(ctx, version, prevStates, nil)
-	if err != nil {
-		return nil, nil, err
 	}
 	afterMap := make(stateMap, len(before)+1)
 	for k, v := range before {

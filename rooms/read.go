@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -178,6 +179,14 @@ func ParseToken(tok string) (int64, error) {
 		return 0, mxhttp.InvalidParam("Invalid pagination token %q", tok)
 	}
 	digits := tok[1:]
+	if _, pos, ok := strings.Cut(digits, "_"); ok && tok[0] == 't' {
+		// A topological token of /messages: its stream part (none for
+		// history backfilled from other servers, below everything).
+		digits = strings.TrimPrefix(pos, "-")
+		if digits != pos {
+			digits = "0"
+		}
+	}
 	if i := strings.IndexFunc(digits, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
 		digits = digits[:i]
 	}
@@ -408,7 +417,10 @@ type MessagesResult struct {
 // filtered out) before answering with what it has.
 const maxScan = 5000
 
-// Messages pages through the room's history as the user may see it.
+// Messages pages through the room's history as the user may see it, in
+// topological order, so that history backfilled from other servers lands
+// where it belongs. Paging backwards past what this server holds fetches
+// the missing history from the room's other servers within the request.
 func (s *Service) Messages(ctx context.Context, user, roomID string, q MessagesQuery) (*MessagesResult, error) {
 	v, err := s.roomForReader(ctx, user, roomID)
 	if err != nil {
@@ -417,86 +429,144 @@ func (s *Service) Messages(ctx context.Context, user, roomID string, q MessagesQ
 	if v.current() == "" && !v.worldReadable() {
 		return nil, mxhttp.Forbidden("You are not allowed to view this room")
 	}
-	maxPos, err := s.store.MaxPos(ctx)
-	if err != nil {
-		return nil, err
+	from := topoMax
+	if !q.Backward {
+		from = topoMin
 	}
-	var from int64
 	if q.From != "" {
-		if from, err = ParseToken(q.From); err != nil {
+		if from, err = s.parseTopoToken(ctx, roomID, q.From); err != nil {
 			return nil, err
 		}
-	} else if q.Backward {
-		from = maxPos
 	}
-	from = min(from, maxPos)
 	limit := q.Limit
 	if limit <= 0 {
 		limit = 10
 	}
 	limit = min(limit, 1000)
-	// bound is exclusive: events strictly between the cursor and it.
-	bound := int64(-1)
+	// bound is exclusive backwards, inclusive forwards.
+	bound := topoMin
 	if !q.Backward {
-		bound = maxPos + 1
+		bound = topoMax
 	}
 	if q.To != "" {
-		to, err := ParseToken(q.To)
-		if err != nil {
+		if bound, err = s.parseTopoToken(ctx, roomID, q.To); err != nil {
 			return nil, err
-		}
-		if q.Backward {
-			bound = to
-		} else {
-			bound = to + 1
 		}
 	}
-	res := &MessagesResult{Start: FormatToken(from), Chunk: []json.RawMessage{}}
-	var picked []Stored
-	cursor := from
-	scanned := 0
-	exhausted := false
-	for len(picked) < limit && scanned < maxScan {
-		var batch []Stored
+	var page messagesPage
+	if q.Backward && q.To == "" && s.remote != nil {
+		page, err = s.messagesBackfilled(ctx, v, roomID, from, q, limit)
+	} else {
+		page, err = s.messagesPage(ctx, v, roomID, from, bound, q, limit)
+	}
+	if err != nil {
+		return nil, err
+	}
+	res := &MessagesResult{Start: q.From, Chunk: []json.RawMessage{}}
+	if res.Start == "" {
+		// A stream token, as before topological pagination: /members?at=
+		// and clients of old take it too.
+		res.Start = FormatToken(0)
 		if q.Backward {
-			batch, err = s.store.RoomEvents(ctx, roomID, cursor+1, bound, false, limit)
-		} else {
-			batch, err = s.store.RoomEvents(ctx, roomID, cursor, bound, true, limit)
+			maxPos, err := s.store.MaxPos(ctx)
+			if err != nil {
+				return nil, err
+			}
+			res.Start = FormatToken(maxPos)
 		}
-		if err != nil {
+	}
+	if !page.exhausted {
+		res.End = page.cursor.format()
+	}
+	if res.Chunk, err = s.ClientEvents(ctx, page.picked, FormatOptions{}); err != nil {
+		return nil, err
+	}
+	if q.Filter != nil && q.Filter.LazyLoadMembers {
+		if res.State, err = s.lazyMembers(ctx, roomID, page.picked); err != nil {
 			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// messagesPage is one page of /messages as read from the database.
+type messagesPage struct {
+	picked    []Stored
+	cursor    TopoPoint
+	exhausted bool
+}
+
+// messagesPage reads up to limit events the user may see and the filter
+// keeps from the cursor towards bound.
+func (s *Service) messagesPage(ctx context.Context, v *viewer, roomID string, from, bound TopoPoint, q MessagesQuery, limit int) (messagesPage, error) {
+	p := messagesPage{cursor: from}
+	scanned := 0
+	for len(p.picked) < limit && scanned < maxScan {
+		batch, err := s.store.RoomEventsTopological(ctx, roomID, p.cursor, bound, !q.Backward, limit)
+		if err != nil {
+			return p, err
 		}
 		for _, e := range batch {
 			scanned++
 			if q.Backward {
-				cursor = e.Pos - 1
+				p.cursor = pointBefore(e)
 			} else {
-				cursor = e.Pos
+				p.cursor = pointAfter(e)
 			}
 			if v.canSee(e) && q.Filter.Match(e.RoomID, e.Type, e.Sender, contentOf(e.JSON)) {
-				picked = append(picked, e)
-				if len(picked) == limit {
+				p.picked = append(p.picked, e)
+				if len(p.picked) == limit {
 					break
 				}
 			}
 		}
 		if len(batch) < limit {
-			exhausted = len(picked) < limit
+			p.exhausted = len(p.picked) < limit
 			break
 		}
 	}
-	if !exhausted {
-		res.End = FormatToken(cursor)
-	}
-	if res.Chunk, err = s.ClientEvents(ctx, picked, FormatOptions{}); err != nil {
-		return nil, err
-	}
-	if q.Filter != nil && q.Filter.LazyLoadMembers {
-		if res.State, err = s.lazyMembers(ctx, roomID, picked); err != nil {
-			return nil, err
+	return p, nil
+}
+
+// messagesBackfilled is a backward page that does not read past a hole in
+// the room's history (events this server lacks) before asking the room's
+// other servers to fill it; a page that ends at a hole still unfilled when
+// time runs out says there is more (an end token), so that the client
+// asks again. A hole no server could fill is passed over for a while.
+func (s *Service) messagesBackfilled(ctx context.Context, v *viewer, roomID string, from TopoPoint, q MessagesQuery, limit int) (messagesPage, error) {
+	bctx, cancel := context.WithTimeout(ctx, backfillTime)
+	defer cancel()
+	page := messagesPage{cursor: from}
+	for round := 0; ; round++ {
+		holes, depth, err := s.topHoles(ctx, roomID, page.cursor.Depth)
+		if err != nil {
+			return page, err
+		}
+		bound := topoMin
+		if len(holes) > 0 {
+			if round == backfillRounds {
+				return page, nil // enough for one request: the client asks again
+			}
+			// The missing events are below the events naming them.
+			bound = TopoPoint{depth - 1, math.MaxInt64}
+		}
+		part, err := s.messagesPage(ctx, v, roomID, page.cursor, bound, q, limit-len(page.picked))
+		if err != nil {
+			return page, err
+		}
+		page.picked, page.cursor = append(page.picked, part.picked...), part.cursor
+		if len(page.picked) == limit || bound == topoMin || !part.exhausted {
+			page.exhausted = len(page.picked) < limit && part.exhausted
+			return page, nil
+		}
+		added, err := s.backfill(bctx, roomID, holes, min(max(limit, 20), backfillBatch))
+		if err != nil {
+			s.log.Info("backfilling", "room_id", roomID, "err", err)
+		}
+		if added == 0 && bctx.Err() != nil {
+			return page, nil // out of time at a hole: more may come next time
 		}
 	}
-	return res, nil
 }
 
 // lazyMembers returns the current member events of the senders of evs.

@@ -75,6 +75,11 @@ type Service struct {
 
 	// remote reaches other servers; nil until SetRemote.
 	remote Remote
+
+	// backfillFailed remembers holes that no server could fill lately, so
+	// that pagination does not wait on them again at every page.
+	backfillMu     sync.Mutex
+	backfillFailed map[string]time.Time
 }
 
 // New returns the rooms service.

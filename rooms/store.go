@@ -73,6 +73,9 @@ type NewEvent struct {
 	// the event does not simply extend the room's only forward extremity,
 	// and the states of its branches had to be resolved.
 	StateAfter, CurrentState []StateEntry
+	// Received marks an event from another server: its prev_events may
+	// be unknown here, holes that backfill fills later.
+	Received bool
 }
 
 // StateEntry is one (type, state_key) -> event of a room's state.
@@ -132,6 +135,7 @@ type Store interface {
 	DirectoryStore
 	NetworkDirectoryStore
 	RoomState
+	History
 	RelationsStore
 	SyncStore
 }

@@ -15,6 +15,9 @@ type viewer struct {
 	user        string
 	memberships []posValue // the user's membership after each change
 	visibility  []posValue // history_visibility after each change
+	// byDepth is visibility in topological order, for history backfilled
+	// from other servers, whose stream positions say nothing of its place.
+	byDepth []posValue
 }
 
 type posValue struct {
@@ -43,7 +46,9 @@ func (s *Service) viewer(ctx context.Context, roomID, user string) (*viewer, err
 		}
 		_ = json.Unmarshal(e.JSON, &c)
 		v.visibility = append(v.visibility, posValue{e.Pos, c.Content.HistoryVisibility})
+		v.byDepth = append(v.byDepth, posValue{e.Depth, c.Content.HistoryVisibility})
 	}
+	sort.SliceStable(v.byDepth, func(i, j int) bool { return v.byDepth[i].pos < v.byDepth[j].pos })
 	return v, nil
 }
 
@@ -98,6 +103,9 @@ func (v *viewer) joinedAfter(pos int64) bool {
 
 // canSee applies the rules to one event.
 func (v *viewer) canSee(e Stored) bool {
+	if e.Pos < 0 {
+		return v.canSeeBackfilled(e)
+	}
 	memBefore := before(v.memberships, e.Pos)
 	visBefore := normaliseVisibility(before(v.visibility, e.Pos))
 	if v.allowedWith(e.Pos, memBefore, visBefore) {
@@ -110,6 +118,27 @@ func (v *viewer) canSee(e Stored) bool {
 	}
 	if e.StateKey != nil && *e.StateKey == v.user && e.Type == "m.room.member" {
 		return v.allowedWith(e.Pos, after(v.memberships, e.Pos), visBefore)
+	}
+	return false
+}
+
+// canSeeBackfilled applies the rules to an event backfilled from another
+// server: this server's users were not in the room then (their
+// memberships are all in the live timeline), and the history visibility
+// in effect is that of the deepest change above it.
+func (v *viewer) canSeeBackfilled(e Stored) bool {
+	vis := normaliseVisibility(before(v.byDepth, e.Depth))
+	if v.allowedWith(e.Pos, "", vis) {
+		return true
+	}
+	if e.StateKey != nil && *e.StateKey == "" && e.Type == "m.room.history_visibility" {
+		var c struct {
+			Content struct {
+				HistoryVisibility string `json:"history_visibility"`
+			} `json:"content"`
+		}
+		_ = json.Unmarshal(e.JSON, &c)
+		return v.allowedWith(e.Pos, "", normaliseVisibility(c.Content.HistoryVisibility))
 	}
 	return false
 }

@@ -29,6 +29,7 @@ import (
 	"homeserver/presence"
 	"homeserver/receipts"
 	"homeserver/rooms"
+	"homeserver/spaces"
 	"homeserver/storage"
 	"homeserver/stream"
 	"homeserver/todevice"
@@ -79,7 +80,7 @@ func outboundGuard(cfg *config.Config) (*netguard.Guard, error) {
 // newFederation builds the federation client, the key ring and the
 // federation service. With federation_domain_whitelist: [] the key ring
 // and endpoints still exist but the client reaches nobody.
-func newFederation(cfg *config.Config, key pdu.Key, db *storage.DB, rms *rooms.Service, acc *accounts.Service,
+func newFederation(cfg *config.Config, key pdu.Key, db *storage.DB, rms *rooms.Service, spc *spaces.Service, acc *accounts.Service,
 	typ *typing.Service, rcpt *receipts.Service, pres *presence.Service, e2eeKeys *e2ee.Service, toDevice *todevice.Service,
 	hub *stream.Hub, leaser stream.Leaser, readers *stream.Metrics, log *slog.Logger) (*fedParts, error) {
 	guard, err := outboundGuard(cfg)
@@ -166,11 +167,12 @@ func newFederation(cfg *config.Config, key pdu.Key, db *storage.DB, rms *rooms.S
 			},
 			ToDevice: toDevice.Receive,
 		},
-		E2EE: e2eeKeys, DeviceLists: db,
+		E2EE: e2eeKeys, DeviceLists: db, Spaces: spc,
 		Hub: hub, Leaser: leaser, Metrics: readers,
 	})
 	if federates(cfg) {
 		rms.SetRemote(fed)
+		spc.SetRemote(fed)
 		e2eeKeys.SetRemote(fed)
 		toDevice.SetRemote(fed)
 	}

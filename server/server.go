@@ -32,6 +32,7 @@ import (
 	"homeserver/receipts"
 	"homeserver/rooms"
 	"homeserver/serverkey"
+	"homeserver/spaces"
 	"homeserver/storage"
 	"homeserver/stream"
 	"homeserver/syncapi"
@@ -214,7 +215,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	keys := e2ee.New(db, e2ee.Config{ServerName: cfg.ServerName, Logger: log})
 	toDevice := todevice.New(db, cfg.ServerName, log)
 	signingKey := pdu.Key{ServerName: cfg.ServerName, KeyID: key.ID, Private: key.Private}
-	if fed, err = newFederation(cfg, signingKey, db, rms, acc, typ, rcpt, pres, keys, toDevice, hub, leaser, readers, log); err != nil {
+	spc := spaces.New(rms, log)
+	if fed, err = newFederation(cfg, signingKey, db, rms, spc, acc, typ, rcpt, pres, keys, toDevice, hub, leaser, readers, log); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
@@ -261,7 +263,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 			Presence: pres, Notifier: notifier, Push: pushSvc, Keys: keys, ToDevice: toDevice, Logger: log,
 		}),
 		AppServices: appservices, AppServiceQuerier: asQuery, Push: pushSvc,
-		Keys: keys, ToDevice: toDevice, KeyBackup: keybackup.New(db), RemoteProfiles: remoteProfiles(cfg, fed),
+		Keys: keys, ToDevice: toDevice, KeyBackup: keybackup.New(db), RemoteProfiles: remoteProfiles(cfg, fed), Spaces: spc,
 	}, log)
 	mediaHTTP, err := newMedia(cfg, db, client, fed, log)
 	if err != nil {

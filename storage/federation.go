@@ -58,7 +58,7 @@ func insertOutliers(ctx context.Context, tx *sql.Tx, events []*pdu.Event) error 
 				membership = ev.Membership()
 			}
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO events (`+eventColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, NULL, NULL, $10)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO events (`+eventColumns+`, outlier) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, NULL, NULL, $10, TRUE)`,
 			pos, ev.ID(), ev.RoomID(), ev.Type(), stateKey, ev.Sender(), membership, ev.Depth(), ev.OriginServerTS(), string(ev.JSON()))
 		if err != nil {
 			return fmt.Errorf("storage: insert outlier %s: %w", ev.ID(), err)

@@ -153,6 +153,11 @@ func (db *DB) PersistEvent(ctx context.Context, ne rooms.NewEvent) (int64, error
 		if _, err := tx.ExecContext(ctx, `INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)`, ev.RoomID(), ev.ID()); err != nil {
 			return fmt.Errorf("storage: forward extremities: %w", err)
 		}
+		if ne.Received {
+			if err := noteHoles(ctx, tx, ev, nil); err != nil {
+				return err
+			}
+		}
 		if t := ne.Txn; t != nil {
 			_, err := tx.ExecContext(ctx, `INSERT INTO event_txns (user_id, scope, txn_id, event_id) VALUES ($1, $2, $3, $4)`,
 				t.UserID, t.Scope, t.TxnID, ev.ID())

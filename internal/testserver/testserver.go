@@ -5,6 +5,7 @@ package testserver
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 
 	"homeserver/config"
 	"homeserver/server"
+	"homeserver/storage"
 )
 
 // ServerName of every test server.
@@ -378,5 +380,25 @@ func (s *Server) Join(u User, roomID string) {
 	r := s.MustDo(http.StatusOK, "POST", RoomPath(roomID, "/join"), u.Token, map[string]any{})
 	if r.String("room_id") != roomID {
 		s.t.Fatalf("join answered room_id %q, want %s", r.String("room_id"), roomID)
+	}
+}
+
+// ExecSQL runs a statement on the server's own database, for tests that
+// must simulate what no API does (a peer that lost its queue); use it
+// while the server is stopped.
+func (s *Server) ExecSQL(query string, args ...any) {
+	s.t.Helper()
+	opts := server.StorageOptions(s.Config.Database)
+	driver, dsn := "sqlite", opts.Path
+	if opts.Engine == storage.Postgres {
+		driver, dsn = "pgx", opts.DSN
+	}
+	db, err := sql.Open(driver, dsn)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(query, args...); err != nil {
+		s.t.Fatalf("%s: %v", query, err)
 	}
 }

@@ -1,0 +1,45 @@
+package clientapi
+
+import (
+	"net/http"
+	"strconv"
+
+	"homeserver/mxhttp"
+	"homeserver/spaces"
+)
+
+// hierarchy serves GET /_matrix/client/v1/rooms/{roomId}/hierarchy.
+func (a *API) hierarchy(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	sq := spaces.Query{User: requester(r).UserID, RoomID: pathParam(r, "roomID"), From: q.Get("from")}
+	switch v := q.Get("suggested_only"); v {
+	case "", "false":
+	case "true":
+		sq.SuggestedOnly = true
+	default:
+		a.fail(w, r, mxhttp.InvalidParam("suggested_only must be true or false, not %q", v))
+		return
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			a.fail(w, r, mxhttp.InvalidParam("limit must be a positive integer, not %q", v))
+			return
+		}
+		sq.Limit = n
+	}
+	if v := q.Get("max_depth"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			a.fail(w, r, mxhttp.InvalidParam("max_depth must be a non-negative integer, not %q", v))
+			return
+		}
+		sq.MaxDepth = &n
+	}
+	page, err := a.spaces.Hierarchy(r.Context(), sq)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	ok(w, page)
+}
