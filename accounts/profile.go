@@ -83,10 +83,14 @@ func (s *Service) SetProfileField(ctx context.Context, r *Requester, userID, key
 	if err != nil {
 		return err
 	}
-	isNull := value == nil || bytes.Equal(bytes.TrimSpace(value), []byte("null"))
+	// Only DELETE clears a field: the spec types displayname, avatar_url
+	// and m.tz as strings, so a PUT of null is a malformed value.
+	if value != nil && bytes.Equal(bytes.TrimSpace(value), []byte("null")) && (key == "displayname" || key == "avatar_url" || key == "m.tz") {
+		return mxhttp.BadJSON("%s must be a string", key)
+	}
 	switch key {
 	case "displayname":
-		if isNull {
+		if value == nil {
 			p.DisplayName = nil
 			break
 		}
@@ -99,7 +103,7 @@ func (s *Service) SetProfileField(ctx context.Context, r *Requester, userID, key
 		}
 		p.DisplayName = &name
 	case "avatar_url":
-		if isNull {
+		if value == nil {
 			p.AvatarURL = nil
 			break
 		}
@@ -115,7 +119,7 @@ func (s *Service) SetProfileField(ctx context.Context, r *Requester, userID, key
 		}
 		p.AvatarURL = &url
 	default:
-		if key == "m.tz" && !isNull {
+		if key == "m.tz" && value != nil {
 			var tz string
 			if json.Unmarshal(value, &tz) != nil {
 				return mxhttp.BadJSON("m.tz must be a string")

@@ -13,13 +13,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
 	"homeserver/mxhttp"
+	"homeserver/ratelimit"
 )
 
 // Limits from the spec's identifier grammar and common practice.
@@ -30,7 +33,12 @@ const (
 	MaxDisplayName    = 256
 	// TouchInterval bounds how often a device's last-seen is written.
 	TouchInterval = 5 * time.Minute
-	uiaLifetime   = 24 * time.Hour
+	// uiaLifetime is Synapse's SESSION_EXPIRE_MS.
+	uiaLifetime = 48 * time.Hour
+	// Anyone may open registration sessions, a user only their own: the
+	// oldest beyond these counts are dropped so that the table stays bounded.
+	maxRegistrationUIASessions = 10000
+	maxUserUIASessions         = 20
 )
 
 // Config of the accounts service.
@@ -38,18 +46,31 @@ type Config struct {
 	ServerName      string
 	BcryptCost      int
 	RefreshLifetime time.Duration // lifetime of access tokens that come with a refresh token
-	Logger          *slog.Logger
-	Now             func() time.Time
+	// RefreshTokenLifetime is how long a refresh token stays usable unless
+	// exchanged first (Synapse's refresh_token_lifetime); 0 is for ever.
+	RefreshTokenLifetime time.Duration
+	Logger               *slog.Logger
+	Now                  func() time.Time
 }
 
 // Service implements the account logic over a Store.
 type Service struct {
-	store  Store
-	server string
-	cost   int
-	life   time.Duration
-	log    *slog.Logger
-	now    func() time.Time
+	store       Store
+	server      string
+	cost        int
+	life        time.Duration
+	refreshLife time.Duration
+	log         *slog.Logger
+	now         func() time.Time
+
+	// failedPasswords counts wrong passwords per user, on every path that
+	// checks one (rc_login.failed_attempts).
+	failedPasswords *ratelimit.Limiter
+	// dummyHash is compared against when a user has no password hash, so
+	// that answering costs the same whether or not the account exists.
+	dummyHash func() (string, error)
+	// verify compares a password with a bcrypt hash.
+	verify func(hash, password string) bool
 
 	// userGuard vetoes new user IDs reserved by application services.
 	userGuard func(userID, appServiceID string) error
@@ -89,8 +110,21 @@ func New(store Store, c Config) *Service {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	return &Service{store: store, server: c.ServerName, cost: c.BcryptCost, life: c.RefreshLifetime, log: c.Logger, now: c.Now}
+	s := &Service{
+		store: store, server: c.ServerName, cost: c.BcryptCost, life: c.RefreshLifetime,
+		refreshLife: c.RefreshTokenLifetime, log: c.Logger, now: c.Now, verify: verifyPassword,
+	}
+	s.dummyHash = sync.OnceValues(func() (string, error) {
+		return s.hashPassword(RandomString(32, "abcdefghijklmnopqrstuvwxyz0123456789"))
+	})
+	return s
 }
+
+// LimitFailedPasswords makes every password check (login, and the
+// m.login.password stage of user-interactive auth on any endpoint) count
+// its failures per user against l, and refuse with 429 while l refuses.
+// Call it before serving.
+func (s *Service) LimitFailedPasswords(l *ratelimit.Limiter) { s.failedPasswords = l }
 
 // SetUserGuard installs the check that keeps user IDs reserved by
 // application services: it gets the new user's ID and the registering
@@ -271,9 +305,8 @@ func (s *Service) newSession(userID, deviceID, displayName, ip string, refresh b
 	if refresh {
 		r, rHash := NewToken()
 		c.RefreshToken = r
-		c.ExpiresIn = s.life
 		t.RefreshHash = rHash
-		t.ExpiresTS = now + s.life.Milliseconds()
+		s.setExpiry(&c, &t, now)
 	}
 	d := Device{UserID: userID, DeviceID: deviceID, DisplayName: displayName, CreatedTS: now, LastSeenTS: now, LastSeenIP: ip}
 	return d, t, c, nil
@@ -305,19 +338,40 @@ func (s *Service) ResolveUser(user string) (string, error) {
 }
 
 // CheckPassword verifies a user's password. Wrong user and wrong password
-// answer alike so that logins do not reveal which accounts exist.
+// answer alike, in what they say and in the time they take, so that logins
+// do not reveal which accounts exist. Refused attempts count against the
+// failed-password limit, and while it refuses the answer is 429.
 func (s *Service) CheckPassword(ctx context.Context, userID, password string) (Account, error) {
-	acc, err := s.store.GetAccount(ctx, userID)
-	if errors.Is(err, ErrNotFound) {
-		return acc, mxhttp.Forbidden("Invalid username or password")
+	if ok, retry := s.failedPasswords.Peek(userID); !ok {
+		return Account{}, mxhttp.LimitExceeded(retry)
 	}
-	if err != nil {
+	acc, err := s.checkPassword(ctx, userID, password)
+	var me *mxhttp.Error
+	switch {
+	case err == nil:
+		s.failedPasswords.Reset(userID)
+	case errors.As(err, &me) && me.Status == http.StatusForbidden:
+		s.failedPasswords.Allow(userID)
+	}
+	return acc, err
+}
+
+func (s *Service) checkPassword(ctx context.Context, userID, password string) (Account, error) {
+	acc, err := s.store.GetAccount(ctx, userID)
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		return acc, err
 	}
+	hash := acc.PasswordHash
+	if hash == "" {
+		if hash, err = s.dummyHash(); err != nil {
+			return acc, err
+		}
+	}
+	match := len(password) <= MaxPasswordLength && s.verify(hash, password) && acc.PasswordHash != ""
 	if acc.Deactivated {
 		return acc, mxhttp.UserDeactivated()
 	}
-	if acc.PasswordHash == "" || !verifyPassword(acc.PasswordHash, password) {
+	if !match {
 		return acc, mxhttp.Forbidden("Invalid username or password")
 	}
 	return acc, nil
@@ -328,9 +382,6 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (Credentials, err
 	userID, err := s.ResolveUser(req.User)
 	if err != nil {
 		return Credentials{}, err
-	}
-	if len(req.Password) > MaxPasswordLength {
-		return Credentials{}, mxhttp.Forbidden("Invalid username or password")
 	}
 	if _, err := s.CheckPassword(ctx, userID, req.Password); err != nil {
 		return Credentials{}, err
@@ -381,20 +432,36 @@ func (s *Service) Authenticate(ctx context.Context, token, ip string) (*Requeste
 	return &Requester{UserID: o.UserID, DeviceID: o.DeviceID, IsGuest: o.IsGuest, IsAdmin: o.IsAdmin, TokenHash: hash}, nil
 }
 
+// setExpiry dates freshly issued refreshable tokens: the refresh token
+// lives refreshLife from now (each refresh renews it, so an idle session
+// ends), and the access token no longer than its refresh token, as in
+// Synapse.
+func (s *Service) setExpiry(c *Credentials, t *IssuedTokens, now int64) {
+	c.ExpiresIn = s.life
+	if s.refreshLife > 0 {
+		t.RefreshExpiresTS = now + s.refreshLife.Milliseconds()
+		c.ExpiresIn = min(s.life, s.refreshLife)
+	}
+	t.ExpiresTS = now + c.ExpiresIn.Milliseconds()
+}
+
 // Refresh exchanges a refresh token for a new access and refresh token.
 func (s *Service) Refresh(ctx context.Context, refreshToken string) (Credentials, error) {
 	access, accessHash := NewToken()
 	r, rHash := NewToken()
 	now := s.nowMS()
-	t := IssuedTokens{AccessHash: accessHash, RefreshHash: rHash, ExpiresTS: now + s.life.Milliseconds()}
-	userID, deviceID, err := s.store.RotateRefresh(ctx, HashToken(refreshToken), t, now)
+	c := Credentials{AccessToken: access, RefreshToken: r}
+	t := IssuedTokens{AccessHash: accessHash, RefreshHash: rHash}
+	s.setExpiry(&c, &t, now)
+	var err error
+	c.UserID, c.DeviceID, err = s.store.RotateRefresh(ctx, HashToken(refreshToken), t, now)
 	if errors.Is(err, ErrNotFound) {
-		return Credentials{}, mxhttp.UnknownTokenMsg(false, "Unknown refresh token")
+		return Credentials{}, mxhttp.UnknownTokenMsg(false, "Unknown or expired refresh token")
 	}
 	if err != nil {
 		return Credentials{}, err
 	}
-	return Credentials{UserID: userID, DeviceID: deviceID, AccessToken: access, RefreshToken: r, ExpiresIn: s.life}, nil
+	return c, nil
 }
 
 // Logout ends the requester's session and deletes its device, as the spec

@@ -337,7 +337,7 @@ func TestUIASessionsExpire(t *testing.T) {
 	flows := []accounts.Flow{{Stages: []string{accounts.StageDummy}}}
 	req := accounts.UIARequest{Method: "POST", Path: "/register", Flows: flows}
 	s := wantChallenge(t, e.svc.CheckUIA(e.ctx, req), "").Session
-	e.clock.Advance(24*time.Hour + time.Second)
+	e.clock.Advance(48*time.Hour + time.Second)
 	req.Auth, _ = json.Marshal(map[string]any{"type": "m.login.dummy", "session": s})
 	wantMX(t, e.svc.CheckUIA(e.ctx, req), http.StatusBadRequest, "M_UNKNOWN")
 }
@@ -365,7 +365,7 @@ func TestSharedSecretRegistration(t *testing.T) {
 		return accounts.SharedSecretRequest{Nonce: str(nonce), Username: str(user), Password: str(password), Admin: admin, MAC: str(m)}
 	}
 	nonce := func() string {
-		n, err := e.svc.SharedSecretNonce(e.ctx)
+		n, err := e.svc.SharedSecretNonce(e.ctx, secret)
 		if err != nil || len(n) < 32 {
 			t.Fatalf("nonce %q, %v", n, err)
 		}

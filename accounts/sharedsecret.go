@@ -12,16 +12,26 @@ import (
 	"homeserver/mxhttp"
 )
 
-// nonceLifetime is how long a shared-secret registration nonce stays valid,
-// as in Synapse.
-const nonceLifetime = 60 * time.Second
+const (
+	// nonceLifetime is how long a shared-secret registration nonce stays
+	// valid, as in Synapse.
+	nonceLifetime = 60 * time.Second
+	// maxNonces bounds the live nonces, which anyone may ask for: beyond
+	// it the oldest are forgotten.
+	maxNonces = 1000
+)
 
-// SharedSecretNonce issues a nonce for POST /_synapse/admin/v1/register.
-func (s *Service) SharedSecretNonce(ctx context.Context) (string, error) {
+// SharedSecretNonce issues a nonce for POST /_synapse/admin/v1/register,
+// refusing as that endpoint does when shared-secret registration is off.
+func (s *Service) SharedSecretNonce(ctx context.Context, secret string) (string, error) {
+	if secret == "" {
+		return "", mxhttp.Unknown("Shared secret registration is not enabled")
+	}
 	b := make([]byte, 64)
 	_, _ = rand.Read(b)
 	nonce := hex.EncodeToString(b)
-	return nonce, s.store.CreateNonce(ctx, nonce, s.nowMS())
+	now := s.nowMS()
+	return nonce, s.store.CreateNonce(ctx, nonce, now, now-nonceLifetime.Milliseconds(), maxNonces)
 }
 
 // SharedSecretRequest is the body of Synapse's admin registration API.

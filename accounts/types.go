@@ -47,6 +47,9 @@ type IssuedTokens struct {
 	AccessHash  string
 	ExpiresTS   int64 // 0: never
 	RefreshHash string
+	// RefreshExpiresTS is when the refresh token dies unless exchanged
+	// before; 0: never.
+	RefreshExpiresTS int64
 }
 
 // TokenOwner is what an access token resolves to.
@@ -91,7 +94,7 @@ type Store interface {
 	LookupAccessToken(ctx context.Context, hash string) (TokenOwner, error)
 	DropStaleRefresh(ctx context.Context, refreshHash string) error
 	// RotateRefresh replaces the tokens issued from refresh token old with
-	// tok; ErrNotFound for an unknown refresh token.
+	// tok; ErrNotFound for a refresh token that is unknown or expired at now.
 	RotateRefresh(ctx context.Context, oldRefreshHash string, tok IssuedTokens, now int64) (userID, deviceID string, err error)
 	TouchDevice(ctx context.Context, userID, deviceID, ip string, ts int64) error
 	DeleteAccessToken(ctx context.Context, hash string) error
@@ -105,11 +108,13 @@ type Store interface {
 	GetProfile(ctx context.Context, userID string) (Profile, error)
 	PutProfile(ctx context.Context, userID string, p Profile) error
 
-	CreateUIASession(ctx context.Context, s UIASession) error
+	// CreateUIASession stores s after deleting every session created
+	// before notBefore, and then the oldest sessions of s.UserID ("" for
+	// registration) beyond the newest keep.
+	CreateUIASession(ctx context.Context, s UIASession, notBefore int64, keep int) error
 	GetUIASession(ctx context.Context, id string) (UIASession, error)
 	SetUIACompleted(ctx context.Context, id string, completed []string) error
 	DeleteUIASession(ctx context.Context, id string) error
-	DeleteUIASessionsBefore(ctx context.Context, ts int64) error
 
 	// CreateOpenIDToken stores an OpenID token (its hash) valid until
 	// expiresTS.
@@ -119,7 +124,9 @@ type Store interface {
 	OpenIDTokenUser(ctx context.Context, hash string, now int64) (string, error)
 	DeleteOpenIDTokensBefore(ctx context.Context, ts int64) error
 
-	CreateNonce(ctx context.Context, nonce string, ts int64) error
+	// CreateNonce stores a nonce created at ts after deleting those created
+	// before notBefore, and then the oldest beyond the newest keep.
+	CreateNonce(ctx context.Context, nonce string, ts, notBefore int64, keep int) error
 	// ConsumeNonce deletes the nonce and reports whether it existed and was
 	// created at or after notBefore.
 	ConsumeNonce(ctx context.Context, nonce string, notBefore int64) (bool, error)

@@ -73,6 +73,10 @@ type UIARequest struct {
 	Flows []Flow
 	// RegistrationTokens are the tokens m.login.registration_token accepts.
 	RegistrationTokens []string
+	// AllowNewSession, when set, is asked before a session is created and
+	// its error answered instead: it rate-limits those who may open
+	// sessions without authenticating.
+	AllowNewSession func() error
 }
 
 // HasAuth reports whether a request carries an auth object, failing with
@@ -155,6 +159,10 @@ func (s *Service) checkStage(ctx context.Context, req UIARequest, auth authDict)
 	case StageDummy:
 		return "", "", nil
 	case StagePassword:
+		// Guessing passwords here must cost what it costs at /login.
+		if ok, retry := s.failedPasswords.Peek(req.UserID); !ok {
+			return "", "", mxhttp.LimitExceeded(retry)
+		}
 		user := auth.User
 		if auth.Identifier != nil {
 			if auth.Identifier.Type != "m.id.user" {
@@ -164,11 +172,12 @@ func (s *Service) checkStage(ctx context.Context, req UIARequest, auth authDict)
 		}
 		userID, err := s.ResolveUser(user)
 		if err != nil || userID != req.UserID {
+			s.failedPasswords.Allow(req.UserID)
 			return "M_FORBIDDEN", "Invalid password", nil
 		}
 		if _, err := s.CheckPassword(ctx, userID, auth.Password); err != nil {
 			var me *mxhttp.Error
-			if errors.As(err, &me) {
+			if errors.As(err, &me) && me.Status != http.StatusTooManyRequests {
 				return "M_FORBIDDEN", "Invalid password", nil
 			}
 			return "", "", err
@@ -196,16 +205,22 @@ func ValidRegistrationToken(tokens []string, token string) bool {
 }
 
 func (s *Service) newUIASession(ctx context.Context, req UIARequest) (UIASession, error) {
-	now := s.nowMS()
-	// Expire abandoned sessions as new ones come.
-	if err := s.store.DeleteUIASessionsBefore(ctx, now-uiaLifetime.Milliseconds()); err != nil {
-		return UIASession{}, err
+	if req.AllowNewSession != nil {
+		if err := req.AllowNewSession(); err != nil {
+			return UIASession{}, err
+		}
 	}
+	now := s.nowMS()
 	sess := UIASession{
 		ID:     RandomString(24, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"),
 		Method: req.Method, Path: req.Path, UserID: req.UserID, CreatedTS: now,
 	}
-	return sess, s.store.CreateUIASession(ctx, sess)
+	keep := maxUserUIASessions
+	if req.UserID == "" {
+		keep = maxRegistrationUIASessions
+	}
+	// Abandoned sessions expire as new ones come.
+	return sess, s.store.CreateUIASession(ctx, sess, now-uiaLifetime.Milliseconds(), keep)
 }
 
 func (s *Service) challenge(req UIARequest, sess UIASession, code, msg string) error {

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"homeserver/e2ee"
+	"homeserver/internal/redact"
 	"homeserver/presence"
 	"homeserver/receipts"
 	"homeserver/rooms"
@@ -149,7 +150,8 @@ type Config struct {
 	// Registerer receives the queue gauges when set.
 	Registerer prometheus.Registerer
 	// Client sends transactions; its Timeout bounds each request
-	// (default: DefaultRequestTimeout).
+	// (default: DefaultRequestTimeout). Its redirect policy is replaced:
+	// redirects are never followed.
 	Client *http.Client
 	// BackoffBase and BackoffMax shape the retry delays (defaults:
 	// DefaultBackoffBase, DefaultBackoffMax).
@@ -192,9 +194,12 @@ func NewDispatcher(set *Set, store Store, render Renderer, cfg Config) (*Dispatc
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: DefaultRequestTimeout}
+	client := &http.Client{Timeout: DefaultRequestTimeout}
+	if cfg.Client != nil {
+		c := *cfg.Client
+		client = &c
 	}
+	client.CheckRedirect = noRedirects
 	if cfg.BackoffBase <= 0 {
 		cfg.BackoffBase = DefaultBackoffBase
 	}
@@ -207,7 +212,7 @@ func NewDispatcher(set *Set, store Store, render Renderer, cfg Config) (*Dispatc
 	if cfg.Hub == nil {
 		cfg.Hub = stream.NewHub(cfg.Logger)
 	}
-	d := &Dispatcher{store: store, render: render, server: cfg.ServerName, log: cfg.Logger, client: cfg.Client,
+	d := &Dispatcher{store: store, render: render, server: cfg.ServerName, log: cfg.Logger, client: client,
 		metrics: cfg.Metrics, leaser: cfg.Leaser}
 	d.backoffBase.Store(int64(cfg.BackoffBase))
 	d.backoffMax.Store(int64(cfg.BackoffMax))
@@ -412,7 +417,7 @@ func (w *worker) load(ctx context.Context) error {
 	// interest the service.
 	w.ahead, w.rooms = nil, map[string]*roomInterest{}
 	w.publish()
-	w.log.Info("application service queue starting", "url", w.reg.URL, "cursor", st.Cursor,
+	w.log.Info("application service queue starting", "url", redact.URL(w.reg.URL), "cursor", st.Cursor,
 		"lag", max(w.d.maxPos.Load()-st.Cursor, 0), "pending_txn", pendingID(st.Pending), "legacy_paths", st.Legacy)
 	return nil
 }
@@ -571,6 +576,11 @@ func (w *worker) deliver(ctx context.Context) error {
 	return nil
 }
 
+// noRedirects makes a service's 3xx an answer like any other non-2xx: a
+// 302 followed would turn a transaction's PUT into a GET whose 200
+// acknowledges nothing.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
 // statusError is a non-2xx answer.
 type statusError struct {
 	status int
@@ -616,34 +626,24 @@ func (w *worker) put(ctx context.Context, t *Txn, legacy bool) error {
 	} else {
 		target = w.reg.URL + "/_matrix/app/v1/transactions/" + url.PathEscape(t.ID)
 	}
+	// Errors quote the URL, which may hold the hs_token: every one that
+	// leaves here is redacted.
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, target, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("appservice: %w", err)
+		return fmt.Errorf("appservice: %w", redact.Error(err))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+w.reg.HSToken)
 	resp, err := w.d.client.Do(req)
 	if err != nil {
-		// Do's errors quote the URL, which may hold the token.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return fmt.Errorf("PUT %s: %w", redact(target), err)
+		return redact.Error(err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
 	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return &statusError{status: resp.StatusCode, url: redact(target)}
+		return &statusError{status: resp.StatusCode, url: redact.URL(target)}
 	}
 	return nil
-}
-
-func redact(target string) string {
-	if i := strings.IndexByte(target, '?'); i >= 0 {
-		return target[:i]
-	}
-	return target
 }
 
 // legacyBody adds user_id (= sender) to every event, as the 2015 API had

@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"homeserver/internal/redact"
 )
 
 // DefaultQueryTimeout bounds each synchronous call to a service: long enough
@@ -42,7 +44,7 @@ func NewQuerier(set *Set, timeout time.Duration, log *slog.Logger) *Querier {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Querier{set: set, client: &http.Client{}, timeout: timeout, log: log}
+	return &Querier{set: set, client: &http.Client{CheckRedirect: noRedirects}, timeout: timeout, log: log}
 }
 
 // Registration returns the service with this ID, or nil.
@@ -152,7 +154,7 @@ func (q *Querier) do(ctx context.Context, r *Registration, method, path string, 
 	}
 	req, err := http.NewRequestWithContext(ctx, method, target, rd)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, redact.Error(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+r.HSToken)
 	if rd != nil {
@@ -160,7 +162,8 @@ func (q *Querier) do(ctx context.Context, r *Registration, method, path string, 
 	}
 	resp, err := q.client.Do(req)
 	if err != nil {
-		return 0, nil, err
+		// The error quotes the URL, which may hold the hs_token.
+		return 0, nil, redact.Error(err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))

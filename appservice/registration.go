@@ -56,6 +56,9 @@ type Registration struct {
 
 // matcher matches any, or only the exclusive, namespaces of one kind with a
 // single compiled regex each, so that hundreds of namespaces cost one pass.
+// The exclusive one ignores case: registration folds localparts to lower
+// case, so a reservation must also hold against the case variants of the
+// IDs it covers, whichever case its regex is written in.
 type matcher struct{ any, exclusive *regexp.Regexp }
 
 func compile(nss []Namespace, field string) (matcher, error) {
@@ -64,23 +67,33 @@ func compile(nss []Namespace, field string) (matcher, error) {
 		if ns.Regex == "" {
 			return matcher{}, fmt.Errorf("%s[%d].regex: missing", field, i)
 		}
+		// Anchored at the start like Synapse's re.match, the de-facto
+		// reading of the spec's "regex". Compiled wrapped, as it is used:
+		// some regexes compile alone but not inside a group (\Q without
+		// \E, nesting at the limit).
+		part := "^(?:" + ns.Regex + ")"
 		if _, err := regexp.Compile(ns.Regex); err != nil {
 			return matcher{}, fmt.Errorf("%s[%d].regex: invalid regex %q: %v", field, i, ns.Regex, err)
 		}
-		// Anchored at the start like Synapse's re.match, the de-facto
-		// reading of the spec's "regex".
-		part := "^(?:" + ns.Regex + ")"
+		if _, err := regexp.Compile("(?i:" + part + ")"); err != nil {
+			return matcher{}, fmt.Errorf("%s[%d].regex: invalid regex %q: %v", field, i, ns.Regex, err)
+		}
 		all = append(all, part)
 		if ns.Exclusive {
 			excl = append(excl, part)
 		}
 	}
 	var m matcher
+	var err error
 	if len(all) > 0 {
-		m.any = regexp.MustCompile(strings.Join(all, "|"))
+		if m.any, err = regexp.Compile(strings.Join(all, "|")); err != nil {
+			return matcher{}, fmt.Errorf("%s: the regexes together: %v", field, err)
+		}
 	}
 	if len(excl) > 0 {
-		m.exclusive = regexp.MustCompile(strings.Join(excl, "|"))
+		if m.exclusive, err = regexp.Compile("(?i:" + strings.Join(excl, "|") + ")"); err != nil {
+			return matcher{}, fmt.Errorf("%s: the exclusive regexes together: %v", field, err)
+		}
 	}
 	return m, nil
 }

@@ -231,3 +231,41 @@ func TestCheckUserAndAlias(t *testing.T) {
 		t.Error("a nil set reserves something")
 	}
 }
+
+// Registration folds user IDs to lower case, so an exclusive namespace
+// reserves every case variant of what it covers, whichever case its regex
+// is written in; non-exclusive interest stays as written.
+func TestExclusiveNamespacesIgnoreCase(t *testing.T) {
+	reg := `id: bridge
+url: http://localhost
+as_token: a
+hs_token: h
+sender_localpart: bridgebot
+namespaces:
+  users:
+    - {exclusive: true, regex: "@bridge_.*"}
+    - {exclusive: true, regex: "@Upper_.*"}
+    - {exclusive: false, regex: "@shared_.*"}
+  aliases:
+    - {exclusive: true, regex: "#bridge_.*"}
+`
+	set, err := appservice.Load(writeFiles(t, reg), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, user := range []string{"@Bridge_x:test.local", "@BRIDGE_X:test.local", "@upper_x:test.local", "@UPPER_x:test.local"} {
+		wantExclusive(t, "user "+user, set.CheckUser(user, ""))
+	}
+	for _, alias := range []string{"#Bridge_alias:test.local", "#BRIDGE_ALIAS:test.local"} {
+		wantExclusive(t, "alias "+alias, set.CheckAlias(alias, ""))
+	}
+	if err := set.CheckUser("@Shared_x:test.local", ""); err != nil {
+		t.Errorf("non-exclusive namespace: %v", err)
+	}
+	if err := set.CheckUser("@bridge_x:test.local", "bridge"); err != nil {
+		t.Errorf("the service's own user: %v", err)
+	}
+	if set.ByID("bridge").MatchesUser("@Shared_x:test.local") {
+		t.Error("interest became case-insensitive")
+	}
+}

@@ -14,7 +14,6 @@ import (
 const keyBackupBodyLimit = 4 << 20
 
 func (a *API) keyBackupRoutes(r chi.Router) {
-	r = r.With(keyBackupNoGuests)
 	r.Post("/room_keys/version", a.createKeyBackupVersion)
 	r.Get("/room_keys/version", a.getKeyBackupVersion(false))
 	r.Get("/room_keys/version/{version}", a.getKeyBackupVersion(true))
@@ -33,18 +32,6 @@ func (a *API) keyBackupRoutes(r chi.Router) {
 		r.Get(p.path, a.getKeyBackupKeys(p.level))
 		r.Delete(p.path, a.deleteKeyBackupKeys(p.level))
 	}
-}
-
-// keyBackupNoGuests refuses guests, who may not keep key backups (as in
-// Synapse).
-func keyBackupNoGuests(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if req := requester(r); req != nil && req.IsGuest {
-			mxhttp.WriteError(w, mxhttp.GuestAccessForbidden("Guests may not use key backup"))
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // keyBackupScope reads the part of the backup a keys request addresses,

@@ -28,15 +28,6 @@ func (a *API) keysRoutes(r chi.Router) {
 	r.Put("/sendToDevice/{eventType}/{txnID}", a.sendToDevice)
 }
 
-// noGuests refuses guests the endpoints the guest access module does not
-// list.
-func noGuests(r *http.Request) error {
-	if requester(r).IsGuest {
-		return mxhttp.GuestAccessForbidden("Guests may not use this endpoint")
-	}
-	return nil
-}
-
 func (a *API) uploadKeys(w http.ResponseWriter, r *http.Request) {
 	me := requester(r)
 	if d := pathParam(r, "deviceID"); d != "" && d != me.DeviceID {
@@ -108,10 +99,6 @@ func remoteTimeout(ms *int64) time.Duration {
 }
 
 func (a *API) keyChanges(w http.ResponseWriter, r *http.Request) {
-	if err := noGuests(r); err != nil {
-		a.fail(w, r, err)
-		return
-	}
 	q := r.URL.Query()
 	from, to := q.Get("from"), q.Get("to")
 	if from == "" || to == "" {
@@ -127,10 +114,6 @@ func (a *API) keyChanges(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) uploadCrossSigningKeys(w http.ResponseWriter, r *http.Request) {
-	if err := noGuests(r); err != nil {
-		a.fail(w, r, err)
-		return
-	}
 	var req struct {
 		e2ee.CrossSigningUpload
 		Auth json.RawMessage `json:"auth"`
@@ -163,10 +146,6 @@ func (a *API) uploadCrossSigningKeys(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) uploadSignatures(w http.ResponseWriter, r *http.Request) {
-	if err := noGuests(r); err != nil {
-		a.fail(w, r, err)
-		return
-	}
 	var req map[string]map[string]json.RawMessage
 	if err := mxhttp.DecodeJSON(r, keysBodyLimit, &req); err != nil {
 		a.fail(w, r, err)

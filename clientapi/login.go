@@ -87,32 +87,19 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, mxhttp.LimitExceeded(retry))
 		return
 	}
-	if ok, retry := a.rcLoginFailed.Peek(userID); !ok {
-		a.fail(w, r, mxhttp.LimitExceeded(retry))
-		return
-	}
 	creds, err := a.accounts.Login(r.Context(), accounts.LoginRequest{
 		User: userID, Password: *req.Password, DeviceID: req.DeviceID,
 		DeviceDisplayName: req.InitialDeviceDisplayName, RefreshToken: req.RefreshToken, IP: ip,
 	})
 	if err != nil {
-		if isForbidden(err) {
-			a.rcLoginFailed.Allow(userID)
-		}
 		a.fail(w, r, err)
 		return
 	}
-	a.rcLoginFailed.Reset(userID)
 	resp := a.credentials(creds)
 	if wk := a.wellKnown(); wk != nil {
 		resp.WellKnown = wk
 	}
 	ok(w, resp)
-}
-
-func isForbidden(err error) bool {
-	me, isMX := err.(*mxhttp.Error)
-	return isMX && me.Status == http.StatusForbidden
 }
 
 type refreshRequest struct {

@@ -187,7 +187,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestPushEndToEnd(t *testing.T) {
-	s := testserver.Start(t, "")
+	// The gateway listens on loopback, which push connections avoid
+	// unless allowed.
+	s := testserver.Start(t, "ip_range_whitelist: ['127.0.0.1']\n")
 	s.Srv.Push().SetBackoff(20*time.Millisecond, 200*time.Millisecond)
 	gw := newGateway(t)
 	alice, bob := s.Register("alice", "pw"), s.Register("bob", "pw")

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"homeserver/accounts"
 	"homeserver/mxhttp"
@@ -55,8 +56,19 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, mxhttp.InvalidParam("Invalid kind %q", kind))
 		return
 	}
+	body, err := mxhttp.ReadBody(r, mxhttp.DefaultBodyLimit)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	// encoding/json would turn invalid UTF-8 into U+FFFD: such a body must
+	// fail here rather than open a session.
+	if !utf8.Valid(body) {
+		a.fail(w, r, mxhttp.NotJSON("Request body is not valid UTF-8"))
+		return
+	}
 	var req registerRequest
-	if err := mxhttp.DecodeJSON(r, mxhttp.DefaultBodyLimit, &req); err != nil {
+	if err := mxhttp.Unmarshal(body, &req); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -69,10 +81,6 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ip := clientIP(r)
-	if ok, retry := a.rcRegistration.Peek(ip); !ok {
-		a.fail(w, r, mxhttp.LimitExceeded(retry))
-		return
-	}
 	localpart := strings.ToLower(req.Username)
 	if req.Username != "" {
 		if err := a.accounts.CheckAvailable(r.Context(), localpart); err != nil {
@@ -94,15 +102,22 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, mxhttp.MissingParam("Missing password"))
 		return
 	}
-	err := a.accounts.CheckUIA(r.Context(), accounts.UIARequest{
+	err = a.accounts.CheckUIA(r.Context(), accounts.UIARequest{
 		Method: r.Method, Path: r.URL.Path, Auth: req.Auth,
 		Flows: a.registrationFlows(), RegistrationTokens: a.cfg.RegistrationTokens,
+		// Every registration opens exactly one session, so counting
+		// sessions both limits registrations and bounds abandoned sessions.
+		AllowNewSession: func() error {
+			if ok, retry := a.rcRegistration.Allow(ip); !ok {
+				return mxhttp.LimitExceeded(retry)
+			}
+			return nil
+		},
 	})
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	a.rcRegistration.Allow(ip)
 	creds, err := a.accounts.Register(r.Context(), accounts.RegisterRequest{
 		Localpart: localpart, Password: *req.Password,
 		DeviceID: req.DeviceID, DeviceDisplayName: req.InitialDeviceDisplayName,
@@ -206,7 +221,7 @@ func (a *API) listThreePIDs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) sharedSecretNonce(w http.ResponseWriter, r *http.Request) {
-	nonce, err := a.accounts.SharedSecretNonce(r.Context())
+	nonce, err := a.accounts.SharedSecretNonce(r.Context(), a.cfg.SharedSecret)
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -98,11 +98,14 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, target string) {
 		a.fail(w, r, err)
 		return
 	}
-	if ok, retry := a.allow(r, a.rcJoins, requester(r).UserID); !ok {
+	me := requester(r)
+	if ok, retry := a.allow(r, a.rcJoins, me.UserID); !ok {
 		a.fail(w, r, mxhttp.LimitExceeded(retry))
 		return
 	}
-	roomID, err := a.rooms.JoinVia(r.Context(), requester(r).UserID, target, req.Reason, viaServers(r))
+	roomID, err := a.rooms.JoinWith(r.Context(), me.UserID, target, rooms.JoinOptions{
+		Reason: req.Reason, Via: viaServers(r), Guest: me.IsGuest,
+	})
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -327,6 +330,13 @@ func (a *API) redact(w http.ResponseWriter, r *http.Request) {
 	content, err := decodeEventBody(r)
 	if err != nil {
 		a.fail(w, r, err)
+		return
+	}
+	var body struct {
+		Reason *string `json:"reason"`
+	}
+	if json.Unmarshal(content, &body) != nil {
+		a.fail(w, r, mxhttp.BadJSON("reason must be a string"))
 		return
 	}
 	me := requester(r)

@@ -50,6 +50,15 @@ type Config struct {
 	// "32M" reads the same.
 	MaxImagePixels ByteSize        `yaml:"max_image_pixels"`
 	ThumbnailSizes []ThumbnailSize `yaml:"thumbnail_sizes"`
+	// DynamicThumbnails makes thumbnails of the size each request asks
+	// for (Synapse's dynamic_thumbnails, off by default: a request is
+	// served the nearest of thumbnail_sizes).
+	DynamicThumbnails bool `yaml:"dynamic_thumbnails"`
+	// EnableAuthenticatedMedia (Synapse's key, default true) marks media
+	// uploaded or fetched while it is on as authenticated: the legacy
+	// unauthenticated /_matrix/media/*/download and /thumbnail endpoints
+	// answer 404 for it.
+	EnableAuthenticatedMedia bool `yaml:"enable_authenticated_media"`
 	// MediaUploadLimits are per-user upload quotas (Synapse's
 	// media_upload_limits): at most MaxSize bytes uploaded in any
 	// TimePeriod. Empty: no quota.
@@ -132,6 +141,10 @@ type Config struct {
 	ExtraWellKnownClientContent map[string]any `yaml:"extra_well_known_client_content"`
 
 	RefreshableAccessTokenLifetime Duration `yaml:"refreshable_access_token_lifetime"`
+	// RefreshTokenLifetime is how long a refresh token stays usable unless
+	// exchanged first, so that idle sessions end; 0 (unset) is for ever,
+	// as in Synapse.
+	RefreshTokenLifetime Duration `yaml:"refresh_token_lifetime"`
 
 	RcMessage      RateLimit `yaml:"rc_message"`
 	RcRegistration RateLimit `yaml:"rc_registration"`
@@ -139,8 +152,23 @@ type Config struct {
 	RcJoins        RcJoins   `yaml:"rc_joins"`
 	RcInvites      RcInvites `yaml:"rc_invites"`
 	RcMediaCreate  RateLimit `yaml:"rc_media_create"`
+	// RcMediaThumbnail limits the thumbnails generated on request, per
+	// user (or client address on the unauthenticated endpoints, or origin
+	// server over federation). Our key: Synapse has none.
+	RcMediaThumbnail RateLimit `yaml:"rc_media_thumbnail"`
 	// RcFederation limits each other server's requests.
 	RcFederation RcFederation `yaml:"rc_federation"`
+	// LongPolls bounds the long-polls (/sync, /events) waiting at once.
+	// Our keys: Synapse has none.
+	LongPolls LongPolls `yaml:"long_polls"`
+}
+
+// LongPolls bounds waiting long-polls: per user (a further one answers the
+// user's oldest at once) and on the process (a further one gets 429).
+type LongPolls struct {
+	PerUser int `yaml:"per_user"`
+	// Max is the process's limit; 0 is none.
+	Max int `yaml:"max"`
 }
 
 // RcFederation is Synapse's rc_federation: per origin, sleep_limit
@@ -279,6 +307,7 @@ func Defaults() *Config {
 		MediaStorePath:                 "media_store",
 		MaxUploadSize:                  50 << 20,
 		MaxImagePixels:                 32 << 20,
+		EnableAuthenticatedMedia:       true,
 		MaxSpiderSize:                  10 << 20,
 		DefaultRoomVersion:             "10",
 		LogLevel:                       "info",
@@ -309,6 +338,13 @@ func Defaults() *Config {
 			PerUser: RateLimit{PerSecond: 0.003, BurstCount: 5},
 		},
 		RcMediaCreate: RateLimit{PerSecond: 10, BurstCount: 50},
+		// An idle long-poll holds about 40 KiB of the server's memory
+		// (BENCHMARKS.md, "Idle long-polls"): 10,000 of them, some
+		// 400 MiB.
+		LongPolls: LongPolls{PerUser: 10, Max: 10000},
+		// Each generated thumbnail decodes its original: up to a second of
+		// CPU and hundreds of megabytes for the largest images.
+		RcMediaThumbnail: RateLimit{PerSecond: 0.5, BurstCount: 20},
 		// Synapse's default thumbnail_sizes.
 		ThumbnailSizes: []ThumbnailSize{
 			{Width: 32, Height: 32, Method: "crop"},

@@ -582,3 +582,19 @@ media_upload_limits:
 		t.Errorf("defaults: enabled %v, max_spider_size %v", d.URLPreviewEnabled, d.MaxSpiderSize)
 	}
 }
+
+// Optional keys held as pointers (unset is not the same as false) decode
+// when set and stay nil when not.
+func TestParseOptionalBool(t *testing.T) {
+	c, _ := mustParse(t, minimal)
+	if c.FederationVerifyCertificates != nil {
+		t.Errorf("unset federation_verify_certificates: %v", *c.FederationVerifyCertificates)
+	}
+	c, _ = mustParse(t, minimal+"federation_verify_certificates: false\n")
+	if c.FederationVerifyCertificates == nil || *c.FederationVerifyCertificates {
+		t.Errorf("federation_verify_certificates: false decoded as %v", c.FederationVerifyCertificates)
+	}
+	if _, _, err := Parse([]byte(minimal+"federation_verify_certificates: maybe\n"), testFile); err == nil {
+		t.Error("federation_verify_certificates: maybe parsed")
+	}
+}

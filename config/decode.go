@@ -47,6 +47,16 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 	case reflect.Struct:
 		return d.decodeStruct(n, v, path)
 
+	case reflect.Pointer:
+		// An optional value (federation_verify_certificates): set only
+		// when the key is.
+		p := reflect.New(v.Type().Elem())
+		if err := d.decode(n, p.Elem(), path); err != nil {
+			return err
+		}
+		v.Set(p)
+		return nil
+
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			return d.errorf(path, "want a list, got %s", describe(n))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"slices"
 	"sync"
@@ -57,6 +58,10 @@ type sender struct {
 type destination struct {
 	name       string
 	wake, kick chan struct{}
+	// limit, when not 0, bounds the items of the next transaction: a
+	// destination that answered 413 gets smaller ones. Owned by the
+	// destination's reader.
+	limit int
 }
 
 func newSender(s *Service) *sender {
@@ -95,7 +100,7 @@ func (q *sender) startLocked(server string) *destination {
 	q.dests[server] = d
 	r := &stream.Reader{
 		Name:    "federation:" + server,
-		Step:    func(ctx context.Context) (stream.Progress, error) { return q.sendStep(ctx, server) },
+		Step:    func(ctx context.Context) (stream.Progress, error) { return q.sendStep(ctx, d) },
 		Wake:    d.wake,
 		Kick:    d.kick,
 		Backoff: func() (time.Duration, time.Duration) { return q.s.cfg.MinRetry, q.s.cfg.MaxRetry },
@@ -440,10 +445,18 @@ func (s *Service) forward(ctx context.Context, roomID, eventID, origin string) {
 }
 
 // sendStep sends the destination the oldest transaction it is owed. The
-// transaction ID comes from its first item, so that a retry after a
-// failure, a crash or a takeover by another process sends the same ID.
-func (q *sender) sendStep(ctx context.Context, dest string) (stream.Progress, error) {
-	items, err := q.s.store.Outbox(ctx, dest, outboxBatch)
+// transaction ID names its first and last items, so that a retry of the
+// same items, after a failure, a crash or a takeover by another process,
+// sends the same ID, and a transaction holding more items never does: the
+// destination would answer it from its record of the first one without
+// reading it.
+func (q *sender) sendStep(ctx context.Context, d *destination) (stream.Progress, error) {
+	dest := d.name
+	limit := outboxBatch
+	if d.limit > 0 {
+		limit = d.limit
+	}
+	items, err := q.s.store.Outbox(ctx, dest, limit)
 	if err != nil || len(items) == 0 {
 		return stream.Progress{}, err
 	}
@@ -472,7 +485,7 @@ func (q *sender) sendStep(ctx context.Context, dest string) (stream.Progress, er
 		taken++
 	}
 	last := items[taken-1].Pos
-	txnID := fmt.Sprintf("%d.%d", items[0].Pos, items[0].CreatedTS)
+	txnID := fmt.Sprintf("%d.%d.%d", items[0].Pos, items[0].CreatedTS, last)
 	body := transaction{Origin: q.s.cfg.ServerName, OriginServerTS: q.s.now().UnixMilli(), PDUs: pdus, EDUs: edus}
 	if body.PDUs == nil {
 		body.PDUs = []json.RawMessage{}
@@ -482,7 +495,21 @@ func (q *sender) sendStep(ctx context.Context, dest string) (stream.Progress, er
 	}
 	err = q.s.client.Do(ctx, "PUT", dest, "/_matrix/federation/v1/send/"+url.PathEscape(txnID), body, &resp)
 	var he *transport.HTTPError
-	if errors.As(err, &he) && he.Status >= 400 && he.Status < 500 && he.Status != 408 && he.Status != 429 {
+	var bad *transport.ResponseError
+	switch {
+	case errors.As(err, &he) && he.Status == http.StatusRequestEntityTooLarge && taken > 1:
+		// Smaller transactions may pass: halve until one does, or until
+		// a single item is refused, which is dropped below. Each halving
+		// shrinks the next attempt, so this ends within a few steps.
+		d.limit = taken / 2
+		q.s.log.Info("destination refused a transaction as too large; sending smaller ones", "destination", dest, "txn_id", txnID, "items", d.limit)
+		return stream.Progress{More: true}, nil
+	case errors.As(err, &bad):
+		// A 2xx: the destination has the transaction, whatever its body
+		// says. Retrying would not change the body, only block the queue.
+		q.s.log.Info("destination answered a transaction with an unreadable body", "destination", dest, "txn_id", txnID, "err", err)
+		err = nil
+	case errors.As(err, &he) && he.Status >= 400 && he.Status < 500 && he.Status != 408 && he.Status != 429:
 		// The destination will never take this transaction as it is:
 		// retrying it forever would stop everything behind it.
 		q.s.log.Warn("destination refused a transaction; dropping it", "destination", dest, "txn_id", txnID, "status", he.Status, "errcode", he.Code)
@@ -498,6 +525,12 @@ func (q *sender) sendStep(ctx context.Context, dest string) (stream.Progress, er
 	}
 	if err := q.s.store.Delivered(ctx, dest, last); err != nil {
 		return stream.Progress{}, err
+	}
+	// After a delivery, transactions grow back towards the whole batch.
+	if d.limit > 0 {
+		if d.limit *= 2; d.limit >= outboxBatch {
+			d.limit = 0
+		}
 	}
 	// The lag gauge of the destination's reader is its queue's depth.
 	depth, err := q.s.store.OutboxDepth(ctx, dest)

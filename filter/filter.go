@@ -5,8 +5,8 @@ package filter
 import (
 	"encoding/json"
 	"errors"
-	"path"
 	"slices"
+	"strings"
 )
 
 // RoomEventFilter is the spec's RoomEventFilter.
@@ -33,17 +33,47 @@ func Parse(raw string) (*RoomEventFilter, error) {
 	if err := json.Unmarshal([]byte(raw), f); err != nil {
 		return nil, err
 	}
+	if err := checkLimit(f.Limit); err != nil {
+		return nil, err
+	}
 	return f, nil
 }
 
-// matchType reports whether t matches a pattern where '*' matches any
-// run of characters, as the spec allows in types and not_types.
-func matchType(pattern, t string) bool {
-	if pattern == t {
-		return true
+// checkLimit refuses a negative limit. The spec asks for one above 0, but
+// clients send 0 to ask for nothing (a presence limit of 0 turns presence
+// off), as Synapse allows.
+func checkLimit(limit *int) error {
+	if limit != nil && *limit < 0 {
+		return errors.New("limit must not be negative")
 	}
-	ok, err := path.Match(pattern, t)
-	return err == nil && ok
+	return nil
+}
+
+// matchType reports whether t matches a pattern where '*' matches any
+// run of characters, as the spec allows in types and not_types. Nothing
+// else is special: path.Match would also treat '?', '[' and '\\' as
+// wildcards and stop '*' at '/'.
+func matchType(pattern, t string) bool {
+	prefix, rest, wild := strings.Cut(pattern, "*")
+	if !wild {
+		return pattern == t
+	}
+	if !strings.HasPrefix(t, prefix) {
+		return false
+	}
+	t = t[len(prefix):]
+	// Each literal piece between stars is matched at its first occurrence:
+	// taking the earliest leaves the most room for the pieces after it.
+	pieces := strings.Split(rest, "*")
+	last := pieces[len(pieces)-1]
+	for _, p := range pieces[:len(pieces)-1] {
+		i := strings.Index(t, p)
+		if i < 0 {
+			return false
+		}
+		t = t[i+len(p):]
+	}
+	return strings.HasSuffix(t, last)
 }
 
 // Match reports whether an event passes the filter. not_* lists win.
@@ -132,6 +162,24 @@ func ParseFilter(data []byte) (*Filter, error) {
 	}
 	if f.EventFormat != "" && f.EventFormat != "client" && f.EventFormat != "federation" {
 		return nil, errors.New("event_format must be client or federation")
+	}
+	limits := []*int{}
+	for _, ef := range []*EventFilter{f.Presence, f.AccountData} {
+		if ef != nil {
+			limits = append(limits, ef.Limit)
+		}
+	}
+	if f.Room != nil {
+		for _, rf := range []*RoomEventFilter{f.Room.Timeline, f.Room.State, f.Room.Ephemeral, f.Room.AccountData} {
+			if rf != nil {
+				limits = append(limits, rf.Limit)
+			}
+		}
+	}
+	for _, l := range limits {
+		if err := checkLimit(l); err != nil {
+			return nil, err
+		}
 	}
 	return f, nil
 }

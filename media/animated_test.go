@@ -12,7 +12,8 @@ import (
 // when the request is as large as a GIF original; animated=true may send
 // the original.
 func TestAnimatedParameter(t *testing.T) {
-	s := testserver.Start(t, "")
+	// Resized thumbnails of any size, so that a smaller request is resized.
+	s := testserver.Start(t, "dynamic_thumbnails: true\n")
 	alice := s.Register("alice", "pw")
 	src := thirds(60, 30)
 	data := encodeGIF(t, src)

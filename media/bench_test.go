@@ -1,10 +1,19 @@
 package media_test
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/rand"
 	"fmt"
 	"image"
+	"image/png"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"homeserver/internal/testserver"
 )
@@ -53,7 +62,7 @@ func photo() image.Image {
 // "first" asks each time for a size not made yet (decode, resize, encode,
 // store); "cached" asks again for one already made.
 func BenchmarkThumbnail12MP(b *testing.B) {
-	s := testserver.Start(b, "")
+	s := testserver.Start(b, "dynamic_thumbnails: true\nrc_media_thumbnail: {per_second: 0, burst_count: 0}\n")
 	alice := s.Register("alice", "pw")
 	jpg := encodeJPEG(b, photo())
 	b.Logf("12 MP JPEG: %d bytes", len(jpg))
@@ -64,7 +73,7 @@ func BenchmarkThumbnail12MP(b *testing.B) {
 		}
 	})
 	get := func(b *testing.B, w, h int) {
-		r := request(b, s, "GET", fmt.Sprintf("/_matrix/media/v3/thumbnail/test.local/%s?width=%d&height=%d&method=crop", id, w, h), "", "", nil)
+		r := request(b, s, "GET", fmt.Sprintf("/_matrix/client/v1/media/thumbnail/test.local/%s?width=%d&height=%d&method=crop", id, w, h), alice.Token, "", nil)
 		if r.Status != 200 {
 			b.Fatalf("thumbnail: %d %s", r.Status, r.Body)
 		}
@@ -82,4 +91,90 @@ func BenchmarkThumbnail12MP(b *testing.B) {
 			get(b, 1000, 700)
 		}
 	})
+}
+
+// resetPeakRSS makes the kernel forget the process's peak resident size
+// (Linux: clear_refs 5), after giving freed memory back.
+func resetPeakRSS(b *testing.B) {
+	debug.FreeOSMemory()
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		b.Skipf("cannot reset the peak RSS: %v", err)
+	}
+}
+
+// peakRSS is the process's peak resident size since resetPeakRSS, in MB.
+func peakRSS(b *testing.B) float64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kb / 1024
+		}
+	}
+	b.Fatal("no VmHWM in /proc/self/status")
+	return 0
+}
+
+// BenchmarkConcurrent16BitPNG measures the peak resident size of the whole
+// process (test client and server) while 8 clients at once upload a
+// 5792×5792 16-bit PNG (33.5 megapixels, just under max_image_pixels, 8
+// bytes a pixel decoded, a 255 KiB file), then while 8 clients at once ask
+// for thumbnails of 8 new sizes of it (dynamic_thumbnails on, so that each
+// decodes the original). Run it alone: the peak is the process's.
+func BenchmarkConcurrent16BitPNG(b *testing.B) {
+	const side, clients = 5792, 8
+	s := testserver.Start(b, "dynamic_thumbnails: true\nrc_media_thumbnail: {per_second: 0, burst_count: 0}\n")
+	// The requests queue for the pixel budget: they take longer than the
+	// test client's usual timeout.
+	s.Client.Timeout = 10 * time.Minute
+	alice := s.Register("alice", "pw")
+	src := image.NewNRGBA64(image.Rect(0, 0, side, side))
+	for i := 0; i < len(src.Pix); i += 8 {
+		copy(src.Pix[i:], []byte{0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xff, 0xff})
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, src); err != nil {
+		b.Fatal(err)
+	}
+	data := buf.Bytes()
+	src = nil
+	b.Logf("16-bit PNG: %d×%d, %d bytes", side, side, len(data))
+	all := func(f func(i int)) time.Duration {
+		start := time.Now()
+		var wg sync.WaitGroup
+		for i := range clients {
+			wg.Go(func() { f(i) })
+		}
+		wg.Wait()
+		return time.Since(start)
+	}
+	var uploadMB, thumbMB float64
+	var uploadTime, thumbTime time.Duration
+	for n := range b.N {
+		ids := make([]string, clients)
+		resetPeakRSS(b)
+		uploadTime += all(func(i int) { ids[i] = upload(b, s, alice.Token, "image/png", data, "") })
+		uploadMB = max(uploadMB, peakRSS(b))
+		resetPeakRSS(b)
+		thumbTime += all(func(i int) {
+			w := 1000 + 10*n*clients + i
+			r := request(b, s, "GET", fmt.Sprintf("/_matrix/client/v1/media/thumbnail/test.local/%s?width=%d&height=%d&method=scale", ids[0], w, w), alice.Token, "", nil)
+			if r.Status != 200 {
+				b.Errorf("thumbnail: %d %s", r.Status, truncate(r.Body))
+			}
+		})
+		thumbMB = max(thumbMB, peakRSS(b))
+	}
+	b.ReportMetric(uploadMB, "MB-peak-RSS-uploads")
+	b.ReportMetric(thumbMB, "MB-peak-RSS-thumbnails")
+	b.ReportMetric(uploadTime.Seconds()/float64(b.N), "s-uploads")
+	b.ReportMetric(thumbTime.Seconds()/float64(b.N), "s-thumbnails")
 }

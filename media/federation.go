@@ -25,18 +25,18 @@ func (h *HTTP) MountFederation(r chi.Router, auth func(http.Handler) http.Handle
 
 // fedMediaID returns the media ID of the path, and the fetch options of a
 // federation request: local media only.
-func fedMediaID(r *http.Request) (string, Fetch, error) {
+func (h *HTTP) fedMediaID(r *http.Request) (string, Fetch, error) {
 	mediaID := param(r, "mediaId")
 	if !ValidMediaID(mediaID) {
 		return "", Fetch{}, mxhttp.InvalidParam("Invalid media ID")
 	}
-	f, err := fetchOptions(r)
+	f, err := h.fetchOptions(r, false)
 	f.AllowRemote = false
 	return mediaID, f, err
 }
 
 func (h *HTTP) fedDownload(w http.ResponseWriter, r *http.Request) {
-	mediaID, f, err := fedMediaID(r)
+	mediaID, f, err := h.fedMediaID(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -55,7 +55,7 @@ func (h *HTTP) fedDownload(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *HTTP) fedThumbnail(w http.ResponseWriter, r *http.Request) {
-	mediaID, f, err := fedMediaID(r)
+	mediaID, f, err := h.fedMediaID(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return

@@ -2,6 +2,7 @@ package media
 
 import (
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -18,6 +19,9 @@ type HTTPConfig struct {
 	// the user it authenticated.
 	Auth   func(http.Handler) http.Handler
 	UserID func(*http.Request) string
+	// Requester names who sends a request (user, client address or
+	// server) for the rate limit of thumbnail generation.
+	Requester func(*http.Request) string
 	// RcCreate limits POST /_matrix/media/v1/create per user.
 	RcCreatePerSecond float64
 	RcCreateBurst     int
@@ -38,17 +42,27 @@ func NewHTTP(svc *Service, cfg HTTPConfig) *HTTP {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Requester == nil {
+		cfg.Requester = func(r *http.Request) string {
+			if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+				return host
+			}
+			return r.RemoteAddr
+		}
+	}
 	return &HTTP{svc: svc, cfg: cfg, rcCreate: ratelimit.New(cfg.RcCreatePerSecond, cfg.RcCreateBurst), log: cfg.Logger}
 }
 
 // MountMedia registers the /_matrix/media endpoints (the "media" listener
-// resource): uploads, and the legacy unauthenticated downloads.
+// resource): uploads, and the legacy unauthenticated downloads, which
+// serve no media stored with enable_authenticated_media on.
 func (h *HTTP) MountMedia(r chi.Router) {
+	download, thumbnail := h.download(true), h.thumbnail(true)
 	for _, v := range []string{"v3", "r0", "v1"} {
 		r.Route("/_matrix/media/"+v, func(r chi.Router) {
-			r.Get("/download/{serverName}/{mediaId}", h.download)
-			r.Get("/download/{serverName}/{mediaId}/{fileName}", h.download)
-			r.Get("/thumbnail/{serverName}/{mediaId}", h.thumbnail)
+			r.Get("/download/{serverName}/{mediaId}", download)
+			r.Get("/download/{serverName}/{mediaId}/{fileName}", download)
+			r.Get("/thumbnail/{serverName}/{mediaId}", thumbnail)
 			r.Group(func(r chi.Router) {
 				r.Use(h.cfg.Auth)
 				r.Post("/upload", h.upload)
@@ -70,9 +84,10 @@ func (h *HTTP) MountMedia(r chi.Router) {
 func (h *HTTP) MountClient(r chi.Router) {
 	r.Route("/_matrix/client/v1/media", func(r chi.Router) {
 		r.Use(h.cfg.Auth)
-		r.Get("/download/{serverName}/{mediaId}", h.download)
-		r.Get("/download/{serverName}/{mediaId}/{fileName}", h.download)
-		r.Get("/thumbnail/{serverName}/{mediaId}", h.thumbnail)
+		download, thumbnail := h.download(false), h.thumbnail(false)
+		r.Get("/download/{serverName}/{mediaId}", download)
+		r.Get("/download/{serverName}/{mediaId}/{fileName}", download)
+		r.Get("/thumbnail/{serverName}/{mediaId}", thumbnail)
 		r.Get("/config", h.config)
 		// Like Synapse, the endpoint exists only when previews are on;
 		// otherwise the router answers 404 M_UNRECOGNIZED.
@@ -116,9 +131,9 @@ func validServerName(s string) bool {
 }
 
 // fetchOptions reads allow_remote and timeout_ms.
-func fetchOptions(r *http.Request) (Fetch, error) {
+func (h *HTTP) fetchOptions(r *http.Request, legacy bool) (Fetch, error) {
 	q := r.URL.Query()
-	f := Fetch{AllowRemote: true, Wait: DefaultWait}
+	f := Fetch{AllowRemote: true, Wait: DefaultWait, Legacy: legacy, Requester: h.cfg.Requester(r)}
 	if v := q.Get("allow_remote"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -182,13 +197,18 @@ func (h *HTTP) uploadTo(w http.ResponseWriter, r *http.Request) {
 	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
 }
 
-func (h *HTTP) download(w http.ResponseWriter, r *http.Request) {
+// download serves GET download; legacy for the unauthenticated endpoints.
+func (h *HTTP) download(legacy bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { h.serveDownload(w, r, legacy) }
+}
+
+func (h *HTTP) serveDownload(w http.ResponseWriter, r *http.Request, legacy bool) {
 	origin, mediaID, err := ids(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	f, err := fetchOptions(r)
+	f, err := h.fetchOptions(r, legacy)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -222,13 +242,18 @@ func (h *HTTP) download(w http.ResponseWriter, r *http.Request) {
 // original anyway, since thumbnails are never upscaled.
 const maxDimension = 1 << 16
 
-func (h *HTTP) thumbnail(w http.ResponseWriter, r *http.Request) {
+// thumbnail serves GET thumbnail; legacy for the unauthenticated endpoints.
+func (h *HTTP) thumbnail(legacy bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { h.serveThumbnail(w, r, legacy) }
+}
+
+func (h *HTTP) serveThumbnail(w http.ResponseWriter, r *http.Request, legacy bool) {
 	origin, mediaID, err := ids(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	f, err := fetchOptions(r)
+	f, err := h.fetchOptions(r, legacy)
 	if err != nil {
 		h.fail(w, r, err)
 		return

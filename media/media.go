@@ -18,9 +18,12 @@ import (
 	"regexp"
 	"time"
 
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
 
 	"homeserver/mxhttp"
+	"homeserver/netguard"
+	"homeserver/ratelimit"
 )
 
 // Errors of Store.
@@ -43,6 +46,9 @@ type Metadata struct {
 	CreatedTS   int64
 	UploadedTS  int64 // 0 while pending
 	ExpiresTS   int64 // when a pending ID expires unused
+	// Authenticated media was stored while enable_authenticated_media was
+	// on: the legacy unauthenticated endpoints do not serve it.
+	Authenticated bool
 }
 
 // Pending reports whether the media ID was created but has no bytes yet.
@@ -80,7 +86,7 @@ type Store interface {
 	InsertThumbnail(ctx context.Context, t Thumbnail) error
 }
 
-// ThumbnailSize is one size generated at upload.
+// ThumbnailSize is one size generated at upload (thumbnail_sizes).
 type ThumbnailSize struct {
 	Width, Height int
 	Method        string
@@ -98,9 +104,27 @@ type Config struct {
 	// IDs of one user (Synapse's max_pending_media_uploads, 5).
 	PendingLifetime time.Duration
 	MaxPending      int
-	// ThumbnailWorkers bounds concurrent image decodes, and so the memory
-	// they take (up to 4 bytes per pixel each). Default 2.
-	ThumbnailWorkers int
+	// DynamicThumbnails makes thumbnails of the requested size; without
+	// it a request gets the nearest of ThumbnailSizes (Synapse's
+	// dynamic_thumbnails).
+	DynamicThumbnails bool
+	// AuthenticatedMedia marks what is stored from now on as authenticated
+	// (Synapse's enable_authenticated_media): the legacy endpoints do not
+	// serve it, nor fetch remote media.
+	AuthenticatedMedia bool
+	// ThumbnailMemory bounds the bytes of pixels held at once by every
+	// image being decoded, resized and encoded, from the decode until the
+	// last thumbnail is written. Default 512 MiB.
+	ThumbnailMemory int64
+	// RcThumbnail limits the thumbnails generated on request, per
+	// requester (rc_media_thumbnail); zero for no limit.
+	RcThumbnailPerSecond float64
+	RcThumbnailBurst     int
+	// RedirectGuard checks where a remote server's media redirect
+	// (Location) points; nil for netguard's default blocklist.
+	// RedirectTimeout bounds the following of one. Default 60s.
+	RedirectGuard   *netguard.Guard
+	RedirectTimeout time.Duration
 	// UploadLimits are per-user upload quotas; empty for none.
 	UploadLimits []UploadLimit
 	// Preview configures URL previews (off unless Preview.Enabled).
@@ -111,16 +135,19 @@ type Config struct {
 
 // Service is the content repository.
 type Service struct {
-	cfg    Config
-	store  Store
-	files  *fileStore
-	remote Remote
-	log    *slog.Logger
-	now    func() time.Time
-	sem    chan struct{}
-	flight singleflight.Group
-	quota  *quotaTracker
-	prev   *previewer // nil when previews are disabled
+	cfg     Config
+	store   Store
+	files   *fileStore
+	remote  Remote
+	log     *slog.Logger
+	now     func() time.Time
+	pixels  *semaphore.Weighted // of ThumbnailMemory bytes
+	flight  singleflight.Group
+	quota   *quotaTracker
+	rcThumb *ratelimit.Limiter
+	// redirects follows remote media redirects: guarded, never further.
+	redirects *http.Client
+	prev      *previewer // nil when previews are disabled
 }
 
 // New opens the media store directory (creating it) and returns the service.
@@ -137,8 +164,14 @@ func New(cfg Config, store Store) (*Service, error) {
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = 5
 	}
-	if cfg.ThumbnailWorkers <= 0 {
-		cfg.ThumbnailWorkers = 2
+	if cfg.ThumbnailMemory <= 0 {
+		cfg.ThumbnailMemory = 512 << 20
+	}
+	if cfg.RedirectGuard == nil {
+		cfg.RedirectGuard = netguard.New(netguard.Options{Block: netguard.DefaultBlocklist()})
+	}
+	if cfg.RedirectTimeout <= 0 {
+		cfg.RedirectTimeout = 60 * time.Second
 	}
 	if cfg.MaxImagePixels <= 0 {
 		cfg.MaxImagePixels = 32 << 20
@@ -149,7 +182,9 @@ func New(cfg Config, store Store) (*Service, error) {
 	}
 	s := &Service{
 		cfg: cfg, store: store, files: fs, log: cfg.Logger, now: cfg.Now,
-		sem: make(chan struct{}, cfg.ThumbnailWorkers),
+		pixels:    semaphore.NewWeighted(cfg.ThumbnailMemory),
+		rcThumb:   ratelimit.New(cfg.RcThumbnailPerSecond, cfg.RcThumbnailBurst),
+		redirects: newRedirectClient(cfg.RedirectGuard),
 		quota: newQuotaTracker(cfg.UploadLimits, func(ctx context.Context, user string, since time.Time) (int64, error) {
 			return store.UploadedBytesSince(ctx, user, since.UnixMilli())
 		}),

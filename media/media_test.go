@@ -283,7 +283,8 @@ func TestUploadAndThumbnailEveryFormat(t *testing.T) {
 			if !bytes.Equal(r.Body, f.data) || r.Header.Get("Content-Type") != f.ct {
 				t.Fatalf("download: %d bytes of %s", len(r.Body), r.Header.Get("Content-Type"))
 			}
-			// Every default size and method, then two made on demand.
+			// Every default size and method, then other sizes, served the
+			// nearest configured one.
 			sizes := []struct {
 				w, h         int
 				method       string
@@ -294,8 +295,8 @@ func TestUploadAndThumbnailEveryFormat(t *testing.T) {
 				{320, 240, "scale", 320, 160},
 				{640, 480, "scale", 600, 300},
 				{800, 600, "scale", 600, 300},
-				{200, 200, "crop", 200, 200},
-				{100, 100, "scale", 320, 160}, // the smallest stored one at least as large
+				{200, 200, "crop", 96, 96},    // none as large: the closest
+				{100, 100, "scale", 320, 160}, // the closest at least as large
 			}
 			if f.w == 64 {
 				sizes = []struct {
@@ -304,9 +305,9 @@ func TestUploadAndThumbnailEveryFormat(t *testing.T) {
 					wantW, wantH int
 				}{
 					{32, 32, "crop", 32, 32},
-					{96, 96, "crop", 64, 48}, // never upscaled: the original
+					{96, 96, "crop", 32, 32}, // the 96x96 one is 64x48: the aspect ratio wins
 					{320, 240, "scale", 64, 48},
-					{16, 16, "scale", 16, 12},
+					{16, 16, "scale", 64, 48}, // never upscaled: a static copy of the original
 				}
 			}
 			for _, sz := range sizes {
@@ -351,18 +352,6 @@ func TestUploadAndThumbnailEveryFormat(t *testing.T) {
 			}
 		})
 	}
-
-	// On-demand thumbnails are kept: asking again serves the same file.
-	id := upload(t, s, alice.Token, "image/jpeg", encodeJPEG(t, thirds(900, 600)), "")
-	before := len(contentFiles(t, s))
-	path := "/_matrix/media/v3/thumbnail/test.local/" + id + "?width=450&height=450&method=crop"
-	first := request(t, s, "GET", path, "", "", nil)
-	mustStatus(t, first, 200, "")
-	afterFirst := len(contentFiles(t, s))
-	second := request(t, s, "GET", path, "", "", nil)
-	if !bytes.Equal(first.Body, second.Body) || afterFirst != before+1 || len(contentFiles(t, s)) != afterFirst {
-		t.Errorf("cached thumbnail: files %d → %d → %d, same bytes %v", before, afterFirst, len(contentFiles(t, s)), bytes.Equal(first.Body, second.Body))
-	}
 }
 
 func TestThumbnailTransparencyAndOrientation(t *testing.T) {
@@ -377,7 +366,7 @@ func TestThumbnailTransparencyAndOrientation(t *testing.T) {
 		}
 	}
 	id := upload(t, s, alice.Token, "image/png", encodePNG(t, img), "")
-	r := request(t, s, "GET", "/_matrix/media/v3/thumbnail/test.local/"+id+"?width=32&height=32&method=crop", "", "", nil)
+	r := request(t, s, "GET", "/_matrix/client/v1/media/thumbnail/test.local/"+id+"?width=32&height=32&method=crop", alice.Token, "", nil)
 	mustStatus(t, r, 200, "")
 	if ct := r.Header.Get("Content-Type"); ct != "image/png" {
 		t.Fatalf("transparent thumbnail is %s", ct)
@@ -387,7 +376,7 @@ func TestThumbnailTransparencyAndOrientation(t *testing.T) {
 	}
 	// An opaque one becomes a JPEG.
 	id = upload(t, s, alice.Token, "image/png", encodePNG(t, thirds(200, 100)), "")
-	r = request(t, s, "GET", "/_matrix/media/v3/thumbnail/test.local/"+id+"?width=32&height=32&method=crop", "", "", nil)
+	r = request(t, s, "GET", "/_matrix/client/v1/media/thumbnail/test.local/"+id+"?width=32&height=32&method=crop", alice.Token, "", nil)
 	if ct := r.Header.Get("Content-Type"); ct != "image/jpeg" {
 		t.Errorf("opaque thumbnail is %s", ct)
 	}
@@ -397,7 +386,7 @@ func TestThumbnailTransparencyAndOrientation(t *testing.T) {
 	// by the stored 320x240 one: 120x240.
 	jpg := withOrientation(encodeJPEG(t, thirds(400, 200)), 6)
 	id = upload(t, s, alice.Token, "image/jpeg", jpg, "")
-	r = request(t, s, "GET", "/_matrix/media/v3/thumbnail/test.local/"+id+"?width=100&height=100&method=scale", "", "", nil)
+	r = request(t, s, "GET", "/_matrix/client/v1/media/thumbnail/test.local/"+id+"?width=100&height=100&method=scale", alice.Token, "", nil)
 	mustStatus(t, r, 200, "")
 	got := decodeAny(t, "image/jpeg", r.Body)
 	if b := got.Bounds(); b.Dx() != 120 || b.Dy() != 240 {
@@ -424,7 +413,7 @@ func TestDuplicateUploadsShareOneFile(t *testing.T) {
 	}
 	// Each keeps its own name.
 	for id, name := range map[string]string{id1: "a.txt", id2: "b.txt"} {
-		r := request(t, s, "GET", "/_matrix/media/v3/download/test.local/"+id, "", "", nil)
+		r := request(t, s, "GET", "/_matrix/client/v1/media/download/test.local/"+id, alice.Token, "", nil)
 		if !bytes.Equal(r.Body, data) || r.Header.Get("Content-Disposition") != "inline; filename="+name {
 			t.Errorf("download %s: %q, %q", id, r.Body, r.Header.Get("Content-Disposition"))
 		}
@@ -499,16 +488,16 @@ func TestLimitsAndErrors(t *testing.T) {
 	bomb.Write(ihdr)
 	_ = binary.Write(&bomb, binary.BigEndian, crc32.ChecksumIEEE(ihdr))
 	bombID := upload(t, s, alice.Token, "image/png", bomb.Bytes(), "")
-	r = request(t, s, "GET", "/_matrix/media/v3/thumbnail/test.local/"+bombID+"?width=32&height=32", "", "", nil)
+	r = request(t, s, "GET", "/_matrix/client/v1/media/thumbnail/test.local/"+bombID+"?width=32&height=32", alice.Token, "", nil)
 	mustStatus(t, r, 413, "M_TOO_LARGE")
 	if r.String("error") != "Content is too large to thumbnail" {
 		t.Errorf("bomb: %s", r.Body)
 	}
-	mustStatus(t, request(t, s, "GET", "/_matrix/media/v3/download/test.local/"+bombID, "", "", nil), 200, "")
+	mustStatus(t, request(t, s, "GET", "/_matrix/client/v1/media/download/test.local/"+bombID, alice.Token, "", nil), 200, "")
 
 	// Not an image (whatever it claims to be).
 	textID := upload(t, s, alice.Token, "image/png", []byte("not a png"), "")
-	r = request(t, s, "GET", "/_matrix/media/v3/thumbnail/test.local/"+textID+"?width=32&height=32", "", "", nil)
+	r = request(t, s, "GET", "/_matrix/client/v1/media/thumbnail/test.local/"+textID+"?width=32&height=32", alice.Token, "", nil)
 	mustStatus(t, r, 400, "M_UNKNOWN")
 	if r.String("error") != "Cannot generate thumbnails for the requested content" {
 		t.Errorf("non-image: %s", r.Body)
@@ -521,7 +510,7 @@ func TestLimitsAndErrors(t *testing.T) {
 		"?width=a&height=32":              "M_INVALID_PARAM",
 		"?width=32&height=32&method=warp": "M_INVALID_PARAM",
 	} {
-		mustStatus(t, request(t, s, "GET", "/_matrix/media/v3/thumbnail/test.local/"+textID+q, "", "", nil), 400, code)
+		mustStatus(t, request(t, s, "GET", "/_matrix/client/v1/media/thumbnail/test.local/"+textID+q, alice.Token, "", nil), 400, code)
 	}
 
 	// Bad media IDs and server names never reach the disk.
@@ -578,7 +567,7 @@ func TestAsyncUpload(t *testing.T) {
 	}
 	dl := "/_matrix/client/v1/media/download/test.local/" + id
 	mustStatus(t, request(t, s, "GET", dl+"?timeout_ms=0", alice.Token, "", nil), 504, "M_NOT_YET_UPLOADED")
-	mustStatus(t, request(t, s, "GET", "/_matrix/media/v3/thumbnail/test.local/"+id+"?width=8&height=8&timeout_ms=0", "", "", nil), 504, "M_NOT_YET_UPLOADED")
+	mustStatus(t, request(t, s, "GET", "/_matrix/client/v1/media/thumbnail/test.local/"+id+"?width=8&height=8&timeout_ms=0", alice.Token, "", nil), 504, "M_NOT_YET_UPLOADED")
 
 	// A download waiting for the upload gets it when it lands.
 	var wg sync.WaitGroup
@@ -611,7 +600,7 @@ func TestAsyncUpload(t *testing.T) {
 }
 
 func TestAuthenticatedAndLegacyDownload(t *testing.T) {
-	s := testserver.Start(t, "")
+	s := testserver.Start(t, "enable_authenticated_media: false\n")
 	alice := s.Register("alice", "pw")
 	data := []byte("<html><script>alert(1)</script></html>")
 	id := upload(t, s, alice.Token, "text/html", data, "?filename=page.html")

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/net/html"
 	"golang.org/x/sync/singleflight"
 
+	"homeserver/internal/redact"
 	"homeserver/mxhttp"
 	"homeserver/netguard"
 )
@@ -386,7 +387,7 @@ func (p *previewer) previewImage(ctx context.Context, userID string, base *url.U
 		return
 	}
 	if err := p.storeImage(ctx, f, og); err != nil {
-		p.svc.log.Debug("storing preview image", "url", iu.Redacted(), "err", err)
+		p.svc.log.Debug("storing preview image", "url", redact.URL(iu.String()), "err", err)
 	}
 }
 

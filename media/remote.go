@@ -10,9 +10,12 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"net/textproto"
 	"net/url"
+	"time"
 
 	"homeserver/mxhttp"
+	"homeserver/netguard"
 )
 
 // Remote sends signed requests to other servers: federation's client
@@ -97,7 +100,7 @@ func (s *Service) fetchRemote(ctx context.Context, origin, mediaID string) (Meta
 	err := s.remote.DoStream(ctx, http.MethodGet, origin, "/_matrix/federation/v1/media/download/"+url.PathEscape(mediaID), nil,
 		func(status int, h http.Header, body io.Reader) error {
 			if status == http.StatusOK {
-				return s.readMultipart(h, body, &got)
+				return s.readMultipart(ctx, h, body, &got)
 			}
 			e := readRemoteStatus(status, body)
 			// Servers before Matrix 1.11 do not know the endpoint.
@@ -120,11 +123,13 @@ func (s *Service) fetchRemote(ctx context.Context, origin, mediaID string) (Meta
 	if err != nil {
 		return Metadata{}, s.remoteError(origin, mediaID, err)
 	}
-	width, height, img := s.probe(ctx, got.sum)
+	width, height, img, release := s.probe(ctx, got.sum)
+	defer release()
 	now := s.nowMS()
 	m := Metadata{
 		Origin: origin, MediaID: mediaID, ContentType: got.contentType, UploadName: got.filename,
 		Size: got.size, SHA256: got.sum, Width: width, Height: height, CreatedTS: now, UploadedTS: now,
+		Authenticated: s.cfg.AuthenticatedMedia,
 	}
 	if err := s.store.InsertMedia(ctx, m); err != nil {
 		// Another process may have cached it first.
@@ -156,8 +161,9 @@ func (s *Service) remoteError(origin, mediaID string, err error) error {
 var errBadRemote = &mxhttp.Error{Status: http.StatusBadGateway, Code: "M_UNKNOWN", Message: "The remote server sent an invalid media response"}
 
 // readMultipart reads the multipart/mixed answer of the federation
-// download endpoint: a JSON object, then the content.
-func (s *Service) readMultipart(h http.Header, body io.Reader, got *remoteContent) error {
+// download endpoint: a JSON object, then the content or a Location to
+// fetch it from.
+func (s *Service) readMultipart(ctx context.Context, h http.Header, body io.Reader, got *remoteContent) error {
 	mt, params, err := mime.ParseMediaType(h.Get("Content-Type"))
 	if err != nil || mt != "multipart/mixed" || params["boundary"] == "" {
 		return errBadRemote
@@ -175,20 +181,84 @@ func (s *Service) readMultipart(h http.Header, body io.Reader, got *remoteConten
 	if err != nil {
 		return fmt.Errorf("%w: %w", errBadRemote, err)
 	}
-	if part.Header.Get("Location") != "" {
-		// Following it would fetch from wherever the origin points,
-		// beyond federation's guards: not supported.
-		return &mxhttp.Error{Status: http.StatusBadGateway, Code: "M_UNKNOWN", Message: "Remote media redirects are not supported"}
+	if loc := part.Header.Get("Location"); loc != "" {
+		return s.followLocation(ctx, loc, part.Header, got)
 	}
 	return s.readContent(part.Header.Get("Content-Type"), part.Header.Get("Content-Disposition"), part, got)
+}
+
+// errRedirectAgain refuses a redirect from where a Location pointed: the
+// origin's answer names the content's place, one hop.
+var errRedirectAgain = errors.New("media: the media redirect redirects again")
+
+// newRedirectClient returns the client that follows remote media
+// redirects. The origin chooses the URL, so, as for URL previews, every
+// address it reaches is checked against the blocklist and pinned, and no
+// proxy (which would connect where nothing checks) is used.
+func newRedirectClient(guard *netguard.Guard) *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:                 nil,
+			DialContext:           guard.DialContext,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ResponseHeaderTimeout: 20 * time.Second,
+			MaxIdleConns:          8,
+			IdleConnTimeout:       30 * time.Second,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return errRedirectAgain },
+	}
+}
+
+// followLocation stores the content a federation download redirected to:
+// one GET, within RedirectTimeout and max_upload_size. The type and file
+// name come from that answer, else from the part that redirected.
+func (s *Service) followLocation(ctx context.Context, location string, part textproto.MIMEHeader, got *remoteContent) error {
+	u, err := url.Parse(location)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errBadRemote
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RedirectTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return errBadRemote
+	}
+	// Only the host is logged: such URLs often carry a signature.
+	resp, err := s.redirects.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("media: following the media redirect to %s: %w", u.Host, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("media: the media redirect to %s answered %d", u.Host, resp.StatusCode)
+	}
+	if resp.ContentLength > s.cfg.MaxUploadSize {
+		return s.remoteTooLarge()
+	}
+	ct, disp := resp.Header.Get("Content-Type"), resp.Header.Get("Content-Disposition")
+	if ct == "" {
+		ct = part.Get("Content-Type")
+	}
+	if disp == "" {
+		disp = part.Get("Content-Disposition")
+	}
+	return s.readContent(ct, disp, resp.Body, got)
+}
+
+func (s *Service) remoteTooLarge() *mxhttp.Error {
+	return &mxhttp.Error{Status: http.StatusBadGateway, Code: "M_TOO_LARGE",
+		Message: fmt.Sprintf("Remote media is larger than %d bytes", s.cfg.MaxUploadSize)}
 }
 
 // readContent stores the content of a download, at most max_upload_size.
 func (s *Service) readContent(contentType, disposition string, body io.Reader, got *remoteContent) error {
 	sum, n, err := s.files.put(body, s.cfg.MaxUploadSize)
 	if errors.Is(err, errTooLarge) {
-		return &mxhttp.Error{Status: http.StatusBadGateway, Code: "M_TOO_LARGE",
-			Message: fmt.Sprintf("Remote media is larger than %d bytes", s.cfg.MaxUploadSize)}
+		return s.remoteTooLarge()
 	}
 	if err != nil {
 		return err

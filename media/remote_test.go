@@ -150,14 +150,15 @@ func TestRemoteMedia(t *testing.T) {
 	if !bytes.Equal(r.Body, img) || r.Header.Get("Content-Type") != "image/png" || !strings.Contains(r.Header.Get("Content-Disposition"), "cat.png") {
 		t.Errorf("remote download: %q %q, %d bytes", r.Header.Get("Content-Type"), r.Header.Get("Content-Disposition"), len(r.Body))
 	}
+	// Fetched while enable_authenticated_media is on: not for the legacy
+	// endpoints.
 	r = request(t, hs2, "GET", "/_matrix/media/v3/download/hs1.test/"+id, "", "", nil)
-	mustStatus(t, r, 200, "")
-	if !bytes.Equal(r.Body, img) {
-		t.Error("legacy remote download: bytes differ")
-	}
+	mustStatus(t, r, 404, "M_NOT_FOUND")
 	r = request(t, hs2, "GET", "/_matrix/client/v1/media/thumbnail/hs1.test/"+id+"?width=30&height=30&method=scale", bob.Token, "", nil)
 	mustStatus(t, r, 200, "")
-	if b := decodeAny(t, r.Header.Get("Content-Type"), r.Body).Bounds(); b.Dx() != 30 || b.Dy() != 20 {
+	// The configured scale sizes are all larger than the image: the
+	// original.
+	if b := decodeAny(t, r.Header.Get("Content-Type"), r.Body).Bounds(); b.Dx() != 90 || b.Dy() != 60 {
 		t.Errorf("remote thumbnail %v", b)
 	}
 	if n := fedDownloads(t, hs1); n != 2 {
@@ -170,6 +171,14 @@ func TestRemoteMedia(t *testing.T) {
 	id2 := fedUpload(t, hs1, alice.Token, "text/plain", []byte("not cached"), "")
 	r = request(t, hs2, "GET", "/_matrix/client/v1/media/download/hs1.test/"+id2+"?allow_remote=false", bob.Token, "", nil)
 	mustStatus(t, r, 404, "M_NOT_FOUND")
+	// The legacy endpoints fetch nothing new.
+	r = request(t, hs2, "GET", "/_matrix/media/v3/download/hs1.test/"+id2, "", "", nil)
+	mustStatus(t, r, 404, "M_NOT_FOUND")
+	r = request(t, hs2, "GET", "/_matrix/media/v3/thumbnail/hs1.test/"+id2+"?width=32&height=32", "", "", nil)
+	mustStatus(t, r, 404, "M_NOT_FOUND")
+	if n := fedDownloads(t, hs1); n != 2 {
+		t.Errorf("%d federation downloads after legacy requests, want 2", n)
+	}
 
 	// Twenty first requests at once: one fetch.
 	before := fedDownloads(t, hs1)

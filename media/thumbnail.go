@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"image/color"
 	"image/jpeg"
 	"image/png"
 	"io"
@@ -37,16 +38,59 @@ type Served struct {
 	Width, Height int
 }
 
-// decode decodes an image honouring its EXIF orientation, with at most
-// ThumbnailWorkers decodes at a time, since each can take 4 bytes a pixel.
-func (s *Service) decode(ctx context.Context, r io.Reader) (image.Image, error) {
-	select {
-	case s.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+// workingBytes is what resizing and encoding take per pixel of the
+// original, on top of the decoded image: a resize's intermediate (4 bytes
+// a pixel at most, at full height) and its result (4 at most), or an
+// oriented copy (4).
+const workingBytes = 8
+
+// decodedBytes is what the decoder of an image of model m holds per pixel.
+func decodedBytes(m color.Model) int64 {
+	switch m {
+	case color.RGBA64Model, color.NRGBA64Model:
+		return 8
+	case color.Gray16Model:
+		return 2
+	case color.GrayModel, color.AlphaModel:
+		return 1
+	case color.YCbCrModel:
+		return 3 // 4:4:4; subsampled images take less
 	}
-	defer func() { <-s.sem }()
-	return imaging.Decode(r, imaging.AutoOrientation(true))
+	if _, ok := m.(color.Palette); ok {
+		return 1
+	}
+	return 4
+}
+
+// decode decodes an image of configuration cfg (read ahead by
+// image.DecodeConfig) honouring its EXIF orientation. It first reserves
+// the pixels' bytes, decoded and while worked on, out of ThumbnailMemory:
+// the caller holds them until the last thumbnail is written, then calls
+// release. An image needing more than all of it waits to be worked on
+// alone.
+func (s *Service) decode(ctx context.Context, r io.Reader, cfg image.Config) (img image.Image, release func(), err error) {
+	pixels := int64(cfg.Width) * int64(cfg.Height)
+	decoded := decodedBytes(cfg.ColorModel)
+	held := min(pixels*(decoded+workingBytes), s.cfg.ThumbnailMemory)
+	if err := s.pixels.Acquire(ctx, held); err != nil {
+		return nil, nil, err
+	}
+	img, err = imaging.Decode(r, imaging.AutoOrientation(true))
+	if err != nil {
+		s.pixels.Release(held)
+		return nil, nil, err
+	}
+	// 16-bit colour (PNGs of 8 bytes a pixel) buys nothing in a thumbnail:
+	// keep 4 bytes a pixel from now on, and give the rest back.
+	switch img.(type) {
+	case *image.NRGBA64, *image.RGBA64:
+		img = imaging.Clone(img)
+		if need := pixels * (4 + workingBytes); need < held {
+			s.pixels.Release(held - need)
+			held = need
+		}
+	}
+	return img, func() { s.pixels.Release(held) }, nil
 }
 
 // TargetSize is the size of the thumbnail of a srcW×srcH image for a
@@ -63,6 +107,62 @@ func TargetSize(srcW, srcH, w, h int, method string) (int, int) {
 	}
 	f := min(fw, fh, 1)
 	return max(1, int(math.Round(float64(srcW)*f))), max(1, int(math.Round(float64(srcH)*f)))
+}
+
+// nearest chooses, among sizes (of thumbnails made by method or not), the
+// one that serves a request of w×h by method, as Synapse chooses among its
+// thumbnails: those at least as large in one dimension before the others;
+// for crop, the closest aspect ratio, then one at least as large in both
+// dimensions, then the closest size; for scale, the closest size. Ties go
+// to the earlier size.
+func nearest(sizes []ThumbnailSize, w, h int, method string) (ThumbnailSize, bool) {
+	type score struct{ smaller, aspect, notCovering, size int }
+	less := func(a, b score) bool {
+		if a.smaller != b.smaller {
+			return a.smaller < b.smaller
+		}
+		if a.aspect != b.aspect {
+			return a.aspect < b.aspect
+		}
+		if a.notCovering != b.notCovering {
+			return a.notCovering < b.notCovering
+		}
+		return a.size < b.size
+	}
+	var best ThumbnailSize
+	var bestScore score
+	found := false
+	for _, t := range sizes {
+		if t.Method != method {
+			continue
+		}
+		var sc score
+		if t.Width < w && t.Height < h {
+			sc.smaller = 1
+		}
+		if method == Crop {
+			sc.aspect = abs(w*t.Height - h*t.Width)
+			if t.Width < w || t.Height < h {
+				sc.notCovering = 1
+			}
+		}
+		sc.size = abs((w - t.Width) * (h - t.Height))
+		if !found || less(sc, bestScore) {
+			best, bestScore, found = t, sc, true
+		}
+	}
+	return best, found
+}
+
+// thumbnailSizes are the sizes of m's thumbnails that thumbnail_sizes
+// make (see TargetSize).
+func (s *Service) thumbnailSizes(m Metadata) []ThumbnailSize {
+	out := make([]ThumbnailSize, 0, len(s.cfg.ThumbnailSizes))
+	for _, size := range s.cfg.ThumbnailSizes {
+		tw, th := TargetSize(m.Width, m.Height, size.Width, size.Height, size.Method)
+		out = append(out, ThumbnailSize{Width: tw, Height: th, Method: size.Method})
+	}
+	return out
 }
 
 // pick chooses the smallest stored thumbnail at least tw×th made by method
@@ -186,10 +286,11 @@ var thumbnailable = map[string]bool{"image/jpeg": true, "image/png": true, "imag
 // (animated=true), since animated=false forbids animated thumbnails.
 var mayAnimate = map[string]bool{"image/gif": true, "image/webp": true, "image/apng": true}
 
-// Thumbnail returns a thumbnail of at least w×h (or the original image when
-// it is no larger), from the cache or generated on the spot. Generated
-// thumbnails are static; an animated original is served as is only when
-// animated is set and the request is at least its size.
+// Thumbnail returns the nearest thumbnail of the configured sizes (with
+// DynamicThumbnails, one of at least w×h), or the original image when it
+// is no larger, from the cache or generated on the spot within the rate
+// limit. Generated thumbnails are static; an animated original is served as
+// is only when animated is set and the thumbnail would be its size.
 func (s *Service) Thumbnail(ctx context.Context, origin, mediaID string, w, h int, method string, f Fetch) (Served, error) {
 	return s.ThumbnailAnimated(ctx, origin, mediaID, w, h, method, false, f)
 }
@@ -216,6 +317,15 @@ func (s *Service) ThumbnailAnimated(ctx context.Context, origin, mediaID string,
 		return Served{}, mxhttp.TooLarge("Content is too large to thumbnail")
 	}
 	tw, th := TargetSize(m.Width, m.Height, w, h, method)
+	if !s.cfg.DynamicThumbnails {
+		// Only the configured sizes are ever made, so that requests cannot
+		// make the server decode and store at will.
+		size, ok := nearest(s.thumbnailSizes(m), w, h, method)
+		if !ok {
+			return Served{}, mxhttp.NotFound("No thumbnail of method %s is configured", method)
+		}
+		tw, th = size.Width, size.Height
+	}
 	ct := mediaType(m.ContentType)
 	if tw == m.Width && th == m.Height && thumbnailable[ct] && (animated || !mayAnimate[ct]) {
 		file, err := s.open(m)
@@ -237,6 +347,9 @@ func (s *Service) ThumbnailAnimated(ctx context.Context, origin, mediaID string,
 	}
 	t, ok := pick(thumbs, tw, th, method)
 	if !ok {
+		if ok, retry := s.rcThumb.Allow(f.Requester); !ok {
+			return Served{}, mxhttp.LimitExceeded(retry)
+		}
 		key := fmt.Sprintf("%s/%s/%s/%dx%d", m.Origin, m.MediaID, method, tw, th)
 		v, err, _ := s.flight.Do(key, func() (any, error) {
 			return s.generate(context.WithoutCancel(ctx), m, tw, th, method)
@@ -261,13 +374,22 @@ func (s *Service) generate(ctx context.Context, m Metadata, tw, th int, method s
 		return Thumbnail{}, err
 	}
 	defer f.Close()
-	img, err := s.decode(ctx, f)
+	cannot := mxhttp.Unknown("Cannot generate thumbnails for the requested content")
+	cfg, _, err := image.DecodeConfig(f)
+	if err != nil {
+		return Thumbnail{}, cannot
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return Thumbnail{}, fmt.Errorf("media: rewinding %s: %w", m.SHA256, err)
+	}
+	img, release, err := s.decode(ctx, f, cfg)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return Thumbnail{}, err
 		}
-		return Thumbnail{}, mxhttp.Unknown("Cannot generate thumbnails for the requested content")
+		return Thumbnail{}, cannot
 	}
+	defer release()
 	return s.storeThumbnail(ctx, m, img, tw, th, method)
 }
 

@@ -58,6 +58,9 @@ type stored struct {
 	size          int64
 	width, height int
 	img           image.Image // decoded, for thumbnails; nil if not thumbnailable
+	// release gives back img's share of ThumbnailMemory, once its
+	// thumbnails are written.
+	release func()
 }
 
 // ingest writes the body to the store and probes it as an image.
@@ -83,37 +86,39 @@ func (s *Service) ingest(ctx context.Context, u Upload) (stored, error) {
 		return stored{}, err
 	}
 	st := stored{sum: sum, size: n}
-	st.width, st.height, st.img = s.probe(ctx, sum)
+	st.width, st.height, st.img, st.release = s.probe(ctx, sum)
 	return st, nil
 }
 
 // probe decodes stored content as an image when it is one and small enough
 // to thumbnail. It returns the image's size after EXIF orientation (for an
 // image over max_image_pixels, its size as stored, and no image); 0, 0 for
-// anything that is not a decodable image.
-func (s *Service) probe(ctx context.Context, sum string) (int, int, image.Image) {
+// anything that is not a decodable image. The caller calls release once
+// done with the image.
+func (s *Service) probe(ctx context.Context, sum string) (width, height int, img image.Image, release func()) {
+	release = func() {}
 	f, err := s.files.open(sum)
 	if err != nil {
 		s.log.Error("opening stored media", "sha256", sum, "err", err)
-		return 0, 0, nil
+		return 0, 0, nil, release
 	}
 	defer f.Close()
 	cfg, _, err := image.DecodeConfig(f)
 	if err != nil || cfg.Width <= 0 || cfg.Height <= 0 {
-		return 0, 0, nil
+		return 0, 0, nil, release
 	}
 	if int64(cfg.Width)*int64(cfg.Height) > s.cfg.MaxImagePixels {
-		return cfg.Width, cfg.Height, nil
+		return cfg.Width, cfg.Height, nil, release
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return 0, 0, nil
+		return 0, 0, nil, release
 	}
-	img, err := s.decode(ctx, f)
+	img, release, err = s.decode(ctx, f, cfg)
 	if err != nil {
-		return 0, 0, nil
+		return 0, 0, nil, func() {}
 	}
 	b := img.Bounds()
-	return b.Dx(), b.Dy(), img
+	return b.Dx(), b.Dy(), img, release
 }
 
 // Upload stores a complete upload under a new media ID.
@@ -125,11 +130,13 @@ func (s *Service) Upload(ctx context.Context, u Upload) (Metadata, error) {
 	if err != nil {
 		return Metadata{}, err
 	}
+	defer st.release()
 	now := s.nowMS()
 	m := Metadata{
 		Origin: s.cfg.ServerName, MediaID: newMediaID(), UserID: u.UserID,
 		ContentType: u.ContentType, UploadName: u.Filename, Size: st.size, SHA256: st.sum,
 		Width: st.width, Height: st.height, CreatedTS: now, UploadedTS: now,
+		Authenticated: s.cfg.AuthenticatedMedia,
 	}
 	if err := s.store.InsertMedia(ctx, m); err != nil {
 		return Metadata{}, err
@@ -153,6 +160,7 @@ func (s *Service) Create(ctx context.Context, userID string) (Metadata, error) {
 	m := Metadata{
 		Origin: s.cfg.ServerName, MediaID: newMediaID(), UserID: userID,
 		CreatedTS: now, ExpiresTS: now + s.cfg.PendingLifetime.Milliseconds(),
+		Authenticated: s.cfg.AuthenticatedMedia,
 	}
 	if err := s.store.CreatePendingMedia(ctx, m); err != nil {
 		return Metadata{}, err
@@ -188,6 +196,7 @@ func (s *Service) UploadTo(ctx context.Context, origin, mediaID string, u Upload
 	if err != nil {
 		return err
 	}
+	defer st.release()
 	m.ContentType, m.UploadName, m.Size, m.SHA256 = u.ContentType, u.Filename, st.size, st.sum
 	m.Width, m.Height, m.UploadedTS = st.width, st.height, s.nowMS()
 	switch err := s.store.CompletePendingMedia(ctx, m); {
@@ -207,7 +216,18 @@ type Fetch struct {
 	AllowRemote bool
 	// Wait is how long to wait for a pending upload (timeout_ms).
 	Wait time.Duration
+	// Legacy is set by the unauthenticated endpoints: with
+	// AuthenticatedMedia, media marked authenticated is not found there,
+	// and remote media is not fetched.
+	Legacy bool
+	// Requester is who asks (a user, client address or server), for the
+	// rate limit of thumbnail generation.
+	Requester string
 }
+
+// frozen reports whether f may only see media stored before
+// enable_authenticated_media.
+func (s *Service) frozen(f Fetch) bool { return f.Legacy && s.cfg.AuthenticatedMedia }
 
 // DefaultWait is the spec's default timeout_ms; MaxWait caps what a client
 // may ask for.
@@ -228,7 +248,11 @@ func (s *Service) get(ctx context.Context, origin, mediaID string, f Fetch) (Met
 		return Metadata{}, mxhttp.InvalidParam("Invalid media ID")
 	}
 	if origin != s.cfg.ServerName {
-		return s.remoteGet(ctx, origin, mediaID, f.AllowRemote)
+		m, err := s.remoteGet(ctx, origin, mediaID, f.AllowRemote && !s.frozen(f))
+		if err == nil && s.frozen(f) && m.Authenticated {
+			return Metadata{}, errNotFound()
+		}
+		return m, err
 	}
 	deadline := time.Now().Add(min(f.Wait, MaxWait))
 	for {
@@ -238,6 +262,9 @@ func (s *Service) get(ctx context.Context, origin, mediaID string, f Fetch) (Met
 		}
 		if err != nil {
 			return Metadata{}, err
+		}
+		if s.frozen(f) && m.Authenticated {
+			return Metadata{}, errNotFound()
 		}
 		if !m.Pending() {
 			return m, nil

@@ -161,6 +161,22 @@ type Response interface {
 	StatusCode() int
 }
 
+// Overloaded is implemented by the errors of a resource exhausted for
+// now (storage.ErrBusy: every database connection busy): they are answered
+// 503 with a Retry-After header, so that clients back off instead of
+// piling more requests up.
+type Overloaded interface {
+	error
+	RetryAfter() time.Duration
+}
+
+// Unavailable is the 503 of an overloaded server.
+func Unavailable(retry time.Duration) *Error {
+	e := newErr(http.StatusServiceUnavailable, "M_UNKNOWN", "Server is busy, try again later")
+	e.RetryAfter = retry
+	return e
+}
+
 // WriteError writes err as a Matrix error. Errors that are not *Error are
 // internal failures: the caller must have logged them.
 func WriteError(w http.ResponseWriter, err error) {
@@ -170,8 +186,12 @@ func WriteError(w http.ResponseWriter, err error) {
 		return
 	}
 	var e *Error
-	ok := errors.As(err, &e)
-	if !ok {
+	var o Overloaded
+	switch {
+	case errors.As(err, &e):
+	case errors.As(err, &o):
+		e = Unavailable(o.RetryAfter())
+	default:
 		e = Internal()
 	}
 	if e.RetryAfter > 0 {
@@ -195,13 +215,40 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // Fail writes err as the answer, logging it first when it is not a Matrix
-// error meant for the client (an unexpected failure, answered 500) nor a
-// request the client gave up on.
+// error meant for the client (an unexpected failure, answered 500), nor an
+// overload (a line per refused request would flood the log just when the
+// server has least time for it), nor a request the client gave up on.
 func Fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	var me *Error
 	var resp Response
-	if !errors.As(err, &me) && !errors.As(err, &resp) && !errors.Is(err, context.Canceled) {
+	var o Overloaded
+	if !errors.As(err, &me) && !errors.As(err, &resp) && !errors.As(err, &o) && !errors.Is(err, context.Canceled) {
 		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	WriteError(w, err)
+}
+
+// ForStatus is the Matrix error for a bare HTTP status that net/http (or a
+// handler built on it, like http.ServeContent) would have answered in plain
+// text, with the spec's closest error code.
+func ForStatus(status int) *Error {
+	code := "M_UNKNOWN"
+	switch status {
+	case http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusNotImplemented, http.StatusHTTPVersionNotSupported:
+		// The request could not be understood as HTTP at all.
+		code = "M_UNRECOGNIZED"
+	case http.StatusNotFound:
+		code = "M_NOT_FOUND"
+	case http.StatusForbidden:
+		code = "M_FORBIDDEN"
+	case http.StatusRequestEntityTooLarge, http.StatusRequestHeaderFieldsTooLarge:
+		code = "M_TOO_LARGE"
+	case http.StatusTooManyRequests:
+		code = "M_LIMIT_EXCEEDED"
+	}
+	msg := http.StatusText(status)
+	if msg == "" {
+		msg = "Request failed"
+	}
+	return newErr(status, code, "%s", msg)
 }

@@ -110,12 +110,16 @@ func globRegexp(pattern string, words bool) *regexp.Regexp {
 		return re.(*regexp.Regexp)
 	}
 	var b strings.Builder
-	b.WriteString("(?is)")
+	// The word boundaries stay outside the case-insensitive group: under
+	// (?i), [^A-Za-z0-9_] would also exclude the case variants of letters,
+	// such as the Kelvin sign (K) and long s (ſ), making them word characters.
+	b.WriteString("(?s)")
 	if words {
 		b.WriteString(`(?:^|[^A-Za-z0-9_])`)
 	} else {
 		b.WriteString("^")
 	}
+	b.WriteString("(?i:")
 	for _, r := range pattern {
 		switch r {
 		case '*':
@@ -126,6 +130,7 @@ func globRegexp(pattern string, words bool) *regexp.Regexp {
 			b.WriteString(regexp.QuoteMeta(string(r)))
 		}
 	}
+	b.WriteString(")")
 	if words {
 		b.WriteString(`(?:[^A-Za-z0-9_]|$)`)
 	} else {
@@ -153,7 +158,16 @@ func containsName(body, name string) bool {
 	if v, ok := nameCache.Load(name); ok {
 		re = v.(*regexp.Regexp)
 	} else {
-		re = regexp.MustCompile(`(?i)(?:^|[^A-Za-z0-9_])` + regexp.QuoteMeta(name) + `(?:[^A-Za-z0-9_]|$)`)
+		// Case-insensitive only inside, as in globRegexp. Quoting rune by
+		// rune turns invalid UTF-8 into U+FFFD, as matching reads the body,
+		// where QuoteMeta would keep the bytes and fail to compile.
+		var b strings.Builder
+		b.WriteString(`(?:^|[^A-Za-z0-9_])(?i:`)
+		for _, r := range name {
+			b.WriteString(regexp.QuoteMeta(string(r)))
+		}
+		b.WriteString(`)(?:[^A-Za-z0-9_]|$)`)
+		re = regexp.MustCompile(b.String())
 		nameCache.Store(name, re)
 	}
 	return re.MatchString(body)

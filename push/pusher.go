@@ -6,18 +6,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"sync"
 	"time"
 
+	"homeserver/internal/redact"
 	"homeserver/mxhttp"
+	"homeserver/netguard"
 	"homeserver/stream"
 )
-
-// Doer sends HTTP requests (an *http.Client).
-type Doer interface {
-	Do(*http.Request) (*http.Response, error)
-}
 
 // NotifyPath is the path every HTTP pusher's URL must end with.
 const NotifyPath = "/_matrix/push/v1/notify"
@@ -61,18 +59,21 @@ func (s *Service) SetPusher(ctx context.Context, userID string, req SetPusherReq
 	if req.AppDisplayName == "" || req.DeviceDisplayName == "" || req.Lang == "" || len(req.Data) == 0 {
 		return mxhttp.MissingParam("app_display_name, device_display_name, lang and data are required")
 	}
-	var d pusherData
-	if err := json.Unmarshal(req.Data, &d); err != nil {
+	var data map[string]json.RawMessage
+	if err := json.Unmarshal(req.Data, &data); err != nil || data == nil {
 		return mxhttp.BadJSON("data must be an object")
 	}
-	u, err := url.Parse(d.URL)
-	if d.URL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != NotifyPath {
-		return mxhttp.InvalidParam("data.url must be an http(s) URL with the path %s", NotifyPath)
+	var d pusherData
+	if err := json.Unmarshal(req.Data, &d); err != nil {
+		return mxhttp.InvalidParam("data.url and data.format must be strings")
+	}
+	if err := s.pushers.checkURL(d.URL); err != nil {
+		return err
 	}
 	if d.Format != "" && d.Format != "event_id_only" {
 		return mxhttp.InvalidParam("Unsupported format %q", d.Format)
 	}
-	_, err = s.store.PutPusher(ctx, Pusher{
+	_, err := s.store.PutPusher(ctx, Pusher{
 		UserID: userID, AppID: req.AppID, PushKey: req.PushKey, Kind: *req.Kind,
 		AppDisplayName: req.AppDisplayName, DeviceDisplayName: req.DeviceDisplayName,
 		ProfileTag: req.ProfileTag, Lang: req.Lang, Data: req.Data, PushKeyTS: s.now().UnixMilli(),
@@ -107,10 +108,30 @@ func (s *Service) SetBackoff(minB, maxB time.Duration) {
 	s.pushers.mu.Unlock()
 }
 
+// checkURL checks an HTTP pusher's data.url as Synapse does (an http or
+// https URL with the spec's path; the spec's "MUST be HTTPS" is left to
+// the gateway's operator), and refuses IP literals that the guard would
+// never connect to. Names are checked when they are resolved, at each
+// delivery: what they resolve to may change.
+func (ps *pusherSet) checkURL(raw string) error {
+	if raw == "" {
+		return mxhttp.InvalidParam("data.url is required for http pushers")
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" || u.Path != NotifyPath {
+		return mxhttp.InvalidParam("data.url must be an http(s) URL with the path %s", NotifyPath)
+	}
+	if ip, err := netip.ParseAddr(u.Hostname()); err == nil && !ps.guard.Allowed(ip) {
+		return mxhttp.InvalidParam("data.url points to an address this server does not connect to")
+	}
+	return nil
+}
+
 // pusherSet runs one sender per pusher.
 type pusherSet struct {
 	s      *Service
-	client Doer
+	guard  *netguard.Guard
+	client *http.Client
 
 	mu                     sync.Mutex
 	minBackoff, maxBackoff time.Duration
@@ -128,8 +149,24 @@ type pusherWorker struct {
 }
 
 func newPusherSet(s *Service, c Config) *pusherSet {
-	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	if c.Guard == nil {
+		c.Guard = netguard.New(netguard.Options{Block: netguard.DefaultBlocklist()})
+	}
+	client := &http.Client{
+		Transport: &http.Transport{
+			Proxy:                 nil, // a proxy would connect where the guard cannot check
+			DialContext:           c.Guard.DialContext,
+			ForceAttemptHTTP2:     true,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ResponseHeaderTimeout: 30 * time.Second,
+			MaxIdleConnsPerHost:   4,
+			IdleConnTimeout:       90 * time.Second,
+		},
+		Timeout: 30 * time.Second,
+		// A redirect is a failed delivery: following it would let a user
+		// aim the server at any URL, with a method of the redirect's
+		// choosing.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	if c.MinBackoff <= 0 {
 		c.MinBackoff = time.Second
@@ -137,7 +174,7 @@ func newPusherSet(s *Service, c Config) *pusherSet {
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = 10 * time.Minute
 	}
-	ps := &pusherSet{s: s, client: c.HTTPClient, minBackoff: c.MinBackoff, maxBackoff: c.MaxBackoff, workers: map[int64]*pusherWorker{}}
+	ps := &pusherSet{s: s, guard: c.Guard, client: client, minBackoff: c.MinBackoff, maxBackoff: c.MaxBackoff, workers: map[int64]*pusherWorker{}}
 	s.hub.OnChange(func(ch stream.Change) {
 		switch ch.Stream {
 		case stream.Notifications:
@@ -383,14 +420,16 @@ func (ps *pusherSet) post(ctx context.Context, p Pusher, n Notification) (bool, 
 	if err != nil {
 		return false, err
 	}
+	// Errors quote the gateway's URL, which may hold a credential (some
+	// gateways take one in the query): every one that leaves is redacted.
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, gwURL, bytes.NewReader(body))
 	if err != nil {
-		return false, err
+		return false, redact.Error(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := ps.client.Do(req)
 	if err != nil {
-		return false, err
+		return false, redact.Error(err)
 	}
 	defer resp.Body.Close()
 	var out struct {
@@ -399,7 +438,7 @@ func (ps *pusherSet) post(ctx context.Context, p Pusher, n Notification) (bool, 
 	dec := json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 1<<20))
 	decErr := dec.Decode(&out)
 	if resp.StatusCode/100 != 2 {
-		return false, fmt.Errorf("push gateway %s answered %s", gwURL, resp.Status)
+		return false, fmt.Errorf("push gateway %s answered %s", redact.URL(gwURL), resp.Status)
 	}
 	if decErr != nil {
 		// A 2xx without a body we understand still delivered it.

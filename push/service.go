@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"homeserver/mxhttp"
+	"homeserver/netguard"
 	"homeserver/stream"
 )
 
@@ -49,8 +50,9 @@ type Service struct {
 type Config struct {
 	ServerName string
 	Logger     *slog.Logger
-	// HTTPClient posts to push gateways (http.DefaultClient style when nil).
-	HTTPClient Doer
+	// Guard dials push gateways, whose URLs users choose: nil for one
+	// with netguard's default blocklist (Synapse's ip_range_blacklist).
+	Guard *netguard.Guard
 	// MinBackoff and MaxBackoff bound a failing pusher's retries.
 	MinBackoff, MaxBackoff time.Duration
 	// Hub wakes the evaluator on new events and the pushers on new

@@ -78,14 +78,14 @@ func (s *Service) visibleEvent(ctx context.Context, user, roomID, eventID string
 }
 
 // roomReader returns the viewer of a user who may read the room's history
-// at all: one who has been in the room, or anyone when it is world
-// readable. Which events they see is then up to the viewer.
+// at all (viewer.mayReadHistory). Which events they see is then up to the
+// viewer.
 func (s *Service) roomReader(ctx context.Context, user, roomID string) (*viewer, error) {
 	v, err := s.roomForReader(ctx, user, roomID)
 	if err != nil {
 		return nil, err
 	}
-	if v.current() == "" && !v.worldReadable() {
+	if !v.mayReadHistory() {
 		return nil, mxhttp.Forbidden("You are not allowed to view this room")
 	}
 	return v, nil

@@ -66,13 +66,23 @@ func (s *Service) ResolveRoom(ctx context.Context, roomIDOrAlias string) (string
 // Join makes user join a room by ID or alias; joining a room one is in
 // already changes nothing.
 func (s *Service) Join(ctx context.Context, user, roomIDOrAlias, reason string) (string, error) {
-	return s.JoinVia(ctx, user, roomIDOrAlias, reason, nil)
+	return s.JoinWith(ctx, user, roomIDOrAlias, JoinOptions{Reason: reason})
 }
 
-// JoinVia is Join with servers to join through when this server is not in
-// the room (the client's via or server_name).
-func (s *Service) JoinVia(ctx context.Context, user, roomIDOrAlias, reason string, via []string) (string, error) {
-	t, err := s.locateRoom(ctx, roomIDOrAlias, via)
+// JoinOptions are a client's join.
+type JoinOptions struct {
+	Reason string
+	// Via are the servers to join through when this server is not in the
+	// room (the client's via or server_name).
+	Via []string
+	// Guest tells that user is a guest account, which may join only rooms
+	// whose m.room.guest_access is can_join.
+	Guest bool
+}
+
+// JoinWith is Join as a client asks it.
+func (s *Service) JoinWith(ctx context.Context, user, roomIDOrAlias string, o JoinOptions) (string, error) {
+	t, err := s.locateRoom(ctx, roomIDOrAlias, o.Via)
 	if err != nil {
 		return "", err
 	}
@@ -86,17 +96,46 @@ func (s *Service) JoinVia(ctx context.Context, user, roomIDOrAlias, reason strin
 	if current == "join" {
 		return roomID, nil
 	}
+	if o.Guest {
+		if err := s.checkGuestsMayJoin(ctx, t); err != nil {
+			return "", err
+		}
+	}
 	if !t.in {
-		return roomID, s.joinRemote(ctx, user, roomID, reason, t.via)
+		return roomID, s.joinRemote(ctx, user, roomID, o.Reason, t.via)
 	}
 	extra, err := s.restrictedJoin(ctx, roomID, user, current)
 	if err != nil {
 		return "", err
 	}
-	if _, err := s.sendMembership(ctx, user, roomID, user, s.memberContent(ctx, user, "join", reason, extra)); err != nil {
+	if _, err := s.sendMembership(ctx, user, roomID, user, s.memberContent(ctx, user, "join", o.Reason, extra)); err != nil {
 		return "", err
 	}
 	return roomID, nil
+}
+
+// checkGuestsMayJoin refuses a guest's join unless the room's current
+// m.room.guest_access is can_join. Guest accounts are this server's own
+// notion, which other servers cannot check, so a room this server is not in
+// (whose state it does not hold) is closed to guests, as in Synapse.
+func (s *Service) checkGuestsMayJoin(ctx context.Context, t roomTarget) error {
+	if t.in {
+		st, err := s.store.CurrentState(ctx, t.roomID, []pdu.StateKey{{Type: "m.room.guest_access"}})
+		if err != nil {
+			return err
+		}
+		for _, e := range st {
+			var c struct {
+				Content struct {
+					GuestAccess string `json:"guest_access"`
+				} `json:"content"`
+			}
+			if json.Unmarshal(e.JSON, &c) == nil && c.Content.GuestAccess == "can_join" {
+				return nil
+			}
+		}
+	}
+	return mxhttp.GuestAccessForbidden("This room does not allow guests to join")
 }
 
 // roomTarget is the room a join or knock is for.

@@ -231,20 +231,20 @@ func (s *Service) GetEvent(ctx context.Context, user, roomID, eventID string) (j
 }
 
 // stateView returns the state the user may read: the current state while
-// joined (or when the room is world readable), else the state when they
-// left; keys filters it (nil: all).
+// joined (or when the room is world readable), else, for one who was joined
+// once, the state when their last stay ended (by a leave, kick or ban);
+// keys filters it (nil: all). One never joined sees none, even when
+// invited or banned: membership alone must not reveal the room.
 func (s *Service) stateView(ctx context.Context, user, roomID string, keys []pdu.StateKey) ([]Stored, error) {
 	v, err := s.roomForReader(ctx, user, roomID)
 	if err != nil {
 		return nil, err
 	}
-	cur := v.current()
-	if cur == "join" || v.worldReadable() {
+	if v.current() == "join" || v.worldReadable() {
 		return s.store.CurrentState(ctx, roomID, keys)
 	}
-	if cur == "leave" || cur == "ban" {
-		last := v.memberships[len(v.memberships)-1]
-		group, err := s.store.StateGroupAt(ctx, roomID, last.pos)
+	if end, ok := v.lastJoinEnd(); ok {
+		group, err := s.store.StateGroupAt(ctx, roomID, end)
 		if err != nil {
 			return nil, err
 		}
@@ -422,12 +422,9 @@ const maxScan = 5000
 // where it belongs. Paging backwards past what this server holds fetches
 // the missing history from the room's other servers within the request.
 func (s *Service) Messages(ctx context.Context, user, roomID string, q MessagesQuery) (*MessagesResult, error) {
-	v, err := s.roomForReader(ctx, user, roomID)
+	v, err := s.roomReader(ctx, user, roomID)
 	if err != nil {
 		return nil, err
-	}
-	if v.current() == "" && !v.worldReadable() {
-		return nil, mxhttp.Forbidden("You are not allowed to view this room")
 	}
 	from := topoMax
 	if !q.Backward {

@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sort"
 )
 
@@ -37,6 +38,18 @@ func (s *Service) viewer(ctx context.Context, roomID, user string) (*viewer, err
 	v := &viewer{user: user}
 	for _, m := range members {
 		v.memberships = append(v.memberships, posValue{m.Pos, m.Membership})
+	}
+	if cur := v.current(); cur == "leave" || cur == "ban" {
+		// A user who forgot the room reads it as one who was never in it
+		// (world-readable history only). Only one who left can have
+		// forgotten: joining again unforgets.
+		forgot, err := s.store.Forgotten(ctx, user, roomID)
+		if err != nil {
+			return nil, err
+		}
+		if forgot {
+			v.memberships = nil
+		}
 	}
 	for _, e := range hv {
 		var c struct {
@@ -149,6 +162,32 @@ func (v *viewer) current() string {
 		return ""
 	}
 	return v.memberships[len(v.memberships)-1].value
+}
+
+// lastJoinEnd returns the position of the membership change that ended the
+// user's last stay in the room, and false when the user is joined or was
+// never joined.
+func (v *viewer) lastJoinEnd() (int64, bool) {
+	for i := len(v.memberships) - 1; i >= 0; i-- {
+		if v.memberships[i].value == "join" {
+			if i == len(v.memberships)-1 {
+				return 0, false
+			}
+			return v.memberships[i+1].pos, true
+		}
+	}
+	return 0, false
+}
+
+// mayReadHistory reports whether the user may page through the room's
+// history at all: when it is world readable, when they have been joined,
+// or while invited (history_visibility "invited" shows them events). Which
+// events they see is then up to canSee.
+func (v *viewer) mayReadHistory() bool {
+	if v.worldReadable() || v.current() == "invite" {
+		return true
+	}
+	return slices.ContainsFunc(v.memberships, func(m posValue) bool { return m.value == "join" })
 }
 
 // worldReadable reports whether the room's history is currently world readable.

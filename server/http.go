@@ -20,7 +20,7 @@ import (
 // Handler builds the HTTP handler of one listener from its resources.
 func (s *Server) Handler(lc config.Listener) http.Handler {
 	r := chi.NewRouter()
-	r.Use(s.recoverer, clientIPMiddleware(lc.XForwarded), cors, s.requestLog, s.http.Middleware)
+	r.Use(jsonErrors, bodyDeadline(s.timeouts), s.recoverer, clientIPMiddleware(lc.XForwarded), cors, s.requestLog, s.http.Middleware)
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		mxhttp.WriteError(w, mxhttp.Unrecognized("Unrecognized request"))
 	})
@@ -90,7 +90,8 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 }
 
 // clientIPMiddleware records the client address; behind a reverse proxy
-// (x_forwarded: true) it is the first X-Forwarded-For hop.
+// (x_forwarded: true) it is the last X-Forwarded-For hop: the one the
+// trusted proxy appended. Earlier hops are whatever the client wrote.
 func clientIPMiddleware(xForwarded bool) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -99,16 +100,26 @@ func clientIPMiddleware(xForwarded bool) func(http.Handler) http.Handler {
 				ip = r.RemoteAddr
 			}
 			if xForwarded {
-				if fwd := r.Header.Get("X-Forwarded-For"); fwd != "" {
-					first, _, _ := strings.Cut(fwd, ",")
-					if first = strings.TrimSpace(first); first != "" {
-						ip = first
-					}
+				if hop := lastForwardedHop(r.Header.Values("X-Forwarded-For")); hop != "" {
+					ip = hop
 				}
 			}
 			next.ServeHTTP(w, r.WithContext(clientapi.WithClientIP(r.Context(), ip)))
 		})
 	}
+}
+
+// lastForwardedHop returns the rightmost address of the X-Forwarded-For
+// header lines, which a proxy may append as a new line or to the last one.
+func lastForwardedHop(lines []string) string {
+	if len(lines) == 0 {
+		return ""
+	}
+	last := lines[len(lines)-1]
+	if i := strings.LastIndexByte(last, ','); i >= 0 {
+		last = last[i+1:]
+	}
+	return strings.TrimSpace(last)
 }
 
 // cors adds the headers the spec recommends to every response and answers

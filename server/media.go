@@ -54,17 +54,29 @@ func newMedia(cfg *config.Config, db *storage.DB, client *clientapi.API, fed *fe
 		}
 		preview.URLBlacklist = append(preview.URLBlacklist, rule)
 	}
+	// Remote media redirects go where the origin says: the same blocklist
+	// as federation's requests.
+	guard, err := outboundGuard(cfg)
+	if err != nil {
+		return nil, err
+	}
 	svc, err := media.New(media.Config{
-		ServerName:      cfg.ServerName,
-		StorePath:       cfg.MediaStorePath,
-		MaxUploadSize:   int64(cfg.MaxUploadSize),
-		MaxImagePixels:  int64(cfg.MaxImagePixels),
-		ThumbnailSizes:  sizes,
-		PendingLifetime: 24 * time.Hour,
-		MaxPending:      5,
-		UploadLimits:    limits,
-		Preview:         preview,
-		Logger:          log,
+		ServerName:           cfg.ServerName,
+		StorePath:            cfg.MediaStorePath,
+		MaxUploadSize:        int64(cfg.MaxUploadSize),
+		MaxImagePixels:       int64(cfg.MaxImagePixels),
+		ThumbnailSizes:       sizes,
+		DynamicThumbnails:    cfg.DynamicThumbnails,
+		AuthenticatedMedia:   cfg.EnableAuthenticatedMedia,
+		RcThumbnailPerSecond: cfg.RcMediaThumbnail.PerSecond,
+		RcThumbnailBurst:     cfg.RcMediaThumbnail.BurstCount,
+		RedirectGuard:        guard,
+		RedirectTimeout:      time.Duration(cfg.Federation.ClientTimeout),
+		PendingLifetime:      24 * time.Hour,
+		MaxPending:           5,
+		UploadLimits:         limits,
+		Preview:              preview,
+		Logger:               log,
 	}, db)
 	if err != nil {
 		return nil, err
@@ -79,6 +91,15 @@ func newMedia(cfg *config.Config, db *storage.DB, client *clientapi.API, fed *fe
 				return req.UserID
 			}
 			return ""
+		},
+		Requester: func(r *http.Request) string {
+			if origin := transport.Origin(r.Context()); origin != "" {
+				return "server " + origin
+			}
+			if req := clientapi.RequesterOf(r); req != nil {
+				return req.UserID
+			}
+			return "address " + clientapi.ClientIP(r)
 		},
 		RcCreatePerSecond: cfg.RcMediaCreate.PerSecond,
 		RcCreateBurst:     cfg.RcMediaCreate.BurstCount,

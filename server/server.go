@@ -63,6 +63,8 @@ type Server struct {
 	asQueues    *appservice.Dispatcher
 	fed         *fedParts
 
+	timeouts Timeouts
+
 	mu      sync.Mutex
 	servers []*http.Server
 	addrs   []net.Addr
@@ -96,7 +98,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	}
 	acc := accounts.New(db, accounts.Config{
 		ServerName: cfg.ServerName, BcryptCost: cfg.BcryptRounds,
-		RefreshLifetime: time.Duration(cfg.RefreshableAccessTokenLifetime), Logger: log,
+		RefreshLifetime:      time.Duration(cfg.RefreshableAccessTokenLifetime),
+		RefreshTokenLifetime: time.Duration(cfg.RefreshTokenLifetime), Logger: log,
 	})
 	rms := rooms.New(db, profiles{acc}, rooms.Config{
 		ServerName: cfg.ServerName, DefaultVersion: cfg.DefaultRoomVersion, Logger: log,
@@ -223,7 +226,14 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	asQueues.SetEphemeral(appservice.EphemeralSources{Typing: typ, Receipts: rcpt, Presence: pres, Keys: keys})
 	// Push rules are evaluated on every new event by a reader with its own
 	// durable cursor; pushers read the notifications it writes.
-	pushSvc := push.New(db, push.Config{ServerName: cfg.ServerName, Logger: log, Hub: hub, Metrics: readers, Leaser: leaser})
+	// Push gateways' URLs are users' to choose: their connections are
+	// checked like federation's.
+	pushGuard, err := outboundGuard(cfg)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	pushSvc := push.New(db, push.Config{ServerName: cfg.ServerName, Logger: log, Hub: hub, Metrics: readers, Leaser: leaser, Guard: pushGuard})
 	pushSvc.OnRulesChanged(func(userID string, rs *push.Ruleset) {
 		if err := accountData.PutInternal(context.Background(), userID, "", "m.push_rules", push.MarshalRuleset(rs)); err != nil {
 			log.Warn("updating m.push_rules", "user_id", userID, "err", err)
@@ -261,6 +271,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		Sync: syncapi.New(syncapi.Deps{
 			Rooms: rms, Filters: db, AccountData: accountData, Receipts: rcpt, Typing: typ,
 			Presence: pres, Notifier: notifier, Push: pushSvc, Keys: keys, ToDevice: toDevice, Logger: log,
+			Limits: syncapi.Limits{PerUser: cfg.LongPolls.PerUser, Total: cfg.LongPolls.Max},
 		}),
 		AppServices: appservices, AppServiceQuerier: asQuery, Push: pushSvc,
 		Keys: keys, ToDevice: toDevice, KeyBackup: keybackup.New(db), RemoteProfiles: remoteProfiles(cfg, fed), Spaces: spc,
@@ -271,7 +282,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		return nil, err
 	}
 	return &Server{
-		cfg: cfg, log: log, db: db, key: key, registry: reg,
+		cfg: cfg, log: log, db: db, key: key, registry: reg, timeouts: DefaultTimeouts,
 		http: metrics.NewHTTP(reg), accounts: acc, rooms: rms, client: client, typing: typ,
 		media:    mediaHTTP,
 		push:     pushSvc,
@@ -328,13 +339,7 @@ func (s *Server) Serve(l net.Listener, lc config.Listener) error {
 	if lc.Type == "metrics" && !s.cfg.EnableMetrics {
 		s.log.Warn("metrics listener configured but enable_metrics is false; serving it anyway", "addr", l.Addr())
 	}
-	srv := &http.Server{
-		Handler:           s.Handler(lc),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
+	srv := newHTTPServer(s.Handler(lc), s.timeouts, s.log)
 	s.mu.Lock()
 	s.servers = append(s.servers, srv)
 	s.addrs = append(s.addrs, l.Addr())
@@ -351,7 +356,7 @@ func (s *Server) Serve(l net.Listener, lc config.Listener) error {
 		if lc.TLS {
 			err = srv.ServeTLS(l, s.cfg.TLSCertificatePath, s.cfg.TLSPrivateKeyPath)
 		} else {
-			err = srv.Serve(l)
+			err = srv.Serve(jsonErrorListener{l})
 		}
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("listener stopped", "addr", l.Addr(), "err", err)

@@ -130,8 +130,8 @@ func insertTokens(ctx context.Context, tx *sql.Tx, userID, deviceID string, tok 
 		return fmt.Errorf("storage: insert access token: %w", err)
 	}
 	if tok.RefreshHash != "" {
-		_, err = tx.ExecContext(ctx, `INSERT INTO refresh_tokens (token_hash, user_id, device_id, prev_hash, created_ts)
-			VALUES ($1, $2, $3, $4, $5)`, tok.RefreshHash, userID, deviceID, prevRefresh, now)
+		_, err = tx.ExecContext(ctx, `INSERT INTO refresh_tokens (token_hash, user_id, device_id, prev_hash, created_ts, expires_ts)
+			VALUES ($1, $2, $3, $4, $5, $6)`, tok.RefreshHash, userID, deviceID, prevRefresh, now, tok.RefreshExpiresTS)
 		if err != nil {
 			return fmt.Errorf("storage: insert refresh token: %w", err)
 		}
@@ -178,9 +178,10 @@ func (db *DB) DropStaleRefresh(ctx context.Context, refreshHash string) error {
 func (db *DB) RotateRefresh(ctx context.Context, old string, tok accounts.IssuedTokens, now int64) (string, string, error) {
 	var userID, deviceID, prev string
 	err := db.tx(ctx, "rotate_refresh", func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, `SELECT user_id, device_id, prev_hash FROM refresh_tokens WHERE token_hash = $1`, old).
-			Scan(&userID, &deviceID, &prev)
-		if errors.Is(err, sql.ErrNoRows) {
+		var expires int64
+		err := tx.QueryRowContext(ctx, `SELECT user_id, device_id, prev_hash, expires_ts FROM refresh_tokens WHERE token_hash = $1`, old).
+			Scan(&userID, &deviceID, &prev, &expires)
+		if errors.Is(err, sql.ErrNoRows) || (err == nil && expires != 0 && now >= expires) {
 			return accounts.ErrNotFound
 		}
 		if err != nil {
@@ -348,10 +349,18 @@ func (db *DB) PutProfile(ctx context.Context, userID string, p accounts.Profile)
 	return err
 }
 
-func (db *DB) CreateUIASession(ctx context.Context, s accounts.UIASession) error {
-	_, err := db.exec(ctx, "create_uia_session", `INSERT INTO uia_sessions (session_id, method, path, user_id, completed, created_ts)
-		VALUES ($1, $2, $3, $4, $5, $6)`, s.ID, s.Method, s.Path, s.UserID, strings.Join(s.Completed, " "), s.CreatedTS)
-	return err
+func (db *DB) CreateUIASession(ctx context.Context, s accounts.UIASession, notBefore int64, keep int) error {
+	return db.tx(ctx, "create_uia_session", func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM uia_sessions WHERE created_ts < $1`, notBefore); err != nil {
+			return fmt.Errorf("storage: expire uia sessions: %w", err)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO uia_sessions (session_id, method, path, user_id, completed, created_ts)
+			VALUES ($1, $2, $3, $4, $5, $6)`, s.ID, s.Method, s.Path, s.UserID, strings.Join(s.Completed, " "), s.CreatedTS)
+		if err != nil {
+			return fmt.Errorf("storage: create uia session: %w", err)
+		}
+		return trimOldest(ctx, tx, "uia_sessions", "session_id", "WHERE user_id = $1", []any{s.UserID}, keep)
+	})
 }
 
 func (db *DB) GetUIASession(ctx context.Context, id string) (accounts.UIASession, error) {
@@ -380,14 +389,36 @@ func (db *DB) DeleteUIASession(ctx context.Context, id string) error {
 	return err
 }
 
-func (db *DB) DeleteUIASessionsBefore(ctx context.Context, ts int64) error {
-	_, err := db.exec(ctx, "expire_uia_sessions", `DELETE FROM uia_sessions WHERE created_ts < $1`, ts)
-	return err
+func (db *DB) CreateNonce(ctx context.Context, nonce string, ts, notBefore int64, keep int) error {
+	return db.tx(ctx, "create_nonce", func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM registration_nonces WHERE created_ts < $1`, notBefore); err != nil {
+			return fmt.Errorf("storage: expire nonces: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO registration_nonces (nonce, created_ts) VALUES ($1, $2)`, nonce, ts); err != nil {
+			return fmt.Errorf("storage: create nonce: %w", err)
+		}
+		return trimOldest(ctx, tx, "registration_nonces", "nonce", "", nil, keep)
+	})
 }
 
-func (db *DB) CreateNonce(ctx context.Context, nonce string, ts int64) error {
-	_, err := db.exec(ctx, "create_nonce", `INSERT INTO registration_nonces (nonce, created_ts) VALUES ($1, $2)`, nonce, ts)
-	return err
+// trimOldest deletes the oldest rows (by created_ts) of table that match
+// where (a WHERE clause over args, or "") beyond the newest keep; key is
+// the table's primary key. table, key and where are constants of this file.
+func trimOldest(ctx context.Context, tx *sql.Tx, table, key, where string, args []any, keep int) error {
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+table+` `+where, args...).Scan(&n); err != nil {
+		return fmt.Errorf("storage: count %s: %w", table, err)
+	}
+	if n <= keep {
+		return nil
+	}
+	limit := fmt.Sprintf("$%d", len(args)+1)
+	_, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE `+key+` IN (
+		SELECT `+key+` FROM `+table+` `+where+` ORDER BY created_ts, `+key+` LIMIT `+limit+`)`, append(args, n-keep)...)
+	if err != nil {
+		return fmt.Errorf("storage: trim %s: %w", table, err)
+	}
+	return nil
 }
 
 func (db *DB) ConsumeNonce(ctx context.Context, nonce string, notBefore int64) (bool, error) {

@@ -44,7 +44,10 @@ type Options struct {
 	// MinConns PostgreSQL connections are opened at start (Synapse's
 	// cp_min); once open, connections stay open.
 	MinConns int
-	Logger   *slog.Logger
+	// MaxConnWait bounds the wait for a free connection (default
+	// DefaultMaxConnWait); past it an operation fails with ErrBusy.
+	MaxConnWait time.Duration
+	Logger      *slog.Logger
 	// Registerer receives pool and query metrics when set.
 	Registerer prometheus.Registerer
 }
@@ -55,7 +58,7 @@ type Options struct {
 type DB struct {
 	engine  string
 	dsn     string // PostgreSQL: for the bus's own connection
-	w, r    *sql.DB
+	w, r    *pool
 	log     *slog.Logger
 	queries *prometheus.HistogramVec
 	// lock keeps other processes off a SQLite database.
@@ -126,7 +129,8 @@ func openPostgres(ctx context.Context, o Options) (*DB, error) {
 	for _, c := range warm {
 		c.Close()
 	}
-	return &DB{engine: Postgres, dsn: o.DSN, w: p, r: p, log: o.Logger}, nil
+	gated := newPool(p, o.ReadConns, o.MaxConnWait)
+	return &DB{engine: Postgres, dsn: o.DSN, w: gated, r: gated, log: o.Logger}, nil
 }
 
 func openSQLite(ctx context.Context, o Options) (*DB, error) {
@@ -139,7 +143,8 @@ func openSQLite(ctx context.Context, o Options) (*DB, error) {
 	}
 	w.SetMaxOpenConns(1)
 	w.SetConnMaxIdleTime(0)
-	db := &DB{engine: SQLite, w: w, r: w, log: o.Logger}
+	writer := newPool(w, 1, o.MaxConnWait)
+	db := &DB{engine: SQLite, w: writer, r: writer, log: o.Logger}
 	if o.Path != ":memory:" {
 		// Several processes need PostgreSQL: their announcements and
 		// leases travel through it. Refuse a second one here.
@@ -166,7 +171,7 @@ func openSQLite(ctx context.Context, o Options) (*DB, error) {
 		}
 		r.SetMaxOpenConns(o.ReadConns)
 		r.SetMaxIdleConns(o.ReadConns)
-		db.r = r
+		db.r = newPool(r, o.ReadConns, o.MaxConnWait)
 	}
 	return db, nil
 }
@@ -177,9 +182,9 @@ func (db *DB) registerMetrics(reg prometheus.Registerer) error {
 		Help:    "Time spent in database operations, by operation.",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 	}, []string{"op"})
-	cs := []prometheus.Collector{db.queries, collectors.NewDBStatsCollector(db.w, "writer")}
+	cs := []prometheus.Collector{db.queries, collectors.NewDBStatsCollector(db.w.DB, "writer")}
 	if db.r != db.w {
-		cs = append(cs, collectors.NewDBStatsCollector(db.r, "reader"))
+		cs = append(cs, collectors.NewDBStatsCollector(db.r.DB, "reader"))
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
@@ -258,9 +263,14 @@ func (db *DB) observe(op string, start time.Time) {
 	}
 }
 
-// tx runs fn in a write transaction, committing only if fn succeeds.
+// tx runs fn in a write transaction, committing only if fn succeeds. The
+// transaction holds its slot of the writer pool until it ends.
 func (db *DB) tx(ctx context.Context, op string, fn func(*sql.Tx) error) error {
 	defer db.observe(op, time.Now())
+	if err := db.w.admit(ctx); err != nil {
+		return fmt.Errorf("storage: %s: %w", op, err)
+	}
+	defer db.w.leave()
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("storage: %s: begin: %w", op, err)

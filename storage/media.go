@@ -14,9 +14,9 @@ var _ media.Store = (*DB)(nil)
 
 func (db *DB) InsertMedia(ctx context.Context, m media.Metadata) error {
 	_, err := db.exec(ctx, "insert_media", `INSERT INTO media
-		(origin, media_id, user_id, content_type, upload_name, media_length, sha256, width, height, created_ts, uploaded_ts, expires_ts)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
-		m.Origin, m.MediaID, m.UserID, m.ContentType, m.UploadName, m.Size, m.SHA256, m.Width, m.Height, m.CreatedTS, m.UploadedTS, m.ExpiresTS)
+		(origin, media_id, user_id, content_type, upload_name, media_length, sha256, width, height, created_ts, uploaded_ts, expires_ts, authenticated)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		m.Origin, m.MediaID, m.UserID, m.ContentType, m.UploadName, m.Size, m.SHA256, m.Width, m.Height, m.CreatedTS, m.UploadedTS, m.ExpiresTS, m.Authenticated)
 	return err
 }
 
@@ -54,9 +54,9 @@ func (db *DB) CompletePendingMedia(ctx context.Context, m media.Metadata) error 
 func (db *DB) GetMedia(ctx context.Context, origin, mediaID string) (media.Metadata, error) {
 	defer db.observe("get_media", time.Now())
 	m := media.Metadata{Origin: origin, MediaID: mediaID}
-	err := db.r.QueryRowContext(ctx, `SELECT user_id, content_type, upload_name, media_length, sha256, width, height, created_ts, uploaded_ts, expires_ts
+	err := db.r.QueryRowContext(ctx, `SELECT user_id, content_type, upload_name, media_length, sha256, width, height, created_ts, uploaded_ts, expires_ts, authenticated
 		FROM media WHERE origin = $1 AND media_id = $2`, origin, mediaID).
-		Scan(&m.UserID, &m.ContentType, &m.UploadName, &m.Size, &m.SHA256, &m.Width, &m.Height, &m.CreatedTS, &m.UploadedTS, &m.ExpiresTS)
+		Scan(&m.UserID, &m.ContentType, &m.UploadName, &m.Size, &m.SHA256, &m.Width, &m.Height, &m.CreatedTS, &m.UploadedTS, &m.ExpiresTS, &m.Authenticated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return m, media.ErrNotFound
 	}

@@ -37,14 +37,14 @@ func Port(ctx context.Context, src, dst *DB, progress func(table string, rows in
 	if src.engine != SQLite || dst.engine != Postgres {
 		return nil, fmt.Errorf("storage: port copies SQLite into PostgreSQL")
 	}
-	tables, err := sqliteTables(ctx, src.w)
+	tables, err := sqliteTables(ctx, src.w.DB)
 	if err != nil {
 		return nil, err
 	}
 	var counts []TableCount
 	err = dst.tx(ctx, "port", func(tx *sql.Tx) error {
 		for _, t := range tables {
-			n, err := copyTable(ctx, src.w, tx, t)
+			n, err := copyTable(ctx, src.w.DB, tx, t)
 			if err != nil {
 				return fmt.Errorf("storage: port %s: %w", t, err)
 			}

@@ -565,7 +565,7 @@ func (db *DB) Forgotten(ctx context.Context, userID, roomID string) (bool, error
 	return n > 0, nil
 }
 
-func queryStrings(ctx context.Context, db *sql.DB, q string, args ...any) ([]string, error) {
+func queryStrings(ctx context.Context, db querier, q string, args ...any) ([]string, error) {
 	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("storage: query: %w", err)

@@ -255,7 +255,7 @@ func TestNonces(t *testing.T) {
 		nonce string
 		ts    int64
 	}{{"old", 100}, {"new", 200}} {
-		if err := db.CreateNonce(ctx, n.nonce, n.ts); err != nil {
+		if err := db.CreateNonce(ctx, n.nonce, n.ts, 0, 10); err != nil {
 			t.Fatal(err)
 		}
 	}

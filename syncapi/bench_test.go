@@ -288,7 +288,7 @@ func sbWakeup(b *testing.B, n int) {
 // sbWaitParked waits until n /sync requests are parked on the notifier,
 // found in the goroutine dump: a wake-up can only be measured for a sync
 // that is waiting for one.
-func sbWaitParked(b *testing.B, n int) {
+func sbWaitParked(b testing.TB, n int) {
 	b.Helper()
 	buf := make([]byte, 1<<20)
 	deadline := time.Now().Add(2 * time.Minute) // a safety net

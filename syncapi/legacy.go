@@ -275,6 +275,8 @@ func (s *Service) Events(ctx context.Context, req EventsRequest) (*EventsRespons
 	timeout := min(req.Timeout, MaxTimeout)
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	var p *poll // admitted when it first waits, as /sync
+	defer func() { s.polls.release(p) }()
 	start := req.From
 	for {
 		memberships, err := s.rooms.UserMemberships(ctx, req.UserID)
@@ -294,6 +296,12 @@ func (s *Service) Events(ctx context.Context, req EventsRequest) (*EventsRespons
 		}
 		// Nothing for the user up to next: wait, then read on from there.
 		from = &next
+		if p == nil {
+			if p, err = s.polls.admit(req.UserID); err != nil {
+				w.Close()
+				return nil, err
+			}
+		}
 		select {
 		case <-w.C():
 			w.Close()
@@ -301,6 +309,9 @@ func (s *Service) Events(ctx context.Context, req EventsRequest) (*EventsRespons
 			w.Close()
 			return resp, nil
 		case <-ctx.Done():
+			w.Close()
+			return resp, nil
+		case <-p.evicted:
 			w.Close()
 			return resp, nil
 		}

@@ -44,6 +44,7 @@ type Service struct {
 	push     *push.Service
 	keys     *e2ee.Service
 	toDevice *todevice.Service
+	polls    *admission
 	log      *slog.Logger
 }
 
@@ -61,14 +62,16 @@ type Deps struct {
 	// Keys and ToDevice, when set, give the end-to-end encryption sections.
 	Keys     *e2ee.Service
 	ToDevice *todevice.Service
-	Logger   *slog.Logger
+	// Limits bound the long-polls waiting at once.
+	Limits Limits
+	Logger *slog.Logger
 }
 
 // New returns the sync service.
 func New(d Deps) *Service {
 	return &Service{rooms: d.Rooms, filters: d.Filters, account: d.AccountData, receipts: d.Receipts,
 		typing: d.Typing, presence: d.Presence, notifier: d.Notifier, push: d.Push,
-		keys: d.Keys, toDevice: d.ToDevice, log: d.Logger}
+		keys: d.Keys, toDevice: d.ToDevice, polls: newAdmission(d.Limits), log: d.Logger}
 }
 
 // Request is one /sync call.
@@ -237,6 +240,10 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	timeout := min(req.Timeout, MaxTimeout)
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	// Admitted when it first waits, the long-poll keeps its place across
+	// wake-ups that bring nothing for the user.
+	var p *poll
+	defer func() { s.polls.release(p) }()
 	for {
 		memberships, err := s.rooms.UserMemberships(ctx, req.UserID)
 		if err != nil {
@@ -273,6 +280,12 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 			w.Close()
 			return resp, nil
 		}
+		if p == nil {
+			if p, err = s.polls.admit(req.UserID); err != nil {
+				w.Close()
+				return nil, err
+			}
+		}
 		select {
 		case <-w.C():
 			w.Close()
@@ -280,6 +293,9 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 			w.Close()
 			return resp, nil
 		case <-ctx.Done():
+			w.Close()
+			return resp, nil
+		case <-p.evicted:
 			w.Close()
 			return resp, nil
 		}

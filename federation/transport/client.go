@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"homeserver/internal/redact"
 	"homeserver/netguard"
 	"homeserver/pdu"
 )
@@ -82,6 +83,19 @@ func (e *HTTPError) Error() string {
 	}
 	return fmt.Sprintf("remote server answered %d", e.Status)
 }
+
+// ResponseError is a 2xx answer whose body could not be decoded: the
+// remote server took the request, whatever its answer says.
+type ResponseError struct {
+	Status int
+	Err    error
+}
+
+func (e *ResponseError) Error() string {
+	return fmt.Sprintf("remote server answered %d with an unreadable body: %v", e.Status, e.Err)
+}
+
+func (e *ResponseError) Unwrap() error { return e.Err }
 
 // Errors of requests refused before any network access.
 var (
@@ -237,7 +251,7 @@ func (c *Client) Do(ctx context.Context, method, destination, requestURI string,
 	return c.do(ctx, method, destination, requestURI, body, "application/json", func(status int, h http.Header, r io.Reader) error {
 		respBody, err := readLimited(r, h, c.maxBody)
 		if err != nil {
-			return fmt.Errorf("transport: %s %s%s: %w", method, destination, requestURI, err)
+			return fmt.Errorf("transport: %s %s%s: %w", method, destination, redact.URL(requestURI), err)
 		}
 		if status < 200 || status > 299 {
 			return newHTTPError(status, respBody)
@@ -246,7 +260,7 @@ func (c *Client) Do(ctx context.Context, method, destination, requestURI string,
 			return nil
 		}
 		if err := json.Unmarshal(respBody, out); err != nil {
-			return fmt.Errorf("transport: %s %s%s: response: %w", method, destination, requestURI, err)
+			return fmt.Errorf("transport: %s %s%s: %w", method, destination, redact.URL(requestURI), &ResponseError{Status: status, Err: err})
 		}
 		return nil
 	})
@@ -280,11 +294,11 @@ func (c *Client) do(ctx context.Context, method, destination, requestURI string,
 	}
 	content, err := encodeBody(method, body)
 	if err != nil {
-		return fmt.Errorf("transport: %s %s: request body: %w", method, requestURI, err)
+		return fmt.Errorf("transport: %s %s: request body: %w", method, redact.URL(requestURI), err)
 	}
 	auth, err := SignRequest(c.key, method, requestURI, destination, content)
 	if err != nil {
-		return fmt.Errorf("transport: signing %s %s: %w", method, requestURI, err)
+		return fmt.Errorf("transport: signing %s %s: %w", method, redact.URL(requestURI), err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
@@ -302,13 +316,13 @@ func (c *Client) do(ctx context.Context, method, destination, requestURI string,
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("transport: %s %s%s: %w", method, destination, requestURI, err)
+			return fmt.Errorf("transport: %s %s%s: %w", method, destination, redact.URL(requestURI), err)
 		}
 		err = read(resp.StatusCode, resp.Header, resp.Body)
 		resp.Body.Close()
 		return err
 	}
-	return fmt.Errorf("transport: %s %s%s: %w", method, destination, requestURI, errors.Join(errs...))
+	return fmt.Errorf("transport: %s %s%s: %w", method, destination, redact.URL(requestURI), errors.Join(errs...))
 }
 
 // DoRaw is DoStream reading the whole body, of at most maxBytes (else
@@ -323,7 +337,7 @@ func (c *Client) DoRaw(ctx context.Context, method, destination, requestURI stri
 	err := c.DoStream(ctx, method, destination, requestURI, body, func(st int, h http.Header, r io.Reader) error {
 		b, err := readLimited(r, h, maxBytes)
 		if err != nil {
-			return fmt.Errorf("transport: %s %s%s: %w", method, destination, requestURI, err)
+			return fmt.Errorf("transport: %s %s%s: %w", method, destination, redact.URL(requestURI), err)
 		}
 		status, header, data = st, h, b
 		return nil
@@ -412,7 +426,7 @@ func (c *Client) checkDestination(destination string) error {
 func requestURL(requestURI string) (url.URL, error) {
 	if !strings.HasPrefix(requestURI, "/") || strings.HasPrefix(requestURI, "//") || strings.ContainsRune(requestURI, '#') ||
 		strings.IndexFunc(requestURI, func(r rune) bool { return r <= ' ' || r >= 0x7f }) >= 0 {
-		return url.URL{}, fmt.Errorf("transport: invalid request URI %q", requestURI)
+		return url.URL{}, fmt.Errorf("transport: invalid request URI %q", redact.URL(requestURI))
 	}
 	path, query, _ := strings.Cut(requestURI, "?")
 	// Opaque keeps the path byte for byte; Parse might re-escape it.

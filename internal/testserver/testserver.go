@@ -95,6 +95,8 @@ type Server struct {
 	// TLS) of a Federation's servers, on the same address across restarts.
 	fedListener net.Listener
 	fedAddr     string
+	// logs, when set, receives every log record of the server.
+	logs slog.Handler
 }
 
 func newClient() *http.Client { return &http.Client{Timeout: 30 * time.Second} }
@@ -106,13 +108,25 @@ func Start(t testing.TB, extra string) *Server {
 	return StartYAML(t, BaseConfig+extra)
 }
 
+// StartLogged is Start with every log record of the server, at every
+// level, handed to logs: for tests of what reaches the logs.
+func StartLogged(t testing.TB, extra string, logs slog.Handler) *Server {
+	t.Helper()
+	return startYAML(t, BaseConfig+extra, logs)
+}
+
 // StartYAML starts a server with exactly this homeserver.yaml.
 func StartYAML(t testing.TB, yaml string) *Server {
+	t.Helper()
+	return startYAML(t, yaml, nil)
+}
+
+func startYAML(t testing.TB, yaml string, logs slog.Handler) *Server {
 	t.Helper()
 	if dsn := os.Getenv(PostgresEnv); dsn != "" && strings.Contains(yaml, SQLiteDatabase) {
 		yaml = strings.Replace(yaml, SQLiteDatabase, PostgresDatabase(t, dsn), 1)
 	}
-	s := &Server{t: t, Dir: t.TempDir(), yaml: yaml, Client: &http.Client{Timeout: 30 * time.Second}}
+	s := &Server{t: t, Dir: t.TempDir(), yaml: yaml, Client: &http.Client{Timeout: 30 * time.Second}, logs: logs}
 	path := filepath.Join(s.Dir, "homeserver.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -131,7 +145,10 @@ func (s *Server) start() {
 	cfg.InstanceName = s.Instance
 	s.Config = cfg
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
+	switch {
+	case s.logs != nil:
+		log = slog.New(s.logs)
+	case testing.Verbose():
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	srv, err := server.New(context.Background(), cfg, log)

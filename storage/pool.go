@@ -1,0 +1,110 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"time"
+)
+
+// DefaultMaxConnWait is how long an operation waits for a database
+// connection before giving up with ErrBusy: beyond it the server is
+// overloaded, and answering "try again" sheds load where waiting on would
+// pile requests (and their goroutines and memory) up without bound.
+const DefaultMaxConnWait = 10 * time.Second
+
+// busyRetry is the Retry-After suggested with ErrBusy.
+const busyRetry = 2 * time.Second
+
+// ErrBusy is the error of an operation that found every database
+// connection busy for longer than Options.MaxConnWait. HTTP answers it with
+// 503 and Retry-After (see RetryAfter).
+var ErrBusy error = busyError{}
+
+type busyError struct{}
+
+func (busyError) Error() string { return "storage: every database connection stayed busy" }
+
+// RetryAfter is when a client may try again; mxhttp answers errors with
+// this method 503 with a Retry-After header.
+func (busyError) RetryAfter() time.Duration { return busyRetry }
+
+// pool is a database/sql pool whose operations wait for a connection at
+// most a bounded time: database/sql itself waits for as long as the
+// request's context lives. One slot per connection is taken for the length
+// of a query call (its rows are then read from memory or the socket
+// without one) or of a whole transaction (db.tx). Connections held outside
+// these (LockRoom's, the bus's) are not counted: they are few and short.
+type pool struct {
+	*sql.DB
+	slots chan struct{}
+	wait  time.Duration
+}
+
+func newPool(db *sql.DB, conns int, wait time.Duration) *pool {
+	if wait <= 0 {
+		wait = DefaultMaxConnWait
+	}
+	return &pool{DB: db, slots: make(chan struct{}, conns), wait: wait}
+}
+
+// admit takes a slot, waiting at most p.wait.
+func (p *pool) admit(ctx context.Context) error {
+	select {
+	case p.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(p.wait)
+	defer t.Stop()
+	select {
+	case p.slots <- struct{}{}:
+		return nil
+	case <-t.C:
+		return ErrBusy
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *pool) leave() { <-p.slots }
+
+func (p *pool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if err := p.admit(ctx); err != nil {
+		return nil, err
+	}
+	defer p.leave()
+	return p.DB.QueryContext(ctx, query, args...)
+}
+
+func (p *pool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if err := p.admit(ctx); err != nil {
+		// Only database/sql can make a *sql.Row: it fails the query with
+		// the context's error before taking a connection.
+		return p.DB.QueryRowContext(refusedContext{Context: ctx, err: err}, query, args...)
+	}
+	defer p.leave()
+	return p.DB.QueryRowContext(ctx, query, args...)
+}
+
+func (p *pool) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if err := p.admit(ctx); err != nil {
+		return nil, err
+	}
+	defer p.leave()
+	return p.DB.ExecContext(ctx, query, args...)
+}
+
+// refusedContext is done, with err as its error.
+type refusedContext struct {
+	context.Context
+	err error
+}
+
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+func (c refusedContext) Done() <-chan struct{} { return closedChan }
+func (c refusedContext) Err() error            { return c.err }
