@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"homeserver/internal/testserver"
 )
@@ -127,4 +128,33 @@ func TestGuestReadsWorldReadableRoom(t *testing.T) {
 	}
 	// Reading is not joining.
 	wantErr(t, s.Do("POST", rmRoom(room)+"/join", guest.Token, map[string]any{}), http.StatusForbidden, "M_GUEST_ACCESS_FORBIDDEN")
+}
+
+// When a room stops letting guests in, the guests in it leave: the server
+// sets their membership to leave; full users stay.
+func TestGuestsLeaveWhenGuestAccessCloses(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t, "allow_guest_access: true\n")
+	alice := s.Register("alice", "pw")
+	bob := s.Register("bob", "pw")
+	guest := gsGuest(t, s)
+	room := s.CreatePublicRoom(alice)
+	rmPutState(t, s, alice, room, "m.room.guest_access", "", map[string]any{"guest_access": "can_join"})
+	s.Join(guest, room)
+	s.Join(bob, room)
+
+	rmPutState(t, s, alice, room, "m.room.guest_access", "", map[string]any{"guest_access": "forbidden"})
+	membership := func(u testserver.User) string {
+		return s.MustDo(http.StatusOK, "GET", rmRoom(room)+"/state/m.room.member/"+url.PathEscape(u.ID), alice.Token, nil).String("membership")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for membership(guest) != "leave" && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if m := membership(guest); m != "leave" {
+		t.Errorf("the guest's membership is %q after the room closed to guests", m)
+	}
+	if m := membership(bob); m != "join" {
+		t.Errorf("bob's membership is %q", m)
+	}
 }

@@ -34,6 +34,8 @@ func (rtProfiles) Profile(_ context.Context, userID string) (string, string, err
 
 func (rtProfiles) Exists(context.Context, string) (bool, error) { return true, nil }
 
+func (rtProfiles) IsGuest(context.Context, string) (bool, error) { return false, nil }
+
 // rtEnv is a rooms service over a SQLite file.
 type rtEnv struct {
 	svc *rooms.Service

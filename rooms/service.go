@@ -30,6 +30,8 @@ const (
 type Profiles interface {
 	Profile(ctx context.Context, userID string) (displayName, avatarURL string, err error)
 	Exists(ctx context.Context, userID string) (bool, error)
+	// IsGuest reports whether a local user is a guest.
+	IsGuest(ctx context.Context, userID string) (bool, error)
 }
 
 // Config of the rooms service.
@@ -110,6 +112,9 @@ func (s *Service) announce(p Persisted) {
 	s.mu.Unlock()
 	for _, fn := range ls {
 		fn(p)
+	}
+	if p.Type == "m.room.guest_access" && p.StateKey != nil && *p.StateKey == "" {
+		go s.evictGuests(p.RoomID)
 	}
 }
 

@@ -37,3 +37,11 @@ func (p profiles) Exists(ctx context.Context, userID string) (bool, error) {
 	}
 	return !acc.Deactivated, nil
 }
+
+func (p profiles) IsGuest(ctx context.Context, userID string) (bool, error) {
+	acc, err := p.acc.GetAccount(ctx, userID)
+	if errors.Is(err, accounts.ErrNotFound) {
+		return false, nil
+	}
+	return acc.IsGuest, err
+}
