@@ -322,14 +322,16 @@ func (k *Keys) rememberFailure(serverName, keyID string) {
 }
 
 // validKeyID accepts the only algorithm Matrix defines for server keys:
-// "ed25519:" and a version of [a-zA-Z0-9_].
+// "ed25519:" and a version of [a-zA-Z0-9_], and "-" too, which the spec
+// leaves out but servers built on mautrix-go put in their random
+// (unpadded base64url) versions.
 func validKeyID(id string) bool {
 	v, ok := strings.CutPrefix(id, "ed25519:")
 	if !ok || v == "" || len(v) > 255 {
 		return false
 	}
 	for _, c := range v {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
 			return false
 		}
 	}
