@@ -92,8 +92,9 @@ func TestFailedPasswordsShareOneLimit(t *testing.T) {
 		return e.svc.CheckUIA(e.ctx, req)
 	}
 	wantChallenge(t, uia("/account/password", "alice", "wrong"), "M_FORBIDDEN")
-	// Naming another user is a failed attempt on the requester's account.
-	wantChallenge(t, uia("/delete_devices", "bob", "pw"), "M_FORBIDDEN")
+	// Naming another user is a failed attempt on the requester's account,
+	// refused outright even with that user's password.
+	wantMX(t, uia("/delete_devices", "bob", "pw"), http.StatusForbidden, "M_FORBIDDEN")
 	_, err := e.svc.Login(e.ctx, accounts.LoginRequest{User: "alice", Password: "wrong"})
 	wantMX(t, err, http.StatusForbidden, "M_FORBIDDEN")
 

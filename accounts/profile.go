@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net/http"
 	"regexp"
-	"strings"
 
 	"homeserver/mxhttp"
 )
@@ -111,9 +110,8 @@ func (s *Service) SetProfileField(ctx context.Context, r *Requester, userID, key
 		if json.Unmarshal(value, &url) != nil {
 			return mxhttp.BadJSON("avatar_url must be a string")
 		}
-		if url != "" && !strings.HasPrefix(url, "mxc://") {
-			return mxhttp.InvalidParam("avatar_url must be an mxc:// URI")
-		}
+		// Any string is taken, as Synapse does: clients and bridges set
+		// http(s) avatars, and refusing them only loses the profile.
 		if len(url) > 1000 {
 			return mxhttp.InvalidParam("avatar_url too long")
 		}

@@ -160,6 +160,9 @@ type Requester struct {
 	IsGuest   bool
 	IsAdmin   bool
 	TokenHash string
+	// Suspended users may read but not act; Locked ones may only log out.
+	Suspended bool
+	Locked    bool
 	// AppServiceID is set when an application service makes the request.
 	AppServiceID string
 }
@@ -374,6 +377,10 @@ func (s *Service) checkPassword(ctx context.Context, userID, password string) (A
 	if !match {
 		return acc, mxhttp.Forbidden("Invalid username or password")
 	}
+	// A locked account gets no new access token until it is unlocked.
+	if acc.Locked {
+		return acc, UserLocked()
+	}
 	return acc, nil
 }
 
@@ -429,7 +436,8 @@ func (s *Service) Authenticate(ctx context.Context, token, ip string) (*Requeste
 			s.log.Warn("recording device last seen", "err", err)
 		}
 	}
-	return &Requester{UserID: o.UserID, DeviceID: o.DeviceID, IsGuest: o.IsGuest, IsAdmin: o.IsAdmin, TokenHash: hash}, nil
+	return &Requester{UserID: o.UserID, DeviceID: o.DeviceID, IsGuest: o.IsGuest, IsAdmin: o.IsAdmin, TokenHash: hash,
+		Suspended: o.Suspended, Locked: o.Locked}, nil
 }
 
 // setExpiry dates freshly issued refreshable tokens: the refresh token

@@ -274,8 +274,10 @@ func TestUIA(t *testing.T) {
 	if ch.Session != s {
 		t.Fatalf("failed stage changed the session: %+v", ch)
 	}
-	wantChallenge(t, e.svc.CheckUIA(e.ctx, req(pw(s, "bob", "pw"))), "M_FORBIDDEN")
-	wantChallenge(t, e.svc.CheckUIA(e.ctx, req(pw(s, "@bob:example.org", "pw"))), "M_FORBIDDEN")
+	// Another user's valid password cannot ever complete the stage.
+	wantMX(t, e.svc.CheckUIA(e.ctx, req(pw(s, "bob", "pw"))), http.StatusForbidden, "M_FORBIDDEN")
+	wantMX(t, e.svc.CheckUIA(e.ctx, req(pw(s, "@bob:example.org", "pw"))), http.StatusForbidden, "M_FORBIDDEN")
+	wantChallenge(t, e.svc.CheckUIA(e.ctx, req(pw(s, "bob", "wrong"))), "M_FORBIDDEN")
 	wantChallenge(t, e.svc.CheckUIA(e.ctx, req(map[string]any{"type": "m.login.dummy", "session": s})), "M_UNRECOGNIZED")
 	wantChallenge(t, e.svc.CheckUIA(e.ctx, req(map[string]any{
 		"type": "m.login.password", "session": s, "password": "pw",
@@ -642,7 +644,7 @@ func TestProfileFields(t *testing.T) {
 	wantMX(t, set(me, alice.UserID, "Org.example", `1`), http.StatusBadRequest, "M_INVALID_PARAM")
 	wantMX(t, set(me, alice.UserID, "displayname", `{"a":1}`), http.StatusBadRequest, "M_BAD_JSON")
 	wantMX(t, set(me, alice.UserID, "displayname", `"`+strings.Repeat("n", accounts.MaxDisplayName+1)+`"`), http.StatusBadRequest, "M_INVALID_PARAM")
-	wantMX(t, set(me, alice.UserID, "avatar_url", `"http://x/y"`), http.StatusBadRequest, "M_INVALID_PARAM")
+	wantMX(t, set(me, alice.UserID, "avatar_url", `"`+strings.Repeat("u", 1001)+`"`), http.StatusBadRequest, "M_INVALID_PARAM")
 	wantMX(t, set(me, alice.UserID, "m.tz", `5`), http.StatusBadRequest, "M_BAD_JSON")
 	wantMX(t, set(me, "@bob:example.org", "displayname", `"x"`), http.StatusForbidden, "M_FORBIDDEN")
 	wantMX(t, set(me, "@bob:example.org", "org.example.k", ""), http.StatusForbidden, "M_FORBIDDEN")

@@ -20,6 +20,10 @@ type Account struct {
 	IsAdmin      bool
 	IsGuest      bool
 	Deactivated  bool
+	// Suspended and Locked are the reversible moderation states of the
+	// spec's account moderation.
+	Suspended    bool
+	Locked       bool
 	AppServiceID string
 	CreatedTS    int64
 }
@@ -59,6 +63,8 @@ type TokenOwner struct {
 	IsAdmin     bool
 	IsGuest     bool
 	Deactivated bool
+	Suspended   bool
+	Locked      bool
 	ExpiresTS   int64
 	LastSeenTS  int64
 	// StaleRefresh is a replaced refresh token that dies when this token is
@@ -84,6 +90,8 @@ type Store interface {
 	SetPassword(ctx context.Context, userID, hash string) error
 	SetAdmin(ctx context.Context, userID string, admin bool) error
 	Deactivate(ctx context.Context, userID string) error
+	SetSuspended(ctx context.Context, userID string, suspended bool) error
+	SetLocked(ctx context.Context, userID string, locked bool) error
 
 	// IssueDevice creates the device (or reuses it, keeping its name when
 	// none is given) and replaces all its tokens with tok.
@@ -123,6 +131,13 @@ type Store interface {
 	// ErrNotFound for an unknown or expired one.
 	OpenIDTokenUser(ctx context.Context, hash string, now int64) (string, error)
 	DeleteOpenIDTokensBefore(ctx context.Context, ts int64) error
+
+	// CreateLoginToken stores a login token (its hash) valid until
+	// expiresTS, dropping those expired by now.
+	CreateLoginToken(ctx context.Context, hash, userID string, expiresTS, now int64) error
+	// ConsumeLoginToken deletes a token and returns its user; ErrNotFound
+	// for an unknown or expired one.
+	ConsumeLoginToken(ctx context.Context, hash string, now int64) (string, error)
 
 	// CreateNonce stores a nonce created at ts after deleting those created
 	// before notBefore, and then the oldest beyond the newest keep.

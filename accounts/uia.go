@@ -172,7 +172,11 @@ func (s *Service) checkStage(ctx context.Context, req UIARequest, auth authDict)
 		}
 		userID, err := s.ResolveUser(user)
 		if err != nil || userID != req.UserID {
+			// Naming another user is a failed attempt on the requester's
+			// account too, so it cannot be used to dodge that limit.
 			s.failedPasswords.Allow(req.UserID)
+		}
+		if err != nil {
 			return "M_FORBIDDEN", "Invalid password", nil
 		}
 		if _, err := s.CheckPassword(ctx, userID, auth.Password); err != nil {
@@ -181,6 +185,12 @@ func (s *Service) checkStage(ctx context.Context, req UIARequest, auth authDict)
 				return "M_FORBIDDEN", "Invalid password", nil
 			}
 			return "", "", err
+		}
+		if userID != req.UserID {
+			// Another user proved who they are: no retry can make that
+			// the requester, so the request is refused outright (403,
+			// as Synapse does) rather than challenged again.
+			return "", "", mxhttp.Forbidden("Invalid auth: the credentials are not the requester's")
 		}
 		return "", "", nil
 	case StageRegistrationToken:

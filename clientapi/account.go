@@ -46,6 +46,12 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	if logout {
+		if err := a.push.DeleteOtherDevicesPushers(r.Context(), me.UserID, me.DeviceID); err != nil {
+			a.fail(w, r, err)
+			return
+		}
+	}
 	ok(w, empty)
 }
 

@@ -23,11 +23,13 @@ import (
 	"homeserver/push"
 	"homeserver/ratelimit"
 	"homeserver/receipts"
+	"homeserver/reports"
 	"homeserver/rooms"
 	"homeserver/spaces"
 	"homeserver/syncapi"
 	"homeserver/todevice"
 	"homeserver/typing"
+	"homeserver/userdir"
 )
 
 // RateLimit is one rc_* setting.
@@ -55,6 +57,11 @@ type Config struct {
 	RcJoinsLocal              RateLimit
 	RcInvitesPerRoom          RateLimit
 	RcInvitesPerUser          RateLimit
+	Turn                      TurnConfig
+	// Support is /.well-known/matrix/support; nil answers 404.
+	Support *Support
+	// LoginTokens is login_via_existing_session.
+	LoginTokens LoginTokens
 }
 
 // API is the client API over the services it calls.
@@ -74,6 +81,8 @@ type API struct {
 	toDevice    *todevice.Service
 	remote      RemoteProfiles
 	spaces      *spaces.Service
+	reports     *reports.Service
+	userDir     *userdir.Service
 	log         *slog.Logger
 
 	rcRegistration *ratelimit.Limiter
@@ -109,6 +118,8 @@ type Deps struct {
 	KeyBackup         *keybackup.Service
 	RemoteProfiles    RemoteProfiles
 	Spaces            *spaces.Service
+	UserDir           *userdir.Service
+	Reports           *reports.Service
 }
 
 // New returns the client API.
@@ -121,7 +132,8 @@ func New(cfg Config, d Deps, log *slog.Logger) *API {
 		accountData: d.AccountData, presence: d.Presence, sync: d.Sync,
 		ephemeral: ephemeralServices{receipts: d.Receipts, typing: d.Typing},
 		asQuery:   d.AppServiceQuerier, appservices: d.AppServices, push: d.Push,
-		keys: d.Keys, toDevice: d.ToDevice, keyBackup: d.KeyBackup, remote: d.RemoteProfiles, spaces: d.Spaces,
+		keys: d.Keys, toDevice: d.ToDevice, keyBackup: d.KeyBackup, remote: d.RemoteProfiles, spaces: d.Spaces, userDir: d.UserDir,
+		reports:        d.Reports,
 		rcRegistration: lim(cfg.RcRegistration),
 		rcLoginAddress: lim(cfg.RcLoginAddress),
 		rcLoginAccount: lim(cfg.RcLoginAccount),
@@ -137,6 +149,7 @@ func New(cfg Config, d Deps, log *slog.Logger) *API {
 func (a *API) Mount(r chi.Router) {
 	r.Get("/_matrix/client/versions", a.versions)
 	r.Get("/.well-known/matrix/client", a.wellKnownClient)
+	r.Get("/.well-known/matrix/support", a.wellKnownSupport)
 
 	// One set of handlers, served under every prefix clients use.
 	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0", "/_matrix/client/api/v1"} {
@@ -144,9 +157,14 @@ func (a *API) Mount(r chi.Router) {
 	}
 	r.Route("/_matrix/client/v1", func(r chi.Router) {
 		r.Get("/register/m.login.registration_token/validity", a.registrationTokenValidity)
+		r.Get("/auth_metadata", a.authMetadata)
 		r.Group(func(r chi.Router) {
 			r.Use(validPath, a.requireAuth)
 			a.v1RoomRoutes(r)
+			if a.cfg.LoginTokens.Enabled {
+				r.Post("/login/get_token", a.getLoginToken)
+			}
+			a.moderationRoutes(r)
 			r.Post("/appservice/{appserviceId}/ping", a.pingAppService)
 		})
 	})
@@ -198,6 +216,7 @@ func (a *API) clientRoutes(r chi.Router) {
 		r.Put("/profile/{userID}/{key}", a.setProfileField)
 		r.Delete("/profile/{userID}/{key}", a.deleteProfileField)
 		r.Post("/user/{userID}/openid/request_token", a.requestOpenIDToken)
+		r.Post("/user_directory/search", a.searchUserDirectory)
 		a.roomRoutes(r)
 		a.syncRoutes(r)
 		a.presenceRoutes(r)
@@ -208,6 +227,9 @@ func (a *API) clientRoutes(r chi.Router) {
 		a.legacyRoutes(r)
 		a.thirdPartyRoutes(r)
 		a.keysRoutes(r)
+		a.reportRoutes(r)
+		r.Get("/admin/whois/{userID}", a.whois)
+		r.Get("/voip/turnServer", a.turnServer)
 	})
 }
 
@@ -285,6 +307,9 @@ func (a *API) requireAuth(next http.Handler) http.Handler {
 			req, err = a.appServiceRequester(r, as, tok)
 		} else {
 			req, err = a.accounts.Authenticate(r.Context(), tok, clientIP(r))
+		}
+		if err == nil {
+			err = a.checkModeration(r, req)
 		}
 		if err != nil {
 			a.fail(w, r, err)

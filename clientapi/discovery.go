@@ -47,13 +47,19 @@ func (a *API) capabilities(w http.ResponseWriter, r *http.Request) {
 		available[strconv.Itoa(v)] = "stable"
 	}
 	enabled := map[string]bool{"enabled": true}
-	ok(w, map[string]any{"capabilities": map[string]any{
+	caps := map[string]any{
 		"m.change_password": enabled,
 		"m.set_displayname": enabled,
 		"m.set_avatar_url":  enabled,
 		"m.profile_fields":  enabled,
 		"m.3pid_changes":    map[string]bool{"enabled": false},
-		"m.get_login_token": map[string]bool{"enabled": false},
+		"m.get_login_token": map[string]bool{"enabled": a.cfg.LoginTokens.Enabled && !requester(r).IsGuest},
 		"m.room_versions":   map[string]any{"default": a.cfg.DefaultRoomVersion, "available": available},
-	}})
+	}
+	// Server admins may suspend and lock accounts; for anyone else the
+	// spec wants the capability left out.
+	if requester(r).IsAdmin {
+		caps["m.account_moderation"] = map[string]bool{"suspend": true, "lock": true}
+	}
+	ok(w, map[string]any{"capabilities": caps})
 }

@@ -323,15 +323,14 @@ func TestUIASessionBinding(t *testing.T) {
 	})
 	wantErr(t, r, http.StatusForbidden, "M_FORBIDDEN")
 
-	// Alice cannot authenticate as Bob with Bob's password.
+	// Alice cannot authenticate as Bob with Bob's password: refused
+	// outright, as Synapse does, since no retry could make Bob Alice.
 	aliceSession := s.MustDo(http.StatusUnauthorized, "POST", v3+"/delete_devices", alice.Token,
 		map[string]any{"devices": []string{}}).String("session")
-	r = s.MustDo(http.StatusUnauthorized, "POST", v3+"/delete_devices", alice.Token, map[string]any{
+	r = s.Do("POST", v3+"/delete_devices", alice.Token, map[string]any{
 		"devices": []string{alice.DeviceID}, "auth": passwordAuth(aliceSession, "bob", "pw"),
 	})
-	if r.Errcode() != "M_FORBIDDEN" {
-		t.Fatalf("other user's password: %s", r.Body)
-	}
+	wantErr(t, r, http.StatusForbidden, "M_FORBIDDEN")
 	s.MustDo(http.StatusOK, "GET", v3+"/account/whoami", alice.Token, nil)
 
 	// And with her own password it works, in the same session.
@@ -633,7 +632,8 @@ func TestProfile(t *testing.T) {
 		t.Fatalf("displayname after PUT: %s", r.Body)
 	}
 
-	wantErr(t, s.Do("PUT", base+"/avatar_url", alice.Token, map[string]any{"avatar_url": "https://example.org/a.png"}),
+	// Any URL is taken, as Synapse does; only the length is bounded.
+	wantErr(t, s.Do("PUT", base+"/avatar_url", alice.Token, map[string]any{"avatar_url": "https://example.org/" + strings.Repeat("a", 1000)}),
 		http.StatusBadRequest, "M_INVALID_PARAM")
 	s.MustDo(http.StatusOK, "PUT", base+"/avatar_url", alice.Token, map[string]any{"avatar_url": "mxc://test.local/abcdef"})
 

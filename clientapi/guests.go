@@ -58,6 +58,8 @@ var guestRoutes = func() *chi.Mux {
 		allow(http.MethodGet, p+"/presence/{userID}/status")
 		allow(http.MethodPut, p+"/presence/{userID}/status")
 		allow(http.MethodPost, p+"/logout")
+		// Calls; turn_allow_guests still decides.
+		allow(http.MethodGet, p+"/voip/turnServer")
 
 		// End-to-end encryption; /keys/upload/{deviceID} is the r0 form of
 		// /keys/upload.

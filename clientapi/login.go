@@ -1,18 +1,69 @@
 package clientapi
 
 import (
+	"encoding/json"
 	"net/http"
+	"time"
 
 	"homeserver/accounts"
 	"homeserver/mxhttp"
 )
 
+// LoginTypeToken logs in with a token from /login/get_token.
+const LoginTypeToken = "m.login.token"
+
+// LoginTokens is login_via_existing_session: whether logged-in clients may
+// issue login tokens, whether they must confirm with the user's password
+// first, and how long a token stays valid.
+type LoginTokens struct {
+	Enabled    bool
+	RequireUIA bool
+	Lifetime   time.Duration
+}
+
 func (a *API) loginFlows(w http.ResponseWriter, r *http.Request) {
-	flows := []map[string]string{{"type": accounts.StagePassword}}
+	flows := []map[string]any{{"type": accounts.StagePassword}}
 	if a.appservices != nil && len(a.appservices.Regs) > 0 {
-		flows = append(flows, map[string]string{"type": LoginTypeAppService})
+		flows = append(flows, map[string]any{"type": LoginTypeAppService})
+	}
+	if a.cfg.LoginTokens.Enabled {
+		// Unauthenticated clients learn here that they may be handed a
+		// token by a logged-in one.
+		flows = append(flows, map[string]any{"type": LoginTypeToken, "get_login_token": true})
 	}
 	ok(w, map[string]any{"flows": flows})
+}
+
+type getLoginTokenRequest struct {
+	Auth json.RawMessage `json:"auth"`
+}
+
+// getLoginToken issues a single-use login token for the requester. The spec
+// asks for user-interactive auth on every call (no grace period), so that
+// the user consents to each new client.
+func (a *API) getLoginToken(w http.ResponseWriter, r *http.Request) {
+	var req getLoginTokenRequest
+	if err := mxhttp.DecodeJSON(r, mxhttp.DefaultBodyLimit, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	me := requester(r)
+	if me.IsGuest {
+		a.fail(w, r, mxhttp.GuestAccessForbidden("Guests cannot issue login tokens"))
+		return
+	}
+	if a.cfg.LoginTokens.RequireUIA {
+		if err := a.checkPasswordUIA(r, req.Auth); err != nil {
+			a.fail(w, r, err)
+			return
+		}
+	}
+	token, err := a.accounts.IssueLoginToken(r.Context(), me.UserID, a.cfg.LoginTokens.Lifetime)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	ok(w, map[string]any{"login_token": token, "expires_in_ms": a.cfg.LoginTokens.Lifetime.Milliseconds()})
 }
 
 type loginRequest struct {
@@ -48,6 +99,14 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	switch req.Type {
 	case "":
 		a.fail(w, r, mxhttp.MissingParam("Missing login type"))
+		return
+	case LoginTypeToken:
+		// Offered only while tokens can be issued, like any login type.
+		if a.cfg.LoginTokens.Enabled {
+			a.loginToken(w, r, req, ip)
+			return
+		}
+		a.fail(w, r, mxhttp.Unknown("Unknown login type %s", req.Type))
 		return
 	case accounts.StagePassword:
 	default:
@@ -95,6 +154,25 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	a.loggedIn(w, creds)
+}
+
+// loginToken logs in with a token from /login/get_token, which is spent.
+func (a *API) loginToken(w http.ResponseWriter, r *http.Request, req loginRequest, ip string) {
+	if req.Token == "" {
+		a.fail(w, r, mxhttp.MissingParam("Missing token"))
+		return
+	}
+	creds, err := a.accounts.LoginWithToken(r.Context(), req.Token, req.DeviceID, req.InitialDeviceDisplayName, ip, req.RefreshToken)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.loggedIn(w, creds)
+}
+
+// loggedIn answers a successful login.
+func (a *API) loggedIn(w http.ResponseWriter, creds accounts.Credentials) {
 	resp := a.credentials(creds)
 	if wk := a.wellKnown(); wk != nil {
 		resp.WellKnown = wk

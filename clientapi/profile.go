@@ -106,6 +106,12 @@ func (a *API) writeProfileField(w http.ResponseWriter, r *http.Request, userID, 
 			a.fail(w, r, err)
 			return
 		}
+		// A user in no room writes no member event for the directory's
+		// reader to see.
+		if err := a.userDir.ProfileChanged(r.Context(), userID); err != nil {
+			a.fail(w, r, err)
+			return
+		}
 	}
 	ok(w, empty)
 }

@@ -240,7 +240,8 @@ func (a *API) setPusher(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	if err := a.push.SetPusher(r.Context(), requester(r).UserID, req); err != nil {
+	me := requester(r)
+	if err := a.push.SetPusher(r.Context(), me.UserID, me.DeviceID, req); err != nil {
 		a.fail(w, r, err)
 		return
 	}

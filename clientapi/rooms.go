@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -92,11 +93,28 @@ func (a *API) joinRoom(w http.ResponseWriter, r *http.Request) {
 	a.join(w, r, pathParam(r, "roomID"))
 }
 
+// join serves both join endpoints. Keys of the body besides reason (and
+// third_party_signed, an identity server's invite, which is not content) go
+// into the member event's content, as the spec says and Synapse does.
 func (a *API) join(w http.ResponseWriter, r *http.Request, target string) {
-	var req reasonBody
-	if err := mxhttp.DecodeOptionalJSON(r, mxhttp.DefaultBodyLimit, &req); err != nil {
+	body, err := mxhttp.ReadBody(r, mxhttp.DefaultBodyLimit)
+	if err != nil {
 		a.fail(w, r, err)
 		return
+	}
+	var req reasonBody
+	content := map[string]any{}
+	if len(bytes.TrimSpace(body)) > 0 {
+		if err := mxhttp.Unmarshal(body, &req); err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		if err := mxhttp.Unmarshal(body, &content); err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		delete(content, "reason")
+		delete(content, "third_party_signed")
 	}
 	me := requester(r)
 	if ok, retry := a.allow(r, a.rcJoins, me.UserID); !ok {
@@ -104,7 +122,7 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, target string) {
 		return
 	}
 	roomID, err := a.rooms.JoinWith(r.Context(), me.UserID, target, rooms.JoinOptions{
-		Reason: req.Reason, Via: viaServers(r), Guest: me.IsGuest,
+		Reason: req.Reason, Via: viaServers(r), Guest: me.IsGuest, Content: content,
 	})
 	if err != nil {
 		a.fail(w, r, err)
@@ -263,9 +281,11 @@ func (a *API) sendEvent(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, mxhttp.LimitExceeded(retry))
 		return
 	}
+	roomID, eventType := pathParam(r, "roomID"), pathParam(r, "eventType")
+	txn := txnRef(r, pathParam(r, "txnID"))
+	txn.Path = roomID + "/send/" + eventType
 	id, err := a.rooms.Send(r.Context(), rooms.SendRequest{
-		Sender: me.UserID, RoomID: pathParam(r, "roomID"), Type: pathParam(r, "eventType"),
-		Content: content, Txn: txnRef(r, pathParam(r, "txnID")), OriginTS: ts,
+		Sender: me.UserID, RoomID: roomID, Type: eventType, Content: content, Txn: txn, OriginTS: ts,
 	})
 	if err != nil {
 		a.fail(w, r, err)
@@ -340,7 +360,10 @@ func (a *API) redact(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	me := requester(r)
-	id, err := a.rooms.Redact(r.Context(), me.UserID, pathParam(r, "roomID"), pathParam(r, "eventID"), content, txnRef(r, pathParam(r, "txnID")))
+	roomID, eventID := pathParam(r, "roomID"), pathParam(r, "eventID")
+	txn := txnRef(r, pathParam(r, "txnID"))
+	txn.Path = roomID + "/redact/" + eventID
+	id, err := a.rooms.Redact(r.Context(), me.UserID, roomID, eventID, content, txn)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -349,7 +372,8 @@ func (a *API) redact(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getEvent(w http.ResponseWriter, r *http.Request) {
-	ev, err := a.rooms.GetEvent(r.Context(), requester(r).UserID, pathParam(r, "roomID"), pathParam(r, "eventID"))
+	ev, err := a.rooms.GetEventWith(r.Context(), requester(r).UserID, pathParam(r, "roomID"), pathParam(r, "eventID"),
+		rooms.FormatOptions{Txn: txnRef(r, "")})
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -379,6 +403,10 @@ func queryLimit(r *http.Request, def int) (int, error) {
 }
 
 func (a *API) messages(w http.ResponseWriter, r *http.Request) {
+	if err := a.rooms.CheckHistoryReader(r.Context(), requester(r).UserID, pathParam(r, "roomID")); err != nil {
+		a.fail(w, r, err)
+		return
+	}
 	q := r.URL.Query()
 	dir := q.Get("dir")
 	if dir != "b" && dir != "f" {

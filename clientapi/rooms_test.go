@@ -626,7 +626,7 @@ func TestSendEvents(t *testing.T) {
 	rmPutState(t, s, alice, room, "m.custom", strings.Repeat("k", 255), map[string]any{})
 
 	// Unknown room.
-	wantErr(t, s.Do("PUT", rmRoom("!nope:test.local")+"/send/m.room.message/"+rmNextTxn(), bob.Token, map[string]any{"body": "x"}), http.StatusNotFound, "M_NOT_FOUND")
+	wantErr(t, s.Do("PUT", rmRoom("!nope:test.local")+"/send/m.room.message/"+rmNextTxn(), bob.Token, map[string]any{"body": "x"}), http.StatusForbidden, "M_FORBIDDEN")
 }
 
 func TestRoomState(t *testing.T) {
@@ -699,8 +699,9 @@ func TestRoomState(t *testing.T) {
 	wantErr(t, s.Do("PUT", rmRoom(private)+"/state/m.custom/x", bob.Token, map[string]any{}), http.StatusForbidden, "M_FORBIDDEN")
 	wantErr(t, s.Do("PUT", rmRoom(private)+"/state/m.room.power_levels", bob.Token, map[string]any{"users": map[string]int{bob.ID: 100}}), http.StatusForbidden, "M_FORBIDDEN")
 	// ...but may set his own-keyed state in a room where state_default allows.
-	// Memberships go through their own endpoints.
-	wantErr(t, s.Do("PUT", rmRoom(private)+"/state/m.room.member/"+url.PathEscape(bob.ID), bob.Token, map[string]any{"membership": "join"}), http.StatusForbidden, "M_FORBIDDEN")
+	// Memberships set as state follow the membership auth rules: bob may
+	// not kick alice.
+	wantErr(t, s.Do("PUT", rmRoom(private)+"/state/m.room.member/"+url.PathEscape(alice.ID), bob.Token, map[string]any{"membership": "leave"}), http.StatusForbidden, "M_FORBIDDEN")
 	// Raised to 50, he may.
 	pl := rmStateContent(t, s, alice, private, "m.room.power_levels", "")
 	pl["users"].(map[string]any)[bob.ID] = 50

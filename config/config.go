@@ -78,6 +78,9 @@ type Config struct {
 	MaxSpiderSize              ByteSize         `yaml:"max_spider_size"`
 	URLPreviewAcceptLanguage   []string         `yaml:"url_preview_accept_language"`
 
+	// UserDirectory is Synapse's user_directory section.
+	UserDirectory UserDirectory `yaml:"user_directory"`
+
 	AppServiceConfigFiles []string `yaml:"app_service_config_files"`
 	DefaultRoomVersion    string   `yaml:"default_room_version"`
 	// FederationDomainWhitelist is nil when unset (federate with everyone);
@@ -139,12 +142,35 @@ type Config struct {
 
 	ServeServerWellknown        bool           `yaml:"serve_server_wellknown"`
 	ExtraWellKnownClientContent map[string]any `yaml:"extra_well_known_client_content"`
+	// AdminContact is Synapse's admin_contact (an email address, with or
+	// without "mailto:"): served as an m.role.admin contact in
+	// /.well-known/matrix/support. SupportContacts and SupportPage are our
+	// keys for the rest of that document; with none of the three set it
+	// answers 404.
+	AdminContact    string           `yaml:"admin_contact"`
+	SupportContacts []SupportContact `yaml:"support_contacts"`
+	SupportPage     string           `yaml:"support_page"`
+
+	// TURN servers handed to VoIP clients, with Synapse's keys: time-limited
+	// credentials derived from TurnSharedSecret (coturn's
+	// use-auth-secret), else the fixed TurnUsername and TurnPassword.
+	TurnURIs         []string `yaml:"turn_uris"`
+	TurnSharedSecret string   `yaml:"turn_shared_secret"`
+	TurnUsername     string   `yaml:"turn_username"`
+	TurnPassword     string   `yaml:"turn_password"`
+	// TurnUserLifetime is how long shared-secret credentials last (default 1h).
+	TurnUserLifetime Duration `yaml:"turn_user_lifetime"`
+	// TurnAllowGuests lets guests have TURN credentials (default true).
+	TurnAllowGuests bool `yaml:"turn_allow_guests"`
 
 	RefreshableAccessTokenLifetime Duration `yaml:"refreshable_access_token_lifetime"`
 	// RefreshTokenLifetime is how long a refresh token stays usable unless
 	// exchanged first, so that idle sessions end; 0 (unset) is for ever,
 	// as in Synapse.
 	RefreshTokenLifetime Duration `yaml:"refresh_token_lifetime"`
+	// LoginViaExistingSession lets a logged-in client issue login tokens
+	// for a new one (/login/get_token), as Synapse's key of that name.
+	LoginViaExistingSession LoginViaExistingSession `yaml:"login_via_existing_session"`
 
 	RcMessage      RateLimit `yaml:"rc_message"`
 	RcRegistration RateLimit `yaml:"rc_registration"`
@@ -181,6 +207,15 @@ type RcFederation struct {
 	SleepDelay  Duration `yaml:"sleep_delay"`
 	RejectLimit int      `yaml:"reject_limit"`
 	Concurrent  int      `yaml:"concurrent"`
+}
+
+// SupportContact is one contact of /.well-known/matrix/support: a role
+// (m.role.admin, m.role.security or a namespaced one) and a Matrix ID or
+// an email address, or both.
+type SupportContact struct {
+	MatrixID     string `yaml:"matrix_id"`
+	EmailAddress string `yaml:"email_address"`
+	Role         string `yaml:"role"`
 }
 
 // TrustedKeyServer is a notary for other servers' keys.
@@ -268,11 +303,32 @@ type DatabaseArgs struct {
 	CPMax    int    `yaml:"cp_max"`
 }
 
+// UserDirectory configures /user_directory/search (Synapse's keys and
+// defaults).
+type UserDirectory struct {
+	// Enabled false answers every search with no results.
+	Enabled bool `yaml:"enabled"`
+	// SearchAllUsers lists every local user, not only those who share a
+	// room with the searcher or are in a public room.
+	SearchAllUsers bool `yaml:"search_all_users"`
+	// PreferLocalUsers ranks local users before remote ones.
+	PreferLocalUsers bool `yaml:"prefer_local_users"`
+}
+
 // RateLimit is a token bucket: BurstCount actions at once, refilling at
 // PerSecond actions per second.
 type RateLimit struct {
 	PerSecond  float64 `yaml:"per_second"`
 	BurstCount int     `yaml:"burst_count"`
+}
+
+// LoginViaExistingSession is Synapse's login_via_existing_session: whether
+// /login/get_token issues m.login.token tokens, whether it asks for the
+// user's password first, and how long a token stays valid.
+type LoginViaExistingSession struct {
+	Enabled       bool     `yaml:"enabled"`
+	RequireUIAuth bool     `yaml:"require_ui_auth"`
+	TokenTimeout  Duration `yaml:"token_timeout"`
 }
 
 // RcLogin limits logins per client address, per account, and failed
@@ -310,9 +366,13 @@ func Defaults() *Config {
 		EnableAuthenticatedMedia:       true,
 		MaxSpiderSize:                  10 << 20,
 		DefaultRoomVersion:             "10",
+		UserDirectory:                  UserDirectory{Enabled: true},
 		LogLevel:                       "info",
 		RefreshableAccessTokenLifetime: Duration(5 * time.Minute),
+		LoginViaExistingSession:        LoginViaExistingSession{RequireUIAuth: true, TokenTimeout: Duration(5 * time.Minute)},
 		KeyRefreshInterval:             Duration(24 * time.Hour),
+		TurnUserLifetime:               Duration(time.Hour),
+		TurnAllowGuests:                true,
 		RcFederation: RcFederation{WindowSize: Duration(time.Second), SleepLimit: 10, SleepDelay: Duration(500 * time.Millisecond),
 			RejectLimit: 50, Concurrent: 3},
 		Federation: FederationSettings{

@@ -49,6 +49,12 @@ func (c *Config) validate(d *decoder) error {
 	if c.BcryptRounds < 4 || c.BcryptRounds > 31 {
 		return d.errorf("bcrypt_rounds", "must be between 4 and 31, got %d", c.BcryptRounds)
 	}
+	if c.LoginViaExistingSession.TokenTimeout <= 0 {
+		return d.errorf("login_via_existing_session.token_timeout", "must be more than 0")
+	}
+	if err := c.validateSupportAndTurn(d); err != nil {
+		return err
+	}
 
 	if c.MediaStorePath == "" {
 		return d.errorf("media_store_path", "must not be empty")

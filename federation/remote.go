@@ -267,6 +267,12 @@ func (s *Service) strippedState(ctx context.Context, version, roomID string, sta
 				s.log.Info("leaving out a bad stripped state event", "room_id", roomID, "type", *e.Type, "err", err)
 				continue
 			}
+			if !legacy && ev.Type() == "m.room.create" {
+				// The room ID no longer names the creator's server:
+				// clients get the full create event to check and show.
+				out = append(out, raw)
+				continue
+			}
 			*e.Type, *e.StateKey, e.Sender, e.Content = ev.Type(), *ev.StateKey(), ev.Sender(), ev.Content()
 		} else if !legacy {
 			s.log.Info("leaving out a stripped state event that is not a PDU", "room_id", roomID, "type", *e.Type)

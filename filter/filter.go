@@ -5,6 +5,8 @@ package filter
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 )
@@ -33,10 +35,47 @@ func Parse(raw string) (*RoomEventFilter, error) {
 	if err := json.Unmarshal([]byte(raw), f); err != nil {
 		return nil, err
 	}
-	if err := checkLimit(f.Limit); err != nil {
+	if err := f.check(); err != nil {
 		return nil, err
 	}
 	return f, nil
+}
+
+// check refuses a negative limit and malformed room and user IDs, as
+// Synapse's filter schema does: a filter naming "bob" instead of
+// "@bob:example.org" would otherwise silently match nothing.
+func (f *RoomEventFilter) check() error {
+	if err := checkLimit(f.Limit); err != nil {
+		return err
+	}
+	if err := checkIDs("senders", f.Senders, userIDRe); err != nil {
+		return err
+	}
+	if err := checkIDs("not_senders", f.NotSenders, userIDRe); err != nil {
+		return err
+	}
+	if err := checkIDs("rooms", f.Rooms, roomIDRe); err != nil {
+		return err
+	}
+	return checkIDs("not_rooms", f.NotRooms, roomIDRe)
+}
+
+// maxIDLength is the spec's 255-byte limit on room and user IDs.
+const maxIDLength = 255
+
+var (
+	// The server part is absent from room IDs of room version 12.
+	roomIDRe = regexp.MustCompile(`^![^:]+(:.+)?$`)
+	userIDRe = regexp.MustCompile(`^@[^:]+:.+$`)
+)
+
+func checkIDs(field string, ids []string, shape *regexp.Regexp) error {
+	for _, id := range ids {
+		if len(id) > maxIDLength || !shape.MatchString(id) {
+			return fmt.Errorf("%s: invalid ID %q", field, id)
+		}
+	}
+	return nil
 }
 
 // checkLimit refuses a negative limit. The spec asks for one above 0, but
@@ -163,22 +202,29 @@ func ParseFilter(data []byte) (*Filter, error) {
 	if f.EventFormat != "" && f.EventFormat != "client" && f.EventFormat != "federation" {
 		return nil, errors.New("event_format must be client or federation")
 	}
-	limits := []*int{}
 	for _, ef := range []*EventFilter{f.Presence, f.AccountData} {
-		if ef != nil {
-			limits = append(limits, ef.Limit)
+		if ef == nil {
+			continue
+		}
+		r := RoomEventFilter{Limit: ef.Limit, Senders: ef.Senders, NotSenders: ef.NotSenders}
+		if err := r.check(); err != nil {
+			return nil, err
 		}
 	}
 	if f.Room != nil {
-		for _, rf := range []*RoomEventFilter{f.Room.Timeline, f.Room.State, f.Room.Ephemeral, f.Room.AccountData} {
-			if rf != nil {
-				limits = append(limits, rf.Limit)
-			}
-		}
-	}
-	for _, l := range limits {
-		if err := checkLimit(l); err != nil {
+		if err := checkIDs("rooms", f.Room.Rooms, roomIDRe); err != nil {
 			return nil, err
+		}
+		if err := checkIDs("not_rooms", f.Room.NotRooms, roomIDRe); err != nil {
+			return nil, err
+		}
+		for _, rf := range []*RoomEventFilter{f.Room.Timeline, f.Room.State, f.Room.Ephemeral, f.Room.AccountData} {
+			if rf == nil {
+				continue
+			}
+			if err := rf.check(); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return f, nil

@@ -38,8 +38,9 @@ type pusherData struct {
 	Format string `json:"format"`
 }
 
-// SetPusher creates, updates (kind set) or deletes (kind null) a pusher.
-func (s *Service) SetPusher(ctx context.Context, userID string, req SetPusherRequest) error {
+// SetPusher creates, updates (kind set) or deletes (kind null) a pusher for
+// the session of deviceID.
+func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, req SetPusherRequest) error {
 	if req.PushKey == "" || req.AppID == "" {
 		return mxhttp.MissingParam("pushkey and app_id are required")
 	}
@@ -76,9 +77,20 @@ func (s *Service) SetPusher(ctx context.Context, userID string, req SetPusherReq
 	_, err := s.store.PutPusher(ctx, Pusher{
 		UserID: userID, AppID: req.AppID, PushKey: req.PushKey, Kind: *req.Kind,
 		AppDisplayName: req.AppDisplayName, DeviceDisplayName: req.DeviceDisplayName,
-		ProfileTag: req.ProfileTag, Lang: req.Lang, Data: req.Data, PushKeyTS: s.now().UnixMilli(),
+		ProfileTag: req.ProfileTag, Lang: req.Lang, Data: req.Data, PushKeyTS: s.now().UnixMilli(), DeviceID: deviceID,
 	}, req.Append)
 	if err != nil {
+		return err
+	}
+	s.pushersChanged(ctx)
+	return nil
+}
+
+// DeleteOtherDevicesPushers deletes the pushers that the user's sessions
+// other than keep's set, when a password change ends those sessions: as in
+// Synapse, a pusher goes with the access token that created it.
+func (s *Service) DeleteOtherDevicesPushers(ctx context.Context, userID, keep string) error {
+	if err := s.store.DeletePushersOfOtherDevices(ctx, userID, keep); err != nil {
 		return err
 	}
 	s.pushersChanged(ctx)

@@ -42,6 +42,9 @@ type Pusher struct {
 	Lang              string
 	Data              json.RawMessage
 	PushKeyTS         int64
+	// DeviceID is the device whose session set the pusher; it goes when
+	// that session is ended by a password change.
+	DeviceID string
 }
 
 // Store is the persistence push needs; storage implements it.
@@ -83,6 +86,9 @@ type Store interface {
 	PutPusher(ctx context.Context, p Pusher, appendIt bool) (int64, error)
 	// DeletePusher removes a pusher and its cursor.
 	DeletePusher(ctx context.Context, appID, pushKey, userID string) error
+	// DeletePushersOfOtherDevices deletes the user's pushers set by any
+	// device but keep.
+	DeletePushersOfOtherDevices(ctx context.Context, userID, keep string) error
 
 	CurrentState(ctx context.Context, roomID string, keys []pdu.StateKey) ([]rooms.Stored, error)
 	CurrentStateOfType(ctx context.Context, roomID, eventType string) ([]rooms.Stored, error)

@@ -80,6 +80,15 @@ func (s *Service) visibleEvent(ctx context.Context, user, roomID, eventID string
 // roomReader returns the viewer of a user who may read the room's history
 // at all (viewer.mayReadHistory). Which events they see is then up to the
 // viewer.
+// CheckHistoryReader reports whether the user may read the room's history,
+// for handlers that must refuse outsiders before looking at the request's
+// other parameters (as Synapse does for /messages): an outsider learns
+// nothing from which of its parameters are wrong.
+func (s *Service) CheckHistoryReader(ctx context.Context, user, roomID string) error {
+	_, err := s.roomReader(ctx, user, roomID)
+	return err
+}
+
 func (s *Service) roomReader(ctx context.Context, user, roomID string) (*viewer, error) {
 	v, err := s.roomForReader(ctx, user, roomID)
 	if err != nil {
@@ -142,6 +151,9 @@ func (s *Service) EventContext(ctx context.Context, user, roomID, eventID string
 	}
 
 	res := &ContextResult{Start: FormatToken(start), End: FormatToken(end)}
+	v.annotate(before)
+	v.annotate(after)
+	ev.ViewerMembership = v.membershipAt(ev)
 	evs, err := s.ClientEvents(ctx, []Stored{ev}, FormatOptions{})
 	if err != nil {
 		return nil, err

@@ -129,6 +129,11 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRoom
 		}
 		create["additional_creators"], _ = json.Marshal(extra)
 	}
+	if version == "12" {
+		if err := checkCreatorsUnlisted(creator, create["additional_creators"], req.PowerLevelContentOverride["users"]); err != nil {
+			return "", err
+		}
+	}
 	roomID := ""
 	if version != "12" {
 		roomID = "!" + randomID(18) + ":" + s.server
@@ -284,15 +289,29 @@ func (s *Service) initialPowerLevels(version, creator string, req CreateRoomRequ
 		out[k] = mustJSON(v)
 	}
 	maps.Copy(out, req.PowerLevelContentOverride)
-	if version == "12" {
-		// Creators have infinite power and may not be listed.
-		var u map[string]json.RawMessage
-		if json.Unmarshal(out["users"], &u) == nil {
-			delete(u, creator)
-			out["users"] = mustJSON(u)
+	return mustJSON(out)
+}
+
+// checkCreatorsUnlisted refuses power levels that list a creator of a room
+// version 12 room: creators have infinite power and the auth rules refuse
+// them in users. Refused before the room is made, as a bad request rather
+// than the auth rules' 403, as Synapse does.
+func checkCreatorsUnlisted(creator string, additional, users json.RawMessage) error {
+	if len(users) == 0 {
+		return nil
+	}
+	var listed map[string]json.RawMessage
+	if err := json.Unmarshal(users, &listed); err != nil {
+		return mxhttp.BadJSON("power_level_content_override.users must be an object")
+	}
+	var creators []string
+	_ = json.Unmarshal(additional, &creators)
+	for _, c := range append(creators, creator) {
+		if _, ok := listed[c]; ok {
+			return mxhttp.BadJSON("Creator %s must not appear in power_level_content_override.users", c)
 		}
 	}
-	return mustJSON(out)
+	return nil
 }
 
 func jsonString(s string) json.RawMessage { return mustJSON(s) }

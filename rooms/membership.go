@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 
@@ -78,6 +79,9 @@ type JoinOptions struct {
 	// Guest tells that user is a guest account, which may join only rooms
 	// whose m.room.guest_access is can_join.
 	Guest bool
+	// Content holds the other keys of the client's body, which the spec
+	// (and Synapse) add to the member event's content.
+	Content map[string]any
 }
 
 // JoinWith is Join as a client asks it.
@@ -104,10 +108,17 @@ func (s *Service) JoinWith(ctx context.Context, user, roomIDOrAlias string, o Jo
 	if !t.in {
 		return roomID, s.joinRemote(ctx, user, roomID, o.Reason, t.via)
 	}
-	extra, err := s.restrictedJoin(ctx, roomID, user, current)
+	restricted, err := s.restrictedJoin(ctx, roomID, user, current)
 	if err != nil {
 		return "", err
 	}
+	extra := map[string]any{}
+	for k, v := range o.Content {
+		if k != "membership" {
+			extra[k] = v
+		}
+	}
+	maps.Copy(extra, restricted)
 	if _, err := s.sendMembership(ctx, user, roomID, user, s.memberContent(ctx, user, "join", o.Reason, extra)); err != nil {
 		return "", err
 	}

@@ -123,9 +123,16 @@ func (s *Service) clientEvent(ctx context.Context, e Stored, versions map[string
 	if len(p.Content) == 0 {
 		p.Content = json.RawMessage("{}")
 	}
+	// From room version 12 the create event's PDU has no room_id (the room
+	// ID is derived from the event's ID), but clients are owed one on
+	// every event, as Synapse gives.
+	roomID := p.RoomID
+	if roomID == "" {
+		roomID = e.RoomID
+	}
 	ev := map[string]any{
 		"content": p.Content, "event_id": e.EventID, "origin_server_ts": p.OriginServerTS,
-		"room_id": p.RoomID, "sender": p.Sender, "type": p.Type,
+		"room_id": roomID, "sender": p.Sender, "type": p.Type,
 	}
 	if p.StateKey != nil {
 		ev["state_key"] = *p.StateKey
@@ -161,6 +168,9 @@ func (s *Service) clientEvent(ctx context.Context, e Stored, versions map[string
 			}
 			unsigned["redacted_because"] = rb
 		}
+	}
+	if e.ViewerMembership != "" {
+		unsigned["membership"] = e.ViewerMembership
 	}
 	ev["unsigned"] = unsigned
 	return json.Marshal(ev)
@@ -212,6 +222,12 @@ func (s *Service) roomForReader(ctx context.Context, user, roomID string) (*view
 
 // GetEvent returns one event the user may see.
 func (s *Service) GetEvent(ctx context.Context, user, roomID, eventID string) (json.RawMessage, error) {
+	return s.GetEventWith(ctx, user, roomID, eventID, FormatOptions{})
+}
+
+// GetEventWith is GetEvent in the format opts asks: with opts.Txn, the
+// sending device sees its transaction ID, as in /sync.
+func (s *Service) GetEventWith(ctx context.Context, user, roomID, eventID string, opts FormatOptions) (json.RawMessage, error) {
 	v, err := s.roomForReader(ctx, user, roomID)
 	if err != nil {
 		return nil, err
@@ -223,7 +239,8 @@ func (s *Service) GetEvent(ctx context.Context, user, roomID, eventID string) (j
 	if err != nil {
 		return nil, err
 	}
-	evs, err := s.ClientEvents(ctx, []Stored{e}, FormatOptions{})
+	e.ViewerMembership = v.membershipAt(e)
+	evs, err := s.ClientEvents(ctx, []Stored{e}, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -360,10 +377,11 @@ func (s *Service) Members(ctx context.Context, user, roomID string, q MembersQue
 	return s.ClientEvents(ctx, kept, FormatOptions{})
 }
 
-// MemberInfo is an entry of /joined_members.
+// MemberInfo is an entry of /joined_members; unset fields are null, as in
+// Synapse.
 type MemberInfo struct {
-	DisplayName *string `json:"display_name,omitempty"`
-	AvatarURL   *string `json:"avatar_url,omitempty"`
+	DisplayName *string `json:"display_name"`
+	AvatarURL   *string `json:"avatar_url"`
 }
 
 // JoinedMembers lists the joined members with their profiles; the user must
@@ -475,6 +493,7 @@ func (s *Service) Messages(ctx context.Context, user, roomID string, q MessagesQ
 	if !page.exhausted {
 		res.End = page.cursor.format()
 	}
+	v.annotate(page.picked)
 	if res.Chunk, err = s.ClientEvents(ctx, page.picked, FormatOptions{}); err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"reflect"
 
 	"homeserver/mxhttp"
 	"homeserver/pdu"
@@ -32,6 +33,16 @@ func (s *Service) Send(ctx context.Context, req SendRequest) (string, error) {
 	if req.StateKey != nil {
 		if err := s.checkStateContent(ctx, req); err != nil {
 			return "", err
+		}
+		// Setting the state it already is changes nothing: as in Synapse,
+		// the answer is the current event.
+		if id, err := s.sameState(ctx, req); err != nil || id != "" {
+			return id, err
+		}
+		if req.Type == "m.room.member" {
+			if id, invite, err := s.inviteFromState(ctx, req); invite {
+				return id, err
+			}
 		}
 	}
 	if req.Type == "m.room.redaction" {
@@ -71,10 +82,51 @@ func (s *Service) checkStateContent(ctx context.Context, req SendRequest) error 
 				return err
 			}
 		}
-	case "m.room.member":
-		return mxhttp.Forbidden("Membership is changed through the membership endpoints")
+	case "m.room.create":
+		// A room's one create event is made with the room; another is a
+		// malformed request (in room version 12 it would even name a room
+		// of its own), refused before it could pass as unchanged state.
+		return mxhttp.BadJSON("m.room.create cannot be sent into an existing room")
 	}
 	return nil
+}
+
+// sameState returns the ID of the room's current state event at req's
+// type and state key when req's sender sent it with the same content, ""
+// otherwise.
+func (s *Service) sameState(ctx context.Context, req SendRequest) (string, error) {
+	cur, err := s.store.CurrentState(ctx, req.RoomID, []pdu.StateKey{{Type: req.Type, StateKey: *req.StateKey}})
+	if err != nil || len(cur) == 0 || cur[0].Sender != req.Sender {
+		return "", err
+	}
+	var ev struct {
+		Content json.RawMessage `json:"content"`
+	}
+	if json.Unmarshal(cur[0].JSON, &ev) != nil {
+		return "", nil
+	}
+	var have, want any
+	if json.Unmarshal(ev.Content, &have) != nil || json.Unmarshal(req.Content, &want) != nil || !reflect.DeepEqual(have, want) {
+		return "", nil
+	}
+	return cur[0].EventID, nil
+}
+
+// inviteFromState sends an invite set through the state endpoint the way
+// /invite does (invitee checks, and the other server's signature for a
+// remote invitee); invite is false for other memberships, which are plain
+// state events that the auth rules judge.
+func (s *Service) inviteFromState(ctx context.Context, req SendRequest) (id string, invite bool, err error) {
+	var c struct {
+		Membership string `json:"membership"`
+		Reason     string `json:"reason"`
+		IsDirect   bool   `json:"is_direct"`
+	}
+	if json.Unmarshal(req.Content, &c) != nil || c.Membership != "invite" {
+		return "", false, nil
+	}
+	id, err = s.Invite(ctx, req.Sender, req.RoomID, *req.StateKey, c.Reason, c.IsDirect)
+	return id, true, err
 }
 
 func (s *Service) checkAliasPointsTo(ctx context.Context, alias, roomID string) error {
@@ -102,7 +154,7 @@ func (s *Service) Redact(ctx context.Context, sender, roomID, target string, con
 	}
 	room, err := s.store.GetRoom(ctx, roomID)
 	if errors.Is(err, ErrNotFound) {
-		return "", mxhttp.NotFound("Unknown room")
+		return "", mxhttp.Forbidden("Unknown room")
 	}
 	if err != nil {
 		return "", err

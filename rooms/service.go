@@ -170,7 +170,9 @@ func (s *Service) submitLocked(ctx context.Context, p pdu.Proto, ne NewEvent) (*
 	} else {
 		room, err := s.store.GetRoom(ctx, p.RoomID)
 		if errors.Is(err, ErrNotFound) {
-			return nil, 0, mxhttp.NotFound("Unknown room %s", p.RoomID)
+			// As reads answer: whether a room exists is not told to
+			// those outside it (Synapse too answers 403 here).
+			return nil, 0, mxhttp.Forbidden("Unknown room %s", p.RoomID)
 		}
 		if err != nil {
 			return nil, 0, err

@@ -40,6 +40,9 @@ type Stored struct {
 	// ReplacesState is the state event this one replaced, if any.
 	ReplacesState string
 	JSON          []byte
+	// ViewerMembership, set by the reads that filter events for a user, is
+	// that user's membership at the event (unsigned.membership).
+	ViewerMembership string
 }
 
 // MemberChange is one membership event, with the membership it replaced.
@@ -48,9 +51,11 @@ type MemberChange struct {
 	Membership, Previous string
 }
 
-// TxnRef identifies a client transaction.
+// TxnRef identifies a client transaction. The spec scopes a transaction ID
+// to the device (Scope) and the request path (Path: the room and event type,
+// or the redacted event), so the same ID sent elsewhere is a new event.
 type TxnRef struct {
-	UserID, Scope, TxnID string
+	UserID, Scope, Path, TxnID string
 }
 
 // Relation is an m.relates_to of an event, indexed at write time.

@@ -66,7 +66,36 @@ func (s *Service) Timeline(ctx context.Context, user, roomID string, from, to in
 		picked = picked[:limit]
 	}
 	slices.Reverse(picked)
+	if !limited && from == 0 && (len(picked) == 0 || picked[0].Type != "m.room.create") {
+		// The scan reached the start of the room's log here, which may not
+		// be the start of the room.
+		oldest := to + 1
+		if len(picked) > 0 {
+			oldest = picked[0].Pos
+		}
+		if limited, err = s.historyBeforeLog(ctx, v, roomID, oldest); err != nil {
+			return nil, false, err
+		}
+	}
+	v.annotate(picked)
 	return picked, limited, nil
+}
+
+// historyBeforeLog reports whether the room has history, older than its
+// log here, that the user may see: a room joined over federation starts
+// its log at the join, with its create event and the state before among
+// the outliers, and a client is owed a gap (limited, with a prev_batch to
+// page back from) when the history visibility just before the oldest
+// event the user sees lets them read what came before it.
+func (s *Service) historyBeforeLog(ctx context.Context, v *viewer, roomID string, oldest int64) (bool, error) {
+	create, err := s.store.CurrentState(ctx, roomID, []pdu.StateKey{{Type: "m.room.create"}})
+	if err != nil {
+		return false, err
+	}
+	if len(create) > 0 && create[0].Pos > 0 {
+		return false, nil // created in the log: it holds the whole room
+	}
+	return v.canSee(Stored{Pos: oldest - 1, Type: "m.room.message"}), nil
 }
 
 // StateAfter returns the room's state just after position pos.
@@ -188,8 +217,24 @@ func (s *Service) StrippedState(ctx context.Context, roomID, user string) ([]jso
 			}
 		}
 	}
+	room, err := s.store.GetRoom(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]json.RawMessage, 0, len(st))
 	for _, e := range st {
+		if e.Type == "m.room.create" && room.Version == "12" {
+			// From room version 12 the room ID is the create event's hash:
+			// the full event lets the invitee check the room and see who
+			// made it, which the room ID no longer says (MSC4311, as
+			// Synapse gives it).
+			data, err := authJSON(room.Version, e)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, data)
+			continue
+		}
 		out = append(out, strippedOf(e))
 	}
 	return out, nil

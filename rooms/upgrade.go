@@ -201,14 +201,17 @@ func (s *Service) Upgrade(ctx context.Context, user, roomID string, req UpgradeR
 // setting).
 func (s *Service) upgradeCreateContent(ctx context.Context, user, oldRoomID, version string, oldCreate json.RawMessage, additional []string) (map[string]json.RawMessage, error) {
 	predecessor := map[string]string{"room_id": oldRoomID}
-	// event_id is deprecated but should still be given where known: the
-	// last event of the old room.
-	last, err := s.store.RoomEvents(ctx, oldRoomID, math.MaxInt64, 0, false, 1)
-	if err != nil {
-		return nil, err
-	}
-	if len(last) > 0 {
-		predecessor["event_id"] = last[0].EventID
+	// event_id is deprecated but should still be given where known (the
+	// last event of the old room), except from room version 12 on, whose
+	// predecessor is the room ID alone, as Synapse writes it.
+	if version != "12" {
+		last, err := s.store.RoomEvents(ctx, oldRoomID, math.MaxInt64, 0, false, 1)
+		if err != nil {
+			return nil, err
+		}
+		if len(last) > 0 {
+			predecessor["event_id"] = last[0].EventID
+		}
 	}
 	create := map[string]json.RawMessage{
 		"room_version": jsonString(version),

@@ -130,6 +130,12 @@ func (v *viewer) canSee(e Stored) bool {
 		return v.allowedWith(e.Pos, memBefore, normaliseVisibility(after(v.visibility, e.Pos)))
 	}
 	if e.StateKey != nil && *e.StateKey == v.user && e.Type == "m.room.member" {
+		// A user always sees their own leave from a room they were in or
+		// invited to, as Synapse has it: else a rejected invite would
+		// never leave the client's list.
+		if e.Membership == "leave" && (memBefore == "join" || memBefore == "invite") {
+			return true
+		}
 		return v.allowedWith(e.Pos, after(v.memberships, e.Pos), visBefore)
 	}
 	return false
@@ -154,6 +160,27 @@ func (v *viewer) canSeeBackfilled(e Stored) bool {
 		return v.allowedWith(e.Pos, "", normaliseVisibility(c.Content.HistoryVisibility))
 	}
 	return false
+}
+
+// membershipAt is the user's membership at the event, including any change
+// the event made (unsigned.membership): "leave" when they had none, as for
+// history backfilled from other servers, older than any membership of
+// this server's users.
+func (v *viewer) membershipAt(e Stored) string {
+	if e.Pos < 0 {
+		return "leave"
+	}
+	if m := after(v.memberships, e.Pos); m != "" {
+		return m
+	}
+	return "leave"
+}
+
+// annotate sets the events' ViewerMembership.
+func (v *viewer) annotate(evs []Stored) {
+	for i := range evs {
+		evs[i].ViewerMembership = v.membershipAt(evs[i])
+	}
 }
 
 // current is the user's membership now.

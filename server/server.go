@@ -30,6 +30,7 @@ import (
 	"homeserver/presence"
 	"homeserver/push"
 	"homeserver/receipts"
+	"homeserver/reports"
 	"homeserver/rooms"
 	"homeserver/serverkey"
 	"homeserver/spaces"
@@ -38,6 +39,7 @@ import (
 	"homeserver/syncapi"
 	"homeserver/todevice"
 	"homeserver/typing"
+	"homeserver/userdir"
 )
 
 // Server is a running (or ready to run) homeserver.
@@ -54,6 +56,7 @@ type Server struct {
 	typing   *typing.Service
 	media    *media.HTTP
 	push     *push.Service
+	userDir  *userdir.Service
 	presence *presence.Service
 	hub      *stream.Hub
 	readers  *stream.Metrics
@@ -234,6 +237,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		return nil, err
 	}
 	pushSvc := push.New(db, push.Config{ServerName: cfg.ServerName, Logger: log, Hub: hub, Metrics: readers, Leaser: leaser, Guard: pushGuard})
+	userDir := userdir.New(db, userdir.Config{
+		ServerName: cfg.ServerName, Enabled: cfg.UserDirectory.Enabled,
+		SearchAllUsers: cfg.UserDirectory.SearchAllUsers, PreferLocalUsers: cfg.UserDirectory.PreferLocalUsers,
+		Logger: log, Hub: hub, Metrics: readers, Leaser: leaser,
+	})
 	pushSvc.OnRulesChanged(func(userID string, rs *push.Ruleset) {
 		if err := accountData.PutInternal(context.Background(), userID, "", "m.push_rules", push.MarshalRuleset(rs)); err != nil {
 			log.Warn("updating m.push_rules", "user_id", userID, "err", err)
@@ -266,6 +274,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		RcJoinsLocal:              rl(cfg.RcJoins.Local),
 		RcInvitesPerRoom:          rl(cfg.RcInvites.PerRoom),
 		RcInvitesPerUser:          rl(cfg.RcInvites.PerUser),
+		Turn:                      turnConfig(cfg),
+		Support:                   supportInfo(cfg),
+		LoginTokens: clientapi.LoginTokens{
+			Enabled: cfg.LoginViaExistingSession.Enabled, RequireUIA: cfg.LoginViaExistingSession.RequireUIAuth,
+			Lifetime: time.Duration(cfg.LoginViaExistingSession.TokenTimeout),
+		},
 	}, clientapi.Deps{
 		Accounts: acc, Rooms: rms, AccountData: accountData, Presence: pres, Receipts: rcpt, Typing: typ,
 		Sync: syncapi.New(syncapi.Deps{
@@ -275,6 +289,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		}),
 		AppServices: appservices, AppServiceQuerier: asQuery, Push: pushSvc,
 		Keys: keys, ToDevice: toDevice, KeyBackup: keybackup.New(db), RemoteProfiles: remoteProfiles(cfg, fed), Spaces: spc,
+		UserDir: userDir,
+		Reports: reports.New(db),
 	}, log)
 	mediaHTTP, err := newMedia(cfg, db, client, fed, log)
 	if err != nil {
@@ -286,6 +302,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		http: metrics.NewHTTP(reg), accounts: acc, rooms: rms, client: client, typing: typ,
 		media:    mediaHTTP,
 		push:     pushSvc,
+		userDir:  userDir,
 		presence: pres,
 		hub:      hub, readers: readers, leaser: leaser,
 		appservices: appservices, asQueues: asQueues, fed: fed,
@@ -390,6 +407,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.fed.service.Stop()
 	s.fed.client.Close()
 	s.push.Stop()
+	s.userDir.Stop()
 	s.presence.StopIdleSweep()
 	s.typing.Close()
 	s.hub.Close()
@@ -410,6 +428,7 @@ func (s *Server) startQueues() error {
 	if err := s.push.Start(context.Background()); err != nil {
 		return err
 	}
+	s.userDir.Start()
 	s.presence.StartIdleSweep(s.log, s.readers, s.leaser)
 	s.fed.service.Start()
 	return nil

@@ -48,9 +48,9 @@ func (db *DB) CreateAccount(ctx context.Context, acc accounts.Account, displayNa
 func (db *DB) GetAccount(ctx context.Context, userID string) (accounts.Account, error) {
 	defer db.observe("get_account", time.Now())
 	var a accounts.Account
-	err := db.r.QueryRowContext(ctx, `SELECT user_id, localpart, password_hash, is_admin, is_guest, deactivated, appservice_id, created_ts
+	err := db.r.QueryRowContext(ctx, `SELECT user_id, localpart, password_hash, is_admin, is_guest, deactivated, suspended, locked, appservice_id, created_ts
 		FROM users WHERE user_id = $1`, userID).
-		Scan(&a.UserID, &a.Localpart, &a.PasswordHash, &a.IsAdmin, &a.IsGuest, &a.Deactivated, &a.AppServiceID, &a.CreatedTS)
+		Scan(&a.UserID, &a.Localpart, &a.PasswordHash, &a.IsAdmin, &a.IsGuest, &a.Deactivated, &a.Suspended, &a.Locked, &a.AppServiceID, &a.CreatedTS)
 	if errors.Is(err, sql.ErrNoRows) {
 		return a, accounts.ErrNotFound
 	}
@@ -143,13 +143,13 @@ func (db *DB) LookupAccessToken(ctx context.Context, hash string) (accounts.Toke
 	defer db.observe("lookup_access_token", time.Now())
 	var o accounts.TokenOwner
 	var stale sql.NullString
-	err := db.r.QueryRowContext(ctx, `SELECT t.user_id, t.device_id, u.is_admin, u.is_guest, u.deactivated, t.expires_ts, d.last_seen_ts, r.prev_hash
+	err := db.r.QueryRowContext(ctx, `SELECT t.user_id, t.device_id, u.is_admin, u.is_guest, u.deactivated, u.suspended, u.locked, t.expires_ts, d.last_seen_ts, r.prev_hash
 		FROM access_tokens t
 		JOIN users u ON u.user_id = t.user_id
 		JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id
 		LEFT JOIN refresh_tokens r ON r.token_hash = t.refresh_hash
 		WHERE t.token_hash = $1`, hash).
-		Scan(&o.UserID, &o.DeviceID, &o.IsAdmin, &o.IsGuest, &o.Deactivated, &o.ExpiresTS, &o.LastSeenTS, &stale)
+		Scan(&o.UserID, &o.DeviceID, &o.IsAdmin, &o.IsGuest, &o.Deactivated, &o.Suspended, &o.Locked, &o.ExpiresTS, &o.LastSeenTS, &stale)
 	if errors.Is(err, sql.ErrNoRows) {
 		return o, accounts.ErrNotFound
 	}

@@ -150,7 +150,7 @@ func (db *DB) RoomsNotifiedBetween(ctx context.Context, userID string, from, to 
 	return queryStrings(ctx, db.r, `SELECT DISTINCT room_id FROM push_notifications WHERE user_id = $1 AND id > $2 AND id <= $3`, userID, from, to)
 }
 
-const pusherColumns = `id, user_id, app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data, pushkey_ts`
+const pusherColumns = `id, user_id, app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data, pushkey_ts, device_id`
 
 func (db *DB) queryPushers(ctx context.Context, where string, args ...any) ([]push.Pusher, error) {
 	rows, err := db.r.QueryContext(ctx, `SELECT `+pusherColumns+` FROM pushers `+where+` ORDER BY id`, args...)
@@ -163,7 +163,7 @@ func (db *DB) queryPushers(ctx context.Context, where string, args ...any) ([]pu
 		var p push.Pusher
 		var data string
 		if err := rows.Scan(&p.ID, &p.UserID, &p.AppID, &p.PushKey, &p.Kind, &p.AppDisplayName, &p.DeviceDisplayName,
-			&p.ProfileTag, &p.Lang, &data, &p.PushKeyTS); err != nil {
+			&p.ProfileTag, &p.Lang, &data, &p.PushKeyTS, &p.DeviceID); err != nil {
 			return nil, fmt.Errorf("storage: pushers: %w", err)
 		}
 		p.Data = []byte(data)
@@ -199,8 +199,8 @@ func (db *DB) PutPusher(ctx context.Context, p push.Pusher, appendIt bool) (int6
 			if id, err = nextStreamPos(ctx, tx, counterPushers); err != nil {
 				return err
 			}
-			_, err = tx.ExecContext(ctx, `INSERT INTO pushers (`+pusherColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-				id, p.UserID, p.AppID, p.PushKey, p.Kind, p.AppDisplayName, p.DeviceDisplayName, p.ProfileTag, p.Lang, string(p.Data), p.PushKeyTS)
+			_, err = tx.ExecContext(ctx, `INSERT INTO pushers (`+pusherColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+				id, p.UserID, p.AppID, p.PushKey, p.Kind, p.AppDisplayName, p.DeviceDisplayName, p.ProfileTag, p.Lang, string(p.Data), p.PushKeyTS, p.DeviceID)
 			if err != nil {
 				return fmt.Errorf("storage: put pusher: %w", err)
 			}
@@ -213,9 +213,10 @@ func (db *DB) PutPusher(ctx context.Context, p push.Pusher, appendIt bool) (int6
 		case err != nil:
 			return fmt.Errorf("storage: put pusher: %w", err)
 		}
+		// The session that updates a pusher owns it from now on, as in Synapse.
 		_, err = tx.ExecContext(ctx, `UPDATE pushers SET kind = $2, app_display_name = $3, device_display_name = $4,
-			profile_tag = $5, lang = $6, data = $7 WHERE id = $1`,
-			id, p.Kind, p.AppDisplayName, p.DeviceDisplayName, p.ProfileTag, p.Lang, string(p.Data))
+			profile_tag = $5, lang = $6, data = $7, device_id = $8 WHERE id = $1`,
+			id, p.Kind, p.AppDisplayName, p.DeviceDisplayName, p.ProfileTag, p.Lang, string(p.Data), p.DeviceID)
 		if err != nil {
 			return fmt.Errorf("storage: put pusher: %w", err)
 		}
@@ -251,6 +252,12 @@ func deletePushers(ctx context.Context, tx *sql.Tx, where string, args ...any) e
 func (db *DB) DeletePusher(ctx context.Context, appID, pushKey, userID string) error {
 	return db.tx(ctx, "delete_pusher", func(tx *sql.Tx) error {
 		return deletePushers(ctx, tx, `app_id = $1 AND pushkey = $2 AND user_id = $3`, appID, pushKey, userID)
+	})
+}
+
+func (db *DB) DeletePushersOfOtherDevices(ctx context.Context, userID, keep string) error {
+	return db.tx(ctx, "delete_pushers_of_other_devices", func(tx *sql.Tx) error {
+		return deletePushers(ctx, tx, `user_id = $1 AND device_id <> $2`, userID, keep)
 	})
 }
 

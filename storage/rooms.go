@@ -66,8 +66,8 @@ func (db *DB) PersistEvent(ctx context.Context, ne rooms.NewEvent) (int64, error
 	err := db.tx(ctx, "persist_event", func(tx *sql.Tx) error {
 		if t := ne.Txn; t != nil {
 			var existing string
-			err := tx.QueryRowContext(ctx, `SELECT event_id FROM event_txns WHERE user_id = $1 AND scope = $2 AND txn_id = $3`,
-				t.UserID, t.Scope, t.TxnID).Scan(&existing)
+			err := tx.QueryRowContext(ctx, `SELECT event_id FROM event_txns WHERE user_id = $1 AND scope = $2 AND path = $3 AND txn_id = $4`,
+				t.UserID, t.Scope, t.Path, t.TxnID).Scan(&existing)
 			if err == nil {
 				return rooms.ErrDuplicateTxn
 			}
@@ -159,8 +159,8 @@ func (db *DB) PersistEvent(ctx context.Context, ne rooms.NewEvent) (int64, error
 			}
 		}
 		if t := ne.Txn; t != nil {
-			_, err := tx.ExecContext(ctx, `INSERT INTO event_txns (user_id, scope, txn_id, event_id) VALUES ($1, $2, $3, $4)`,
-				t.UserID, t.Scope, t.TxnID, ev.ID())
+			_, err := tx.ExecContext(ctx, `INSERT INTO event_txns (user_id, scope, path, txn_id, event_id) VALUES ($1, $2, $3, $4, $5)`,
+				t.UserID, t.Scope, t.Path, t.TxnID, ev.ID())
 			if err != nil {
 				return fmt.Errorf("storage: record txn: %w", err)
 			}
@@ -423,8 +423,8 @@ func (db *DB) GetEvents(ctx context.Context, ids []string) ([]rooms.Stored, erro
 func (db *DB) TxnEvent(ctx context.Context, t rooms.TxnRef) (string, error) {
 	defer db.observe("txn_event", time.Now())
 	var id string
-	err := db.r.QueryRowContext(ctx, `SELECT event_id FROM event_txns WHERE user_id = $1 AND scope = $2 AND txn_id = $3`,
-		t.UserID, t.Scope, t.TxnID).Scan(&id)
+	err := db.r.QueryRowContext(ctx, `SELECT event_id FROM event_txns WHERE user_id = $1 AND scope = $2 AND path = $3 AND txn_id = $4`,
+		t.UserID, t.Scope, t.Path, t.TxnID).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", rooms.ErrNotFound
 	}

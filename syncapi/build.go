@@ -3,12 +3,16 @@ package syncapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"maps"
 	"slices"
 	"strings"
 
 	"homeserver/accountdata"
 	"homeserver/filter"
+	"homeserver/mxhttp"
 	"homeserver/pdu"
+	"homeserver/push"
 	"homeserver/receipts"
 	"homeserver/rooms"
 )
@@ -53,6 +57,11 @@ func (s *Service) build(ctx context.Context, req Request, since *Token, now Toke
 			continue
 		}
 		b.roomData[it.RoomID] = append(b.roomData[it.RoomID], it)
+	}
+	if initial {
+		if err := b.pushRules(ctx, items); err != nil {
+			return nil, err
+		}
 	}
 
 	if !initial {
@@ -103,7 +112,7 @@ func (s *Service) build(ctx context.Context, req Request, since *Token, now Toke
 			return nil, err
 		}
 	}
-	if err := b.presence(ctx); err != nil {
+	if err := b.presence(ctx, memberships); err != nil {
 		return nil, err
 	}
 	if err := b.e2ee(ctx, memberships); err != nil {
@@ -130,6 +139,9 @@ type builder struct {
 	timelineF, stateF, ephemeralF, roomDataF *filter.RoomEventFilter
 
 	changed, typingChanged map[string]bool
+	// ignored are the users the syncing user ignores, read when first
+	// needed (nil until then).
+	ignored map[string]bool
 	// notified are the rooms whose unread counts changed.
 	notified map[string]bool
 	roomData map[string][]accountdata.Item
@@ -162,6 +174,9 @@ func (b *builder) room(ctx context.Context, m rooms.Stored) error {
 		return b.joinedRoom(ctx, m)
 	case "invite":
 		if b.initial || newSince {
+			if ignored, err := b.ignores(ctx, m.Sender); err != nil || ignored {
+				return err
+			}
 			st, err := b.s.rooms.StrippedState(ctx, m.RoomID, b.req.UserID)
 			if err != nil {
 				return err
@@ -427,12 +442,53 @@ func hasMember(evs []rooms.Stored) bool {
 	return false
 }
 
+// pushRules adds the user's push rules to an initial sync's account data,
+// as Synapse does: m.push_rules is stored only once the user changes a
+// rule, and clients read the defaults from it too.
+func (b *builder) pushRules(ctx context.Context, items []accountdata.Item) error {
+	if b.s.push == nil || !b.f.AccountData.Match("m.push_rules", "") ||
+		slices.ContainsFunc(items, func(it accountdata.Item) bool { return it.RoomID == "" && it.Type == "m.push_rules" }) {
+		return nil
+	}
+	rs, err := b.s.push.Rules(ctx, b.req.UserID)
+	if err != nil {
+		return err
+	}
+	b.resp.AccountData.Events = append(b.resp.AccountData.Events,
+		accountDataEvent(accountdata.Item{Type: "m.push_rules", Content: push.MarshalRuleset(rs)}))
+	return nil
+}
+
+// ignores reports whether the syncing user ignores sender
+// (m.ignored_user_list): their invites are not shown.
+func (b *builder) ignores(ctx context.Context, sender string) (bool, error) {
+	if b.ignored == nil {
+		b.ignored = map[string]bool{}
+		data, err := b.s.account.Get(ctx, b.req.UserID, "", "m.ignored_user_list")
+		if err != nil {
+			var merr *mxhttp.Error
+			if errors.As(err, &merr) && merr.Code == "M_NOT_FOUND" {
+				return false, nil
+			}
+			return false, err
+		}
+		var c struct {
+			IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
+		}
+		_ = json.Unmarshal(data, &c)
+		for u := range c.IgnoredUsers {
+			b.ignored[u] = true
+		}
+	}
+	return b.ignored[sender], nil
+}
+
 func accountDataEvent(it accountdata.Item) json.RawMessage {
 	ev, _ := json.Marshal(map[string]any{"type": it.Type, "content": it.Content})
 	return ev
 }
 
-func (b *builder) presence(ctx context.Context) error {
+func (b *builder) presence(ctx context.Context, memberships []rooms.Stored) error {
 	if b.f.Presence != nil && b.f.Presence.Limit != nil && *b.f.Presence.Limit == 0 {
 		return nil
 	}
@@ -440,6 +496,7 @@ func (b *builder) presence(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	sent := map[string]bool{}
 	for _, st := range sts {
 		if !b.f.Presence.Match("m.presence", st.UserID) {
 			continue
@@ -450,7 +507,70 @@ func (b *builder) presence(ctx context.Context) error {
 		}
 		if shares {
 			b.resp.Presence.Events = append(b.resp.Presence.Events, b.s.presence.Event(st))
+			sent[st.UserID] = true
 		}
 	}
+	if b.initial {
+		return nil
+	}
+	// Those who came to share a room with the user since their last sync
+	// are news with their current presence, however old, as in Synapse.
+	users, err := b.newlyShared(ctx, memberships)
+	if err != nil {
+		return err
+	}
+	var want []string
+	for _, u := range users {
+		if !sent[u] && b.f.Presence.Match("m.presence", u) {
+			want = append(want, u)
+		}
+	}
+	// One who joined and left again in the span shares nothing now.
+	if want, err = b.s.rooms.UsersSharingRoom(ctx, b.req.UserID, want); err != nil {
+		return err
+	}
+	current, err := b.s.presence.Since(ctx, want, 0, b.now.Presence)
+	if err != nil {
+		return err
+	}
+	for _, st := range current {
+		b.resp.Presence.Events = append(b.resp.Presence.Events, b.s.presence.Event(st))
+	}
 	return nil
+}
+
+// newlyShared returns the users, the syncing one aside, who joined a room
+// with them in (from, now]: the other joiners of their rooms and, in the
+// rooms they joined, every member. Only rooms with events in the span are
+// read.
+func (b *builder) newlyShared(ctx context.Context, memberships []rooms.Stored) ([]string, error) {
+	var roomIDs []string
+	for _, m := range memberships {
+		if m.Membership == "join" && b.changed[m.RoomID] {
+			roomIDs = append(roomIDs, m.RoomID)
+		}
+	}
+	changes, err := b.s.rooms.MemberChangesBetween(ctx, roomIDs, b.from.Events, b.now.Events)
+	if err != nil {
+		return nil, err
+	}
+	users := map[string]bool{}
+	for _, c := range changes {
+		if c.Membership != "join" || c.Previous == "join" {
+			continue
+		}
+		if c.UserID != b.req.UserID {
+			users[c.UserID] = true
+			continue
+		}
+		members, err := b.s.rooms.JoinedUserIDs(ctx, c.RoomID)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range members {
+			users[u] = true
+		}
+	}
+	delete(users, b.req.UserID)
+	return slices.Sorted(maps.Keys(users)), nil
 }
