@@ -165,17 +165,19 @@ func serve(ctx context.Context, configPath string, opts processOptions, stderr i
 		log.Error("start-up failed", "err", err)
 		return 1
 	}
-	if err := srv.Start(); err != nil {
-		log.Error("start-up failed", "err", err)
-		_ = srv.Shutdown(context.Background())
-		return 1
-	}
+	// The pid file is complete before the listeners answer: whoever sees
+	// the server up can read it.
 	if cfg.PidFile != "" {
 		if err := os.WriteFile(cfg.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 			log.Warn("writing pid_file", "path", cfg.PidFile, "err", err)
 		} else {
 			defer os.Remove(cfg.PidFile)
 		}
+	}
+	if err := srv.Start(); err != nil {
+		log.Error("start-up failed", "err", err)
+		_ = srv.Shutdown(context.Background())
+		return 1
 	}
 	log.Info("homeserver running", "server_name", cfg.ServerName, "version", fullVersion())
 	<-ctx.Done()
