@@ -3,6 +3,7 @@ package clientapi
 import (
 	"net/http"
 	"strconv"
+	"strings"
 
 	"homeserver/mxhttp"
 	"homeserver/spaces"
@@ -42,4 +43,28 @@ func (a *API) hierarchy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ok(w, page)
+}
+
+// roomSummary serves GET /_matrix/client/v1/room_summary/{roomIdOrAlias}.
+func (a *API) roomSummary(w http.ResponseWriter, r *http.Request) {
+	target := pathParam(r, "roomIDOrAlias")
+	via := viaServers(r)
+	roomID := target
+	if strings.HasPrefix(target, "#") {
+		t, err := a.rooms.ResolveAlias(r.Context(), target)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		roomID, via = t.RoomID, append(via, t.Servers...)
+	} else if !strings.HasPrefix(target, "!") {
+		a.fail(w, r, mxhttp.InvalidParam("%q is neither a room ID nor a room alias", target))
+		return
+	}
+	s, err := a.spaces.RoomSummary(r.Context(), requester(r).UserID, roomID, via)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	ok(w, s)
 }

@@ -25,6 +25,7 @@ func (a *API) v1RoomRoutes(r chi.Router) {
 	r.Get("/rooms/{roomID}/threads", a.threads)
 	r.Get("/rooms/{roomID}/timestamp_to_event", a.timestampToEvent)
 	r.Get("/rooms/{roomID}/hierarchy", a.hierarchy)
+	r.Get("/room_summary/{roomIDOrAlias}", a.roomSummary)
 }
 
 func (a *API) eventContext(w http.ResponseWriter, r *http.Request) {

@@ -65,6 +65,15 @@ func TestHierarchyAcrossServers(t *testing.T) {
 	if sc := list[2].(map[string]any); sc["room_type"] != "m.space" || len(sc["children_state"].([]any)) != 3 {
 		t.Errorf("sub's chunk: %v", sc)
 	}
+	// room_summary of a room hs1 is not in, through the via servers; a
+	// private one is not found.
+	r = a.MustDo(http.StatusOK, "GET", "/_matrix/client/v1/room_summary/"+url.PathEscape(far)+"?via=hs2.test", alice.Token, nil)
+	if r.String("name") != "Far" || r.String("membership") != "leave" || r.String("room_id") != far {
+		t.Errorf("room_summary of far: %s", r.Body)
+	}
+	if r := a.Do("GET", "/_matrix/client/v1/room_summary/"+url.PathEscape(secret)+"?via=hs2.test", alice.Token, nil); r.Status != http.StatusNotFound || r.Errcode() != "M_NOT_FOUND" {
+		t.Errorf("room_summary of a private room: %d %s", r.Status, r.Body)
+	}
 	r = a.MustDo(http.StatusOK, "GET", "/_matrix/client/v1/rooms/"+url.PathEscape(root)+"/hierarchy?suggested_only=true", alice.Token, nil)
 	if got, want := roomIDsOf(r.JSON["rooms"]), []string{root, sub, leaf}; !slices.Equal(got, want) {
 		t.Errorf("suggested only: %v, want %v", got, want)
