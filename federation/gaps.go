@@ -54,16 +54,8 @@ func (s *Service) getMissingEvents(w http.ResponseWriter, r *http.Request) {
 		req.Limit = 10
 	}
 	req.Limit = min(req.Limit, maxMissingServed)
-	version, err := s.rooms.RoomVersion(ctx, roomID)
-	if errors.Is(err, rooms.ErrNotFound) {
-		s.fail(w, r, mxhttp.NotFound("Unknown room"))
-		return
-	}
+	_, version, err := s.roomForServer(r)
 	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if err := s.requireInRoom(ctx, roomID); err != nil {
 		s.fail(w, r, err)
 		return
 	}
