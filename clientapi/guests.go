@@ -13,7 +13,7 @@ import (
 var guestRoutes = func() *chi.Mux {
 	m := chi.NewMux()
 	allow := func(method, pattern string) { m.MethodFunc(method, pattern, http.NotFound) }
-	for _, p := range []string{"/_matrix/client/v3", "/_matrix/client/r0", "/_matrix/client/api/v1"} {
+	for _, p := range []string{"/_matrix/client/v3", "/_matrix/client/r0", "/_matrix/client/api/v1", v2AlphaPrefix} {
 		// Reading rooms, including world-readable ones the guest is not in.
 		allow(http.MethodGet, p+"/rooms/{roomID}/state")
 		allow(http.MethodGet, p+"/rooms/{roomID}/state/{eventType}")

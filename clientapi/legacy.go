@@ -18,6 +18,13 @@ func (a *API) legacyRoutes(r chi.Router) {
 	r.Get("/events", a.eventStream)
 	r.Get("/events/{eventID}", a.legacyEvent)
 	r.Get("/rooms/{roomID}/initialSync", a.roomInitialSync)
+	// Sending and redacting without a transaction ID, which Synapse still
+	// serves under every client prefix: each request makes a new event.
+	r.Post("/rooms/{roomID}/send/{eventType}", a.sendEvent)
+	r.Post("/rooms/{roomID}/redact/{eventID}", a.redact)
+	// Presence lists (legacy_presence.go).
+	r.Get("/presence/list/{userID}", a.getPresenceList)
+	r.Post("/presence/list/{userID}", a.editPresenceList)
 }
 
 func (a *API) initialSync(w http.ResponseWriter, r *http.Request) {

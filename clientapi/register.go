@@ -127,6 +127,7 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	a.afterRegister(r.Context(), creds.UserID)
 	ok(w, a.credentials(creds))
 }
 

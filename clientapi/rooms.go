@@ -282,8 +282,13 @@ func (a *API) sendEvent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	roomID, eventType := pathParam(r, "roomID"), pathParam(r, "eventType")
-	txn := txnRef(r, pathParam(r, "txnID"))
-	txn.Path = roomID + "/send/" + eventType
+	// POST is the 2015 form without a transaction ID: each request sends
+	// a new event.
+	var txn *rooms.TxnRef
+	if r.Method == http.MethodPut {
+		txn = txnRef(r, pathParam(r, "txnID"))
+		txn.Path = roomID + "/send/" + eventType
+	}
 	id, err := a.rooms.Send(r.Context(), rooms.SendRequest{
 		Sender: me.UserID, RoomID: roomID, Type: eventType, Content: content, Txn: txn, OriginTS: ts,
 	})
@@ -361,8 +366,12 @@ func (a *API) redact(w http.ResponseWriter, r *http.Request) {
 	}
 	me := requester(r)
 	roomID, eventID := pathParam(r, "roomID"), pathParam(r, "eventID")
-	txn := txnRef(r, pathParam(r, "txnID"))
-	txn.Path = roomID + "/redact/" + eventID
+	// As for sendEvent, POST has no transaction ID.
+	var txn *rooms.TxnRef
+	if r.Method == http.MethodPut {
+		txn = txnRef(r, pathParam(r, "txnID"))
+		txn.Path = roomID + "/redact/" + eventID
+	}
 	id, err := a.rooms.Redact(r.Context(), me.UserID, roomID, eventID, content, txn)
 	if err != nil {
 		a.fail(w, r, err)

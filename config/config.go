@@ -54,6 +54,10 @@ type Config struct {
 	// for (Synapse's dynamic_thumbnails, off by default: a request is
 	// served the nearest of thumbnail_sizes).
 	DynamicThumbnails bool `yaml:"dynamic_thumbnails"`
+	// EnableIdenticons serves GET /_matrix/media/v1/identicon/{name} and
+	// gives each newly registered user an identicon avatar, as Synapse did
+	// in 2015 (off by default; when off the path answers 404).
+	EnableIdenticons bool `yaml:"enable_identicons"`
 	// EnableAuthenticatedMedia (Synapse's key, default true) marks media
 	// uploaded or fetched while it is on as authenticated: the legacy
 	// unauthenticated /_matrix/media/*/download and /thumbnail endpoints
