@@ -9,13 +9,16 @@ import (
 	"image/png"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"homeserver/internal/testserver"
+	"homeserver/media"
 )
 
 // BenchmarkUpload measures POST /_matrix/media/v3/upload of 8 MiB of random
@@ -39,26 +42,70 @@ func BenchmarkUpload(b *testing.B) {
 	}
 }
 
-// photo is a 4000×3000 (12-megapixel) picture with gradients, so that its
-// JPEG is of realistic size (not a flat colour).
-func photo() image.Image {
-	img := image.NewYCbCr(image.Rect(0, 0, 4000, 3000), image.YCbCrSubsampleRatio420)
-	for y := 0; y < 3000; y++ {
-		for x := 0; x < 4000; x++ {
-			img.Y[y*img.YStride+x] = uint8((x*7 + y*3) ^ (x * y >> 6))
+// photo is a 4000×3000 (12-megapixel) picture with gradients and noise,
+// whose JPEG at quality 90 is about 4.5 MiB, as a camera's.
+func photo() image.Image { return media.NoisyPhoto(4000, 3000, 1) }
+
+// configuredSizes are the default thumbnail_sizes, as requests.
+var configuredSizes = []string{"width=32&height=32&method=crop", "width=96&height=96&method=crop",
+	"width=320&height=240&method=scale", "width=640&height=480&method=scale", "width=800&height=600&method=scale"}
+
+// getConfigured asks for every configured thumbnail of id: each is then
+// made (or waited for) and stored, so nothing is left running behind.
+func getConfigured(b *testing.B, s *testserver.Server, token, id string) {
+	for _, q := range configuredSizes {
+		r := request(b, s, "GET", "/_matrix/client/v1/media/thumbnail/test.local/"+id+"?"+q, token, "", nil)
+		if r.Status != 200 {
+			b.Fatalf("thumbnail %s: %d %s", q, r.Status, truncate(r.Body))
 		}
 	}
-	for y := 0; y < 1500; y++ {
-		for x := 0; x < 2000; x++ {
-			img.Cb[y*img.CStride+x] = uint8(x / 8)
-			img.Cr[y*img.CStride+x] = uint8(y / 6)
+}
+
+// BenchmarkUploadJPEG measures the upload of a 12-megapixel 4.5 MiB JPEG
+// with the default thumbnail_sizes: "bytes" uploads as many random bytes
+// (stored only: the floor), "jpeg" is the time until the upload answers,
+// "jpeg+thumbnails" until then and all five thumbnails are fetched. Each
+// iteration's bytes differ (a trailer after the JPEG's end), so none
+// deduplicates; after each "jpeg" iteration the clock stops while its
+// thumbnails are fetched, so that none is still being made when the next
+// upload starts.
+func BenchmarkUploadJPEG(b *testing.B) {
+	s := testserver.Start(b, "")
+	alice := s.Register("alice", "pw")
+	jpg := encodeJPEG(b, photo())
+	b.Logf("JPEG: %d bytes", len(jpg))
+	random := make([]byte, len(jpg))
+	_, _ = rand.Read(random)
+	body := append(slices.Clip(jpg), make([]byte, 16)...)
+	vary := func(p []byte) { _, _ = rand.Read(p[len(p)-16:]) }
+	b.Run("bytes", func(b *testing.B) {
+		b.SetBytes(int64(len(random)))
+		for b.Loop() {
+			vary(random)
+			upload(b, s, alice.Token, "application/octet-stream", random, "")
 		}
-	}
-	return img
+	})
+	b.Run("jpeg", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		for i := 0; i < b.N; i++ {
+			vary(body)
+			id := upload(b, s, alice.Token, "image/jpeg", body, "")
+			b.StopTimer()
+			getConfigured(b, s, alice.Token, id)
+			b.StartTimer()
+		}
+	})
+	b.Run("jpeg+thumbnails", func(b *testing.B) {
+		for b.Loop() {
+			vary(body)
+			getConfigured(b, s, alice.Token, upload(b, s, alice.Token, "image/jpeg", body, ""))
+		}
+	})
 }
 
 // BenchmarkThumbnail12MP measures thumbnails of a 12-megapixel JPEG:
-// "upload" is the upload itself, which also makes the five default sizes;
+// "upload" is the upload itself (which made the five default sizes before
+// answering, before they were made in the background);
 // "first" asks each time for a size not made yet (decode, resize, encode,
 // store); "cached" asks again for one already made.
 func BenchmarkThumbnail12MP(b *testing.B) {
@@ -70,6 +117,9 @@ func BenchmarkThumbnail12MP(b *testing.B) {
 	b.Run("upload", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			id = upload(b, s, alice.Token, "image/jpeg", jpg, "")
+			b.StopTimer()
+			getConfigured(b, s, alice.Token, id) // nothing left running
+			b.StartTimer()
 		}
 	})
 	get := func(b *testing.B, w, h int) {
@@ -80,10 +130,12 @@ func BenchmarkThumbnail12MP(b *testing.B) {
 	}
 	n := 0
 	b.Run("first", func(b *testing.B) {
+		cpu := cpuTime()
 		for i := 0; i < b.N; i++ {
 			n++
 			get(b, 1000+n, 700+n)
 		}
+		b.ReportMetric(float64((cpuTime()-cpu).Milliseconds())/float64(b.N), "cpu-ms/op")
 	})
 	get(b, 1000, 700)
 	b.Run("cached", func(b *testing.B) {
@@ -91,6 +143,16 @@ func BenchmarkThumbnail12MP(b *testing.B) {
 			get(b, 1000, 700)
 		}
 	})
+}
+
+// cpuTime is the CPU time the process (server and client) has used: on a
+// machine shared with other work it moves less than the wall time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // resetPeakRSS makes the kernel forget the process's peak resident size

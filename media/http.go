@@ -97,6 +97,10 @@ func (h *HTTP) MountClient(r chi.Router) {
 	})
 }
 
+// Close stops the service's background thumbnail making (see
+// Service.Close); the server calls it once its listeners are shut.
+func (h *HTTP) Close() { h.svc.Close() }
+
 func (h *HTTP) fail(w http.ResponseWriter, r *http.Request, err error) { mxhttp.Fail(w, r, h.log, err) }
 
 // param returns a path parameter percent-decoded.

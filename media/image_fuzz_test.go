@@ -40,6 +40,7 @@ func FuzzImage(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	f.Cleanup(s.Close) // before the store's directory goes
 	f.Fuzz(func(t *testing.T, data []byte, w, h uint8, crop bool) {
 		ctx := context.Background()
 		m, err := s.Upload(ctx, Upload{UserID: "@u:fuzz.test", ContentType: "image/png", Body: bytes.NewReader(data), Length: int64(len(data))})

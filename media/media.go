@@ -120,6 +120,12 @@ type Config struct {
 	// requester (rc_media_thumbnail); zero for no limit.
 	RcThumbnailPerSecond float64
 	RcThumbnailBurst     int
+	// ThumbnailWorkers make the thumbnail_sizes of new media after the
+	// upload has answered (default 1, leaving the other cores to
+	// requests); ThumbnailQueue bounds the media waiting for them (default
+	// 256; beyond it, thumbnails are made on their first request).
+	ThumbnailWorkers int
+	ThumbnailQueue   int
 	// RedirectGuard checks where a remote server's media redirect
 	// (Location) points; nil for netguard's default blocklist.
 	// RedirectTimeout bounds the following of one. Default 60s.
@@ -135,16 +141,21 @@ type Config struct {
 
 // Service is the content repository.
 type Service struct {
-	cfg     Config
-	store   Store
-	files   *fileStore
-	remote  Remote
-	log     *slog.Logger
-	now     func() time.Time
-	pixels  *semaphore.Weighted // of ThumbnailMemory bytes
-	flight  singleflight.Group
-	quota   *quotaTracker
-	rcThumb *ratelimit.Limiter
+	cfg    Config
+	store  Store
+	files  *fileStore
+	remote Remote
+	log    *slog.Logger
+	now    func() time.Time
+	pixels *semaphore.Weighted // of ThumbnailMemory bytes
+	flight singleflight.Group  // remote fetches
+	queue  *thumbQueue
+	// inflight are the thumbnails being made, by workers and requests.
+	inflight    thumbFlights
+	undecodable undecodableSet
+	hooks       testHooks
+	quota       *quotaTracker
+	rcThumb     *ratelimit.Limiter
 	// redirects follows remote media redirects: guarded, never further.
 	redirects *http.Client
 	prev      *previewer // nil when previews are disabled
@@ -167,6 +178,12 @@ func New(cfg Config, store Store) (*Service, error) {
 	if cfg.ThumbnailMemory <= 0 {
 		cfg.ThumbnailMemory = 512 << 20
 	}
+	if cfg.ThumbnailWorkers <= 0 {
+		cfg.ThumbnailWorkers = 1
+	}
+	if cfg.ThumbnailQueue <= 0 {
+		cfg.ThumbnailQueue = 256
+	}
 	if cfg.RedirectGuard == nil {
 		cfg.RedirectGuard = netguard.New(netguard.Options{Block: netguard.DefaultBlocklist()})
 	}
@@ -183,6 +200,7 @@ func New(cfg Config, store Store) (*Service, error) {
 	s := &Service{
 		cfg: cfg, store: store, files: fs, log: cfg.Logger, now: cfg.Now,
 		pixels:    semaphore.NewWeighted(cfg.ThumbnailMemory),
+		queue:     newThumbQueue(cfg.ThumbnailWorkers, cfg.ThumbnailQueue),
 		rcThumb:   ratelimit.New(cfg.RcThumbnailPerSecond, cfg.RcThumbnailBurst),
 		redirects: newRedirectClient(cfg.RedirectGuard),
 		quota: newQuotaTracker(cfg.UploadLimits, func(ctx context.Context, user string, since time.Time) (int64, error) {

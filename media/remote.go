@@ -123,8 +123,7 @@ func (s *Service) fetchRemote(ctx context.Context, origin, mediaID string) (Meta
 	if err != nil {
 		return Metadata{}, s.remoteError(origin, mediaID, err)
 	}
-	width, height, img, release := s.probe(ctx, got.sum)
-	defer release()
+	width, height := s.probe(got.sum)
 	now := s.nowMS()
 	m := Metadata{
 		Origin: origin, MediaID: mediaID, ContentType: got.contentType, UploadName: got.filename,
@@ -139,7 +138,7 @@ func (s *Service) fetchRemote(ctx context.Context, origin, mediaID string) (Meta
 		return Metadata{}, fmt.Errorf("media: caching %s/%s: %w", origin, mediaID, err)
 	}
 	s.log.Debug("cached remote media", "origin", origin, "media_id", mediaID, "size", m.Size)
-	s.pregenerate(ctx, m, img)
+	s.enqueue(m)
 	return m, nil
 }
 

@@ -1,6 +1,7 @@
 package media
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -63,7 +64,8 @@ func decodedBytes(m color.Model) int64 {
 }
 
 // decode decodes an image of configuration cfg (read ahead by
-// image.DecodeConfig) honouring its EXIF orientation. It first reserves
+// image.DecodeConfig), as stored: the caller turns it upright (see
+// source), after shrinking it, which is cheaper. It first reserves
 // the pixels' bytes, decoded and while worked on, out of ThumbnailMemory:
 // the caller holds them until the last thumbnail is written, then calls
 // release. An image needing more than all of it waits to be worked on
@@ -75,7 +77,7 @@ func (s *Service) decode(ctx context.Context, r io.Reader, cfg image.Config) (im
 	if err := s.pixels.Acquire(ctx, held); err != nil {
 		return nil, nil, err
 	}
-	img, err = imaging.Decode(r, imaging.AutoOrientation(true))
+	img, _, err = image.Decode(r)
 	if err != nil {
 		s.pixels.Release(held)
 		return nil, nil, err
@@ -216,9 +218,15 @@ func encode(img *image.NRGBA) ([]byte, string, error) {
 	return buf.Bytes(), "image/jpeg", nil
 }
 
-// store renders, encodes and records one thumbnail of m.
-func (s *Service) storeThumbnail(ctx context.Context, m Metadata, img image.Image, tw, th int, method string) (Thumbnail, error) {
-	out := render(img, tw, th, method)
+// storeThumbnail renders, encodes and records one thumbnail of m. The
+// bytes are complete in the store (written aside, synced, renamed) before
+// the row that serves them is inserted, so no request ever sees half a
+// thumbnail.
+func (s *Service) storeThumbnail(ctx context.Context, m Metadata, src *source, tw, th int, method string) (Thumbnail, error) {
+	if s.hooks.render != nil {
+		s.hooks.render(thumbKey{origin: m.Origin, mediaID: m.MediaID, method: method, w: tw, h: th})
+	}
+	out := src.render(tw, th, method)
 	data, ct, err := encode(out)
 	if err != nil {
 		return Thumbnail{}, fmt.Errorf("media: encoding thumbnail: %w", err)
@@ -236,45 +244,6 @@ func (s *Service) storeThumbnail(ctx context.Context, m Metadata, img image.Imag
 		return Thumbnail{}, err
 	}
 	return t, nil
-}
-
-// pregenerate makes the configured thumbnail sizes of a new upload. They
-// are a cache: a failure is logged, and the size is made on demand later.
-func (s *Service) pregenerate(ctx context.Context, m Metadata, img image.Image) {
-	if img == nil {
-		return
-	}
-	type key struct {
-		method string
-		w, h   int
-	}
-	// Resizing a large image five times is most of the cost of an upload:
-	// shrink it once, cheaply, to twice the largest size needed, and make
-	// every thumbnail from that.
-	need := 0.0
-	for _, size := range s.cfg.ThumbnailSizes {
-		fw, fh := float64(size.Width)/float64(m.Width), float64(size.Height)/float64(m.Height)
-		if size.Method == Crop {
-			need = max(need, max(fw, fh))
-		} else {
-			need = max(need, min(fw, fh))
-		}
-	}
-	if f := 2 * need; f < 0.5 {
-		img = imaging.Resize(img, max(1, int(float64(m.Width)*f)), max(1, int(float64(m.Height)*f)), imaging.Box)
-	}
-	done := map[key]bool{}
-	for _, size := range s.cfg.ThumbnailSizes {
-		tw, th := TargetSize(m.Width, m.Height, size.Width, size.Height, size.Method)
-		k := key{size.Method, tw, th}
-		if done[k] || (tw == m.Width && th == m.Height) {
-			continue // the original serves requests this large
-		}
-		done[k] = true
-		if _, err := s.storeThumbnail(ctx, m, img, tw, th, size.Method); err != nil {
-			s.log.Warn("generating thumbnail", "media_id", m.MediaID, "size", fmt.Sprintf("%dx%d", tw, th), "method", size.Method, "err", err)
-		}
-	}
 }
 
 // thumbnailable types are served as their own thumbnail when the request
@@ -346,18 +315,19 @@ func (s *Service) ThumbnailAnimated(ctx context.Context, origin, mediaID string,
 		thumbs = slices.DeleteFunc(thumbs, func(t Thumbnail) bool { return t.Width == m.Width && t.Height == m.Height })
 	}
 	t, ok := pick(thumbs, tw, th, method)
-	if !ok {
-		if ok, retry := s.rcThumb.Allow(f.Requester); !ok {
-			return Served{}, mxhttp.LimitExceeded(retry)
-		}
-		key := fmt.Sprintf("%s/%s/%s/%dx%d", m.Origin, m.MediaID, method, tw, th)
-		v, err, _ := s.flight.Do(key, func() (any, error) {
-			return s.generate(context.WithoutCancel(ctx), m, tw, th, method)
-		})
+	if ok && (t.Width != tw || t.Height != th) {
+		better, found, err := s.nearer(ctx, m, tw, th, method, &t)
 		if err != nil {
 			return Served{}, err
 		}
-		t = v.(Thumbnail)
+		if found {
+			t = better
+		}
+	}
+	if !ok {
+		if t, err = s.onDemand(ctx, m, tw, th, method, f.Requester); err != nil {
+			return Served{}, err
+		}
 	}
 	file, err := s.files.open(t.SHA256)
 	if err != nil {
@@ -367,30 +337,52 @@ func (s *Service) ThumbnailAnimated(ctx context.Context, origin, mediaID string,
 		ModTime: time.UnixMilli(t.CreatedTS), Width: t.Width, Height: t.Height}, nil
 }
 
+// errUndecodable marks an original that does not decode: its header
+// looked like an image (probe reads no more), its data is not one.
+var errUndecodable = errors.New("media: original does not decode")
+
 // generate decodes the original and makes one thumbnail.
 func (s *Service) generate(ctx context.Context, m Metadata, tw, th int, method string) (Thumbnail, error) {
-	f, err := s.open(m)
+	src, release, err := s.openSource(ctx, m)
 	if err != nil {
+		s.undecodable.note(m, err)
 		return Thumbnail{}, err
 	}
-	defer f.Close()
-	cannot := mxhttp.Unknown("Cannot generate thumbnails for the requested content")
-	cfg, _, err := image.DecodeConfig(f)
+	defer release()
+	return s.storeThumbnail(ctx, m, src, tw, th, method)
+}
+
+// openSource decodes m's original, holding its share of ThumbnailMemory
+// until release.
+func (s *Service) openSource(ctx context.Context, m Metadata) (*source, func(), error) {
+	f, err := s.open(m)
 	if err != nil {
-		return Thumbnail{}, cannot
+		return nil, nil, err
+	}
+	defer f.Close()
+	cannot := fmt.Errorf("%w: %w", errUndecodable, mxhttp.Unknown("Cannot generate thumbnails for the requested content"))
+	cfg, format, err := image.DecodeConfig(f)
+	if err != nil {
+		return nil, nil, cannot
+	}
+	orientation := orientNormal
+	if format == "jpeg" {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return nil, nil, fmt.Errorf("media: rewinding %s: %w", m.SHA256, err)
+		}
+		orientation = readOrientation(f)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return Thumbnail{}, fmt.Errorf("media: rewinding %s: %w", m.SHA256, err)
+		return nil, nil, fmt.Errorf("media: rewinding %s: %w", m.SHA256, err)
 	}
-	img, release, err := s.decode(ctx, f, cfg)
+	img, release, err := s.decode(ctx, bufio.NewReaderSize(f, 64<<10), cfg)
 	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			return Thumbnail{}, err
+		if ctx.Err() != nil {
+			return nil, nil, err
 		}
-		return Thumbnail{}, cannot
+		return nil, nil, cannot
 	}
-	defer release()
-	return s.storeThumbnail(ctx, m, img, tw, th, method)
+	return newSource(img, orientation), release, nil
 }
 
 func thumbnailName(contentType string) string {

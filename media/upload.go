@@ -57,10 +57,6 @@ type stored struct {
 	sum           string
 	size          int64
 	width, height int
-	img           image.Image // decoded, for thumbnails; nil if not thumbnailable
-	// release gives back img's share of ThumbnailMemory, once its
-	// thumbnails are written.
-	release func()
 }
 
 // ingest writes the body to the store and probes it as an image.
@@ -86,39 +82,33 @@ func (s *Service) ingest(ctx context.Context, u Upload) (stored, error) {
 		return stored{}, err
 	}
 	st := stored{sum: sum, size: n}
-	st.width, st.height, st.img, st.release = s.probe(ctx, sum)
+	st.width, st.height = s.probe(sum)
 	return st, nil
 }
 
-// probe decodes stored content as an image when it is one and small enough
-// to thumbnail. It returns the image's size after EXIF orientation (for an
-// image over max_image_pixels, its size as stored, and no image); 0, 0 for
-// anything that is not a decodable image. The caller calls release once
-// done with the image.
-func (s *Service) probe(ctx context.Context, sum string) (width, height int, img image.Image, release func()) {
-	release = func() {}
+// probe returns the size of stored content as an image, after EXIF
+// orientation, from its header alone; 0, 0 for anything that is not an
+// image. It does not decode the pixels: an upload answers as soon as its
+// bytes are stored, and thumbnails are made afterwards (see enqueue), so
+// an image whose header is fine but whose data is not fails then.
+func (s *Service) probe(sum string) (width, height int) {
 	f, err := s.files.open(sum)
 	if err != nil {
 		s.log.Error("opening stored media", "sha256", sum, "err", err)
-		return 0, 0, nil, release
+		return 0, 0
 	}
 	defer f.Close()
-	cfg, _, err := image.DecodeConfig(f)
+	cfg, format, err := image.DecodeConfig(f)
 	if err != nil || cfg.Width <= 0 || cfg.Height <= 0 {
-		return 0, 0, nil, release
+		return 0, 0
 	}
-	if int64(cfg.Width)*int64(cfg.Height) > s.cfg.MaxImagePixels {
-		return cfg.Width, cfg.Height, nil, release
+	if format != "jpeg" {
+		return cfg.Width, cfg.Height
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return 0, 0, nil, release
+		return 0, 0
 	}
-	img, release, err = s.decode(ctx, f, cfg)
-	if err != nil {
-		return 0, 0, nil, func() {}
-	}
-	b := img.Bounds()
-	return b.Dx(), b.Dy(), img, release
+	return orientedSize(cfg.Width, cfg.Height, readOrientation(f))
 }
 
 // Upload stores a complete upload under a new media ID.
@@ -130,7 +120,6 @@ func (s *Service) Upload(ctx context.Context, u Upload) (Metadata, error) {
 	if err != nil {
 		return Metadata{}, err
 	}
-	defer st.release()
 	now := s.nowMS()
 	m := Metadata{
 		Origin: s.cfg.ServerName, MediaID: newMediaID(), UserID: u.UserID,
@@ -141,7 +130,7 @@ func (s *Service) Upload(ctx context.Context, u Upload) (Metadata, error) {
 	if err := s.store.InsertMedia(ctx, m); err != nil {
 		return Metadata{}, err
 	}
-	s.pregenerate(ctx, m, st.img)
+	s.enqueue(m)
 	return m, nil
 }
 
@@ -196,7 +185,6 @@ func (s *Service) UploadTo(ctx context.Context, origin, mediaID string, u Upload
 	if err != nil {
 		return err
 	}
-	defer st.release()
 	m.ContentType, m.UploadName, m.Size, m.SHA256 = u.ContentType, u.Filename, st.size, st.sum
 	m.Width, m.Height, m.UploadedTS = st.width, st.height, s.nowMS()
 	switch err := s.store.CompletePendingMedia(ctx, m); {
@@ -207,7 +195,7 @@ func (s *Service) UploadTo(ctx context.Context, origin, mediaID string, u Upload
 	case err != nil:
 		return err
 	}
-	s.pregenerate(ctx, m, st.img)
+	s.enqueue(m)
 	return nil
 }
 
