@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
+	"strings"
 	"time"
 
 	"homeserver/push"
@@ -47,7 +49,19 @@ func (db *DB) SetPushRules(ctx context.Context, userID string, data []byte) erro
 	return err
 }
 
+// notificationRowsPerInsert bounds the rows of one multi-row INSERT on
+// PostgreSQL, where each statement is a round trip: 200 rows of 9 values
+// stay far below its bound-parameter limit. SQLite has no round trips but
+// parses every statement text afresh (its driver keeps no statement cache),
+// and parsing a long VALUES list costs more than the rows' inserts; one
+// single-row statement, prepared once per transaction, is cheapest there.
+const notificationRowsPerInsert = 200
+
 func (db *DB) AddNotifications(ctx context.Context, reader string, ns []push.Notification, cursor int64) error {
+	rowsPer := notificationRowsPerInsert
+	if db.engine != Postgres {
+		rowsPer = 1
+	}
 	return db.tx(ctx, "add_notifications", func(tx *sql.Tx) error {
 		if len(ns) > 0 {
 			last, err := nextStreamBlock(ctx, tx, string(stream.Notifications), int64(len(ns)))
@@ -55,19 +69,53 @@ func (db *DB) AddNotifications(ctx context.Context, reader string, ns []push.Not
 				return err
 			}
 			next := last - int64(len(ns)) + 1
-			for _, n := range ns {
-				_, err := tx.ExecContext(ctx, `INSERT INTO push_notifications
-					(id, user_id, room_id, event_id, stream_pos, ts, actions, highlight, thread_id)
-					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (user_id, event_id) DO NOTHING`,
-					next, n.UserID, n.RoomID, n.EventID, n.Pos, n.TS, string(n.Actions), n.Highlight, n.ThreadID)
-				if err != nil {
+			// At most two statement shapes: full chunks and the rest.
+			stmts := map[int]*sql.Stmt{}
+			defer func() {
+				for _, st := range stmts {
+					st.Close()
+				}
+			}()
+			args := make([]any, 0, 9*min(len(ns), rowsPer))
+			for start := 0; start < len(ns); start += rowsPer {
+				chunk := ns[start:min(start+rowsPer, len(ns))]
+				st, ok := stmts[len(chunk)]
+				if !ok {
+					if st, err = tx.PrepareContext(ctx, insertNotificationsSQL(len(chunk))); err != nil {
+						return fmt.Errorf("storage: add notifications: %w", err)
+					}
+					stmts[len(chunk)] = st
+				}
+				args = args[:0]
+				for _, n := range chunk {
+					args = append(args, next, n.UserID, n.RoomID, n.EventID, n.Pos, n.TS, string(n.Actions), n.Highlight, n.ThreadID)
+					next++
+				}
+				if _, err := st.ExecContext(ctx, args...); err != nil {
 					return fmt.Errorf("storage: add notifications: %w", err)
 				}
-				next++
 			}
 		}
 		return setReaderCursor(ctx, tx, reader, stream.Events, cursor)
 	})
+}
+
+// insertNotificationsSQL is the INSERT of rows notifications.
+func insertNotificationsSQL(rows int) string {
+	var q strings.Builder
+	q.WriteString(`INSERT INTO push_notifications
+		(id, user_id, room_id, event_id, stream_pos, ts, actions, highlight, thread_id) VALUES `)
+	for i := range rows {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		b := 9 * i
+		fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", b+1, b+2, b+3, b+4, b+5, b+6, b+7, b+8, b+9)
+	}
+	// An event's stream position stands for it: the unique key (user_id,
+	// room_id, stream_pos) is also the unread counts' index.
+	q.WriteString(` ON CONFLICT (user_id, room_id, stream_pos) DO NOTHING`)
+	return q.String()
 }
 
 // unreadCond holds for notification n when no read receipt of its user in
@@ -77,10 +125,70 @@ const unreadCond = `NOT EXISTS (SELECT 1 FROM receipts r JOIN events e ON e.even
 	WHERE r.room_id = n.room_id AND r.user_id = n.user_id AND r.receipt_type IN ('m.read', 'm.read.private')
 	AND (r.thread_id = '' OR r.thread_id = n.thread_id) AND e.stream_pos >= n.stream_pos)`
 
+// maxThreadExclusions bounds the thread receipts UnreadCounts turns into
+// range exclusions; beyond it the per-row receipts check is used instead.
+const maxThreadExclusions = 50
+
+// noReceipt is a stream position before every event's.
+const noReceipt = math.MinInt64
+
 func (db *DB) UnreadCounts(ctx context.Context, userID, roomID string) (map[string]push.Counts, error) {
 	defer db.observe("unread_counts", time.Now())
-	rows, err := db.r.QueryContext(ctx, `SELECT n.thread_id, COUNT(*), SUM(CASE WHEN n.highlight THEN 1 ELSE 0 END)
-		FROM push_notifications n WHERE n.user_id = $1 AND n.room_id = $2 AND `+unreadCond+` GROUP BY n.thread_id`, userID, roomID)
+	return unreadCounts(ctx, db.r, userID, roomID)
+}
+
+// unreadCounts counts the user's unread notifications in the room by
+// thread. It reads the user's read receipts in the room first (a few rows)
+// and then counts only the notifications after them, a range of the
+// (user_id, room_id, stream_pos) key, instead of checking every
+// notification of the room against the receipts as unreadCond does.
+func unreadCounts(ctx context.Context, q querier, userID, roomID string) (map[string]push.Counts, error) {
+	rows, err := q.QueryContext(ctx, `SELECT r.thread_id, MAX(e.stream_pos) FROM receipts r
+		JOIN events e ON e.event_id = r.event_id
+		WHERE r.room_id = $1 AND r.receipt_type IN ('m.read', 'm.read.private') AND r.user_id = $2
+		GROUP BY r.thread_id`, roomID, userID)
+	if err != nil {
+		return nil, fmt.Errorf("storage: unread counts: %w", err)
+	}
+	unthreaded := int64(noReceipt)
+	threads := map[string]int64{}
+	for rows.Next() {
+		var t string
+		var pos int64
+		if err := rows.Scan(&t, &pos); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("storage: unread counts: %w", err)
+		}
+		if t == "" {
+			unthreaded = pos
+		} else {
+			threads[t] = pos
+		}
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		return nil, fmt.Errorf("storage: unread counts: %w", err)
+	}
+	// A notification is unread when it is after the unthreaded receipt and
+	// after its own thread's: the thread receipts beyond the unthreaded one
+	// cut ranges out.
+	args := []any{userID, roomID, unthreaded}
+	cond := `n.stream_pos > $3`
+	var excl []string
+	for t, pos := range threads {
+		if pos > unthreaded {
+			args = append(args, t, pos)
+			excl = append(excl, fmt.Sprintf(`NOT (n.thread_id = $%d AND n.stream_pos <= $%d)`, len(args)-1, len(args)))
+		}
+	}
+	if len(excl) > maxThreadExclusions {
+		args, cond = args[:3], cond+` AND `+unreadCond
+	} else if len(excl) > 0 {
+		cond += ` AND ` + strings.Join(excl, ` AND `)
+	}
+	rows, err = q.QueryContext(ctx, `SELECT n.thread_id, COUNT(*), SUM(CASE WHEN n.highlight THEN 1 ELSE 0 END)
+		FROM push_notifications n WHERE n.user_id = $1 AND n.room_id = $2 AND `+cond+` GROUP BY n.thread_id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("storage: unread counts: %w", err)
 	}
@@ -94,7 +202,10 @@ func (db *DB) UnreadCounts(ctx context.Context, userID, roomID string) (map[stri
 		}
 		out[t] = c
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("storage: unread counts: %w", err)
+	}
+	return out, nil
 }
 
 const notificationColumns = `n.id, n.user_id, n.room_id, n.event_id, n.stream_pos, n.ts, n.actions, n.highlight, n.thread_id`
@@ -263,10 +374,27 @@ func (db *DB) DeletePushersOfOtherDevices(ctx context.Context, userID, keep stri
 
 func (db *DB) UnreadTotal(ctx context.Context, userID string) (int, error) {
 	defer db.observe("unread_total", time.Now())
-	var n int
-	err := db.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM push_notifications n WHERE n.user_id = $1 AND `+unreadCond, userID).Scan(&n)
+	// The rooms the user has notifications in, one index probe each (a
+	// loose index scan: neither engine skips through an index by itself),
+	// then each room's count as UnreadCounts makes it.
+	rooms, err := queryStrings(ctx, db.r, `WITH RECURSIVE rs (room_id) AS (
+			SELECT MIN(room_id) FROM push_notifications WHERE user_id = $1
+			UNION ALL
+			SELECT (SELECT MIN(n.room_id) FROM push_notifications n WHERE n.user_id = $1 AND n.room_id > rs.room_id)
+			FROM rs WHERE rs.room_id IS NOT NULL)
+		SELECT room_id FROM rs WHERE room_id IS NOT NULL`, userID)
 	if err != nil {
 		return 0, fmt.Errorf("storage: unread total: %w", err)
 	}
-	return n, nil
+	total := 0
+	for _, roomID := range rooms {
+		counts, err := unreadCounts(ctx, db.r, userID, roomID)
+		if err != nil {
+			return 0, fmt.Errorf("storage: unread total: %w", err)
+		}
+		for _, c := range counts {
+			total += c.Notifications
+		}
+	}
+	return total, nil
 }

@@ -160,6 +160,14 @@ func serve(ctx context.Context, configPath string, opts processOptions, stderr i
 		log.Warn("config: " + w)
 	}
 
+	if addr := os.Getenv(pprofEnv); addr != "" {
+		stopPprof, err := startPprof(addr, log)
+		if err != nil {
+			log.Error("start-up failed", "err", err)
+			return 1
+		}
+		defer stopPprof()
+	}
 	srv, err := server.New(ctx, cfg, log)
 	if err != nil {
 		log.Error("start-up failed", "err", err)

@@ -243,6 +243,9 @@ type SyncResponse struct {
 					Content map[string]any `json:"content"`
 				} `json:"events"`
 			} `json:"timeline"`
+			UnreadNotifications struct {
+				NotificationCount int `json:"notification_count"`
+			} `json:"unread_notifications"`
 		} `json:"join"`
 	} `json:"rooms"`
 }

@@ -11,17 +11,31 @@ import (
 
 // runInitialSync: one user in R rooms with E messages each; times initial
 // /sync (and its size) and incremental /sync with nothing new (timeout=0).
+// With -isync-member a second user joins every room before its messages and
+// never reads them (R×E unread notifications); its initial /sync is timed
+// alternately with the owner's, so that both see the same load.
 func runInitialSync(ctx context.Context, b *Bench) (*Result, error) {
 	o := b.Opt
 	if o.ISyncRooms < 1 || o.ISyncEvents < 0 {
 		return nil, errors.New("initial-sync: -isync-rooms must be positive")
 	}
 	r := &Result{Params: map[string]string{"R": fmt.Sprint(o.ISyncRooms), "E": fmt.Sprint(o.ISyncEvents)}}
+	if o.ISyncMember {
+		r.Params["member"] = "unread"
+	}
 	users, err := b.Users(ctx, "isync", 1)
 	if err != nil {
 		return nil, err
 	}
 	u := users[0]
+	var member *User
+	if o.ISyncMember {
+		ms, err := b.Users(ctx, "isyncm", 1)
+		if err != nil {
+			return nil, err
+		}
+		member = &ms[0]
+	}
 	p := b.progress("initial-sync setup (rooms)", o.ISyncRooms)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(4)
@@ -30,6 +44,11 @@ func runInitialSync(ctx context.Context, b *Bench) (*Result, error) {
 			room, err := b.C.CreateRoom(gctx, u, fmt.Sprintf("%s isync %d", b.Prefix, i))
 			if err != nil {
 				return err
+			}
+			if member != nil {
+				if err := b.C.Join(gctx, *member, room); err != nil {
+					return err
+				}
 			}
 			for n := range o.ISyncEvents {
 				if _, err := b.C.Send(gctx, u, room, map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("hsbench history %d", n)}); err != nil {
@@ -45,12 +64,43 @@ func runInitialSync(ctx context.Context, b *Bench) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if member != nil {
+		// Notifications are made after the sends answer: wait for them all.
+		want := o.ISyncRooms * o.ISyncEvents
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			resp, _, err := b.C.Sync(ctx, *member, "", 0, "")
+			if err != nil {
+				return nil, err
+			}
+			got := 0
+			for _, jr := range resp.Rooms.Join {
+				got += jr.UnreadNotifications.NotificationCount
+			}
+			if got == want {
+				break
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("initial-sync: the member has %d unread notifications, want %d", got, want)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
 	b.measuring(r)
 	const runs = 5
-	var initial []time.Duration
-	var size int
+	var initial, memberInitial []time.Duration
+	var size, memberSize int
 	var since string
 	for range runs {
+		if member != nil {
+			t0 := time.Now()
+			_, n, err := b.C.Sync(ctx, *member, "", 0, "")
+			if err != nil {
+				return nil, err
+			}
+			memberInitial = append(memberInitial, time.Since(t0))
+			memberSize = n
+		}
 		t0 := time.Now()
 		resp, n, err := b.C.Sync(ctx, u, "", 0, "")
 		if err != nil {
@@ -84,6 +134,16 @@ func runInitialSync(ctx context.Context, b *Bench) (*Result, error) {
 	r.add("initial /sync max", ms(si.Max), "ms")
 	r.add("initial /sync size", float64(size)/1024, "KiB")
 	r.add("initial /sync runs", runs, "")
+	if member != nil {
+		sm, err := Summarize(memberInitial)
+		if err != nil {
+			return nil, err
+		}
+		r.add("member with R×E unread: initial /sync p50", ms(sm.P50), "ms")
+		r.add("member with R×E unread: initial /sync max", ms(sm.Max), "ms")
+		r.add("member with R×E unread: initial /sync size", float64(memberSize)/1024, "KiB")
+		r.add("member p50 / owner p50", float64(sm.P50)/float64(si.P50), "")
+	}
 	r.add("incremental /sync (nothing new, timeout=0) p50", ms(sn.P50), "ms")
 	r.add("incremental /sync p99", ms(sn.P99), "ms")
 	r.add("incremental /sync runs", float64(sn.N), "")

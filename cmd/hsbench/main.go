@@ -50,10 +50,12 @@ type Options struct {
 	SendUsers     int
 	SendMessages  int
 	SendConc      int
+	SendMembers   int
 	WakeMembers   int
 	WakeSends     int
 	ISyncRooms    int
 	ISyncEvents   int
+	ISyncMember   bool
 	JoinMembers   int
 	JoinEvents    int
 	JoinJoiners   int
@@ -92,10 +94,12 @@ func parseFlags(args []string, stderr io.Writer) (*Options, []string, error) {
 	fs.IntVar(&o.SendUsers, "send-users", 10, "send: users (U)")
 	fs.IntVar(&o.SendMessages, "send-messages", 50, "send: messages per user (M)")
 	fs.IntVar(&o.SendConc, "send-concurrency", 10, "send: concurrent requests (C)")
+	fs.IntVar(&o.SendMembers, "send-members", 0, "send: extra members of the shared room who only listen (K); the room has U+K members")
 	fs.IntVar(&o.WakeMembers, "wake-members", 10, "sync-wake: members long-polling /sync (N)")
 	fs.IntVar(&o.WakeSends, "wake-sends", 50, "sync-wake: messages sent, one at a time (S)")
 	fs.IntVar(&o.ISyncRooms, "isync-rooms", 20, "initial-sync: rooms (R)")
 	fs.IntVar(&o.ISyncEvents, "isync-events", 20, "initial-sync: messages per room (E)")
+	fs.BoolVar(&o.ISyncMember, "isync-member", false, "initial-sync: also time a member of every room who has read nothing (R×E unread notifications)")
 	fs.IntVar(&o.JoinMembers, "join-members", 20, "join: members of the room (K)")
 	fs.IntVar(&o.JoinEvents, "join-events", 200, "join: messages of history (E)")
 	fs.IntVar(&o.JoinJoiners, "join-joiners", 10, "join: users timed joining")
