@@ -25,6 +25,7 @@ import (
 	"homeserver/receipts"
 	"homeserver/reports"
 	"homeserver/rooms"
+	"homeserver/search"
 	"homeserver/spaces"
 	"homeserver/syncapi"
 	"homeserver/todevice"
@@ -83,7 +84,10 @@ type API struct {
 	spaces      *spaces.Service
 	reports     *reports.Service
 	userDir     *userdir.Service
+	searcher    *search.Service
 	log         *slog.Logger
+	// defaultAvatar, when set, makes each new user's avatar.
+	defaultAvatar DefaultAvatar
 
 	rcRegistration *ratelimit.Limiter
 	rcLoginAddress *ratelimit.Limiter
@@ -119,6 +123,7 @@ type Deps struct {
 	RemoteProfiles    RemoteProfiles
 	Spaces            *spaces.Service
 	UserDir           *userdir.Service
+	Search            *search.Service
 	Reports           *reports.Service
 }
 
@@ -134,6 +139,7 @@ func New(cfg Config, d Deps, log *slog.Logger) *API {
 		asQuery:   d.AppServiceQuerier, appservices: d.AppServices, push: d.Push,
 		keys: d.Keys, toDevice: d.ToDevice, keyBackup: d.KeyBackup, remote: d.RemoteProfiles, spaces: d.Spaces, userDir: d.UserDir,
 		reports:        d.Reports,
+		searcher:       d.Search,
 		rcRegistration: lim(cfg.RcRegistration),
 		rcLoginAddress: lim(cfg.RcLoginAddress),
 		rcLoginAccount: lim(cfg.RcLoginAccount),
@@ -150,11 +156,15 @@ func (a *API) Mount(r chi.Router) {
 	r.Get("/_matrix/client/versions", a.versions)
 	r.Get("/.well-known/matrix/client", a.wellKnownClient)
 	r.Get("/.well-known/matrix/support", a.wellKnownSupport)
+	a.fallbackRoutes(r)
 
 	// One set of handlers, served under every prefix clients use.
-	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0", "/_matrix/client/api/v1"} {
-		r.Route(prefix, a.clientRoutes)
+	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0", apiV1Prefix} {
+		v1 := prefix == apiV1Prefix
+		r.Route(prefix, func(r chi.Router) { a.clientRoutes(r, v1) })
 	}
+	// The 2015 v2 alpha API: only the endpoints it had (legacy_v2alpha.go).
+	r.Route(v2AlphaPrefix, a.v2AlphaRoutes)
 	r.Route("/_matrix/client/v1", func(r chi.Router) {
 		r.Get("/register/m.login.registration_token/validity", a.registrationTokenValidity)
 		r.Get("/auth_metadata", a.authMetadata)
@@ -174,11 +184,17 @@ func (a *API) Mount(r chi.Router) {
 	})
 }
 
-func (a *API) clientRoutes(r chi.Router) {
+// clientRoutes are the routes of every prefix; v1 is api/v1, whose
+// registration also takes the 2015 body (legacy_register.go).
+func (a *API) clientRoutes(r chi.Router, v1 bool) {
 	r.Use(validPath)
 
 	// Unauthenticated.
-	r.Post("/register", a.register)
+	if v1 {
+		a.v1RegisterRoutes(r)
+	} else {
+		r.Post("/register", a.register)
+	}
 	r.Get("/register/available", a.registerAvailable)
 	r.Post("/register/email/requestToken", a.threePIDUnsupported)
 	r.Post("/register/msisdn/requestToken", a.threePIDUnsupported)
@@ -217,6 +233,7 @@ func (a *API) clientRoutes(r chi.Router) {
 		r.Delete("/profile/{userID}/{key}", a.deleteProfileField)
 		r.Post("/user/{userID}/openid/request_token", a.requestOpenIDToken)
 		r.Post("/user_directory/search", a.searchUserDirectory)
+		r.Post("/search", a.search)
 		a.roomRoutes(r)
 		a.syncRoutes(r)
 		a.presenceRoutes(r)

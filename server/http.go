@@ -50,6 +50,9 @@ func (s *Server) Handler(lc config.Listener) http.Handler {
 	}
 	if slices.Contains(names, "media") {
 		s.media.MountMedia(r)
+		if s.cfg.EnableIdenticons {
+			s.media.MountIdenticons(r)
+		}
 	}
 	if slices.Contains(names, "federation") {
 		s.fed.service.Mount(r)

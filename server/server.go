@@ -32,6 +32,7 @@ import (
 	"homeserver/receipts"
 	"homeserver/reports"
 	"homeserver/rooms"
+	"homeserver/search"
 	"homeserver/serverkey"
 	"homeserver/spaces"
 	"homeserver/storage"
@@ -57,6 +58,7 @@ type Server struct {
 	media    *media.HTTP
 	push     *push.Service
 	userDir  *userdir.Service
+	search   *search.Service
 	presence *presence.Service
 	hub      *stream.Hub
 	readers  *stream.Metrics
@@ -242,6 +244,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		SearchAllUsers: cfg.UserDirectory.SearchAllUsers, PreferLocalUsers: cfg.UserDirectory.PreferLocalUsers,
 		Logger: log, Hub: hub, Metrics: readers, Leaser: leaser,
 	})
+	searchSvc := search.New(db, rms, search.Config{Logger: log, Hub: hub, Metrics: readers, Leaser: leaser})
 	pushSvc.OnRulesChanged(func(userID string, rs *push.Ruleset) {
 		if err := accountData.PutInternal(context.Background(), userID, "", "m.push_rules", push.MarshalRuleset(rs)); err != nil {
 			log.Warn("updating m.push_rules", "user_id", userID, "err", err)
@@ -289,7 +292,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		}),
 		AppServices: appservices, AppServiceQuerier: asQuery, Push: pushSvc,
 		Keys: keys, ToDevice: toDevice, KeyBackup: keybackup.New(db), RemoteProfiles: remoteProfiles(cfg, fed), Spaces: spc,
-		UserDir: userDir,
+		UserDir: userDir, Search: searchSvc,
 		Reports: reports.New(db),
 	}, log)
 	mediaHTTP, err := newMedia(cfg, db, client, fed, log)
@@ -297,12 +300,17 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		_ = db.Close()
 		return nil, err
 	}
+	if cfg.EnableIdenticons {
+		// New users' default avatar is their identicon, in the media store.
+		client.SetDefaultAvatar(mediaHTTP.IdenticonAvatar)
+	}
 	return &Server{
 		cfg: cfg, log: log, db: db, key: key, registry: reg, timeouts: DefaultTimeouts,
 		http: metrics.NewHTTP(reg), accounts: acc, rooms: rms, client: client, typing: typ,
 		media:    mediaHTTP,
 		push:     pushSvc,
 		userDir:  userDir,
+		search:   searchSvc,
 		presence: pres,
 		hub:      hub, readers: readers, leaser: leaser,
 		appservices: appservices, asQueues: asQueues, fed: fed,
@@ -403,11 +411,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	s.wg.Wait()
+	s.media.Close() // thumbnails being made write to the database
 	s.asQueues.Stop()
 	s.fed.service.Stop()
 	s.fed.client.Close()
 	s.push.Stop()
 	s.userDir.Stop()
+	s.search.Stop()
 	s.presence.StopIdleSweep()
 	s.typing.Close()
 	s.hub.Close()
@@ -429,6 +439,7 @@ func (s *Server) startQueues() error {
 		return err
 	}
 	s.userDir.Start()
+	s.search.Start()
 	s.presence.StartIdleSweep(s.log, s.readers, s.leaser)
 	s.fed.service.Start()
 	return nil

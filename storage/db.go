@@ -118,6 +118,10 @@ func openPostgres(ctx context.Context, o Options) (*DB, error) {
 		p.Close()
 		return nil, err
 	}
+	if err := ensureSearchSchema(ctx, p, Postgres); err != nil {
+		p.Close()
+		return nil, err
+	}
 	warm := make([]*sql.Conn, 0, min(o.MinConns, o.ReadConns))
 	for range cap(warm) {
 		c, err := p.Conn(ctx)
@@ -160,6 +164,10 @@ func openSQLite(ctx context.Context, o Options) (*DB, error) {
 		return nil, fmt.Errorf("storage: open %s: %w", o.Path, err)
 	}
 	if err := migrate(ctx, w, goose.DialectSQLite3, o.Logger); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := ensureSearchSchema(ctx, w, SQLite); err != nil {
 		db.Close()
 		return nil, err
 	}
