@@ -396,3 +396,36 @@ func TestLazyMembersNotRepeated(t *testing.T) {
 		t.Fatalf("include_redundant_members did not repeat bob's membership: %s", r.Raw)
 	}
 }
+
+// Syncs racing a createRoom (as Element Web's do) may see the room in
+// parts, but never deliver an event twice, with or without lazy loading.
+func TestSyncDuringCreateRoomDeliversEachEventOnce(t *testing.T) {
+	s := testserver.Start(t, "")
+	alice := syUsers(s, "alice")[0]
+	for _, f := range []string{`{}`, `{"room":{"state":{"lazy_load_members":true}}}`} {
+		since := sySync(t, s, alice, syFilterQuery(f)).NextBatch
+		created := make(chan string, 1)
+		go func() {
+			created <- s.CreateRoom(alice, map[string]any{"preset": "private_chat", "name": "racing", "topic": "t"})
+		}()
+		seen := map[string]int{}
+		room := ""
+		for done := false; !done; {
+			select {
+			case room = <-created:
+			default:
+			}
+			r := sySync(t, s, alice, sySince(since, "filter", f))
+			since = r.NextBatch
+			for id, jr := range r.Rooms.Join {
+				for _, e := range append(jr.State.Events, jr.Timeline.Events...) {
+					seen[e.EventID]++
+					if seen[e.EventID] > 1 {
+						t.Fatalf("filter %s: event %s (%s) of %s delivered twice", f, e.EventID, e.Type, id)
+					}
+				}
+			}
+			done = room != "" && len(r.Rooms.Join[room].Timeline.Events) == 0 && len(seen) > 0
+		}
+	}
+}
