@@ -219,7 +219,7 @@ func migrate(ctx context.Context, db *sql.DB, dialect goose.Dialect, log *slog.L
 	if err != nil {
 		return fmt.Errorf("storage: migrations: %w", err)
 	}
-	p, err := goose.NewProvider(dialect, db, sub)
+	p, err := goose.NewProvider(dialect, db, sub, goose.WithGoMigrations(goMigrations()...))
 	if err != nil {
 		return fmt.Errorf("storage: migrations: %w", err)
 	}
