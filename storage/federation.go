@@ -126,7 +126,6 @@ func (db *DB) EnsureRoom(ctx context.Context, room rooms.Room) error {
 	return nil
 }
 
-
 // SaveInviteState keeps the stripped state another server sent with an
 // invite of a local user.
 func (db *DB) SaveInviteState(ctx context.Context, roomID, userID string, state []byte) error {
