@@ -111,7 +111,7 @@ func (s *Service) Start() {
 		Name: readerName, Step: s.step, Wake: s.wake, Poll: pollEvery,
 		// Each time this process takes the reader, another may have moved
 		// the cursor.
-		Start: func(context.Context) error { s.cursor, s.lastLocalScan = -1, time.Time{}; return nil },
+		Start:   func(context.Context) error { s.cursor, s.lastLocalScan = -1, time.Time{}; return nil },
 		Backoff: func() (time.Duration, time.Duration) { return 100 * time.Millisecond, 30 * time.Second },
 		Log:     s.log, Metrics: s.cfg.Metrics,
 	}
