@@ -96,6 +96,9 @@ type API struct {
 	rcJoins        *ratelimit.Limiter
 	rcInvitesRoom  *ratelimit.Limiter
 	rcInvitesUser  *ratelimit.Limiter
+	// rcGetLoginToken is stricter than any rc_* setting, as in Synapse:
+	// each token logs a new client in.
+	rcGetLoginToken *ratelimit.Limiter
 }
 
 // RemoteProfiles asks other servers for their users' profiles (package
@@ -138,15 +141,16 @@ func New(cfg Config, d Deps, log *slog.Logger) *API {
 		ephemeral: ephemeralServices{receipts: d.Receipts, typing: d.Typing},
 		asQuery:   d.AppServiceQuerier, appservices: d.AppServices, push: d.Push,
 		keys: d.Keys, toDevice: d.ToDevice, keyBackup: d.KeyBackup, remote: d.RemoteProfiles, spaces: d.Spaces, userDir: d.UserDir,
-		reports:        d.Reports,
-		searcher:       d.Search,
-		rcRegistration: lim(cfg.RcRegistration),
-		rcLoginAddress: lim(cfg.RcLoginAddress),
-		rcLoginAccount: lim(cfg.RcLoginAccount),
-		rcMessage:      lim(cfg.RcMessage),
-		rcJoins:        lim(cfg.RcJoinsLocal),
-		rcInvitesRoom:  lim(cfg.RcInvitesPerRoom),
-		rcInvitesUser:  lim(cfg.RcInvitesPerUser),
+		reports:         d.Reports,
+		searcher:        d.Search,
+		rcRegistration:  lim(cfg.RcRegistration),
+		rcLoginAddress:  lim(cfg.RcLoginAddress),
+		rcLoginAccount:  lim(cfg.RcLoginAccount),
+		rcMessage:       lim(cfg.RcMessage),
+		rcGetLoginToken: ratelimit.New(1.0/60, 5),
+		rcJoins:         lim(cfg.RcJoinsLocal),
+		rcInvitesRoom:   lim(cfg.RcInvitesPerRoom),
+		rcInvitesUser:   lim(cfg.RcInvitesPerUser),
 	}
 }
 

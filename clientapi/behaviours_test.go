@@ -295,4 +295,29 @@ func TestLoginToken(t *testing.T) {
 	}
 	time.Sleep(1100 * time.Millisecond)
 	wantErr(t, quick.Do("POST", v3+"/login", "", tokenLogin(r.String("login_token"))), http.StatusForbidden, "M_FORBIDDEN")
+	// Stricter than rc_login: five tokens, then one a minute.
+	for range 4 {
+		quick.MustDo(http.StatusOK, "POST", v1+"/login/get_token", bob.Token, map[string]any{})
+	}
+	wantErr(t, quick.Do("POST", v1+"/login/get_token", bob.Token, map[string]any{}), http.StatusTooManyRequests, "M_LIMIT_EXCEEDED")
+}
+
+// A join over federation keeps the body's extra keys too.
+func TestRemoteJoinKeepsExtraContent(t *testing.T) {
+	f := testserver.NewFederation(t, "", "hs1.test", "hs2.test")
+	a, b := f.Servers["hs1.test"], f.Servers["hs2.test"]
+	alice := a.Register("alice", "pw")
+	bob := b.Register("bob", "pw")
+	roomID := a.CreatePublicRoom(alice)
+	b.MustDo(http.StatusOK, "POST", v3+"/join/"+url.PathEscape(roomID)+"?server_name=hs1.test", bob.Token, map[string]any{"foo": "bar", "reason": "hello"})
+	for _, s := range []*testserver.Server{a, b} {
+		u := alice
+		if s == b {
+			u = bob
+		}
+		c := rmStateContent(t, s, u, roomID, "m.room.member", bob.ID)
+		if c["foo"] != "bar" || c["membership"] != "join" || c["reason"] != "hello" {
+			t.Fatalf("member content on %s: %v", u.ID, c)
+		}
+	}
 }

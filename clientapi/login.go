@@ -58,6 +58,10 @@ func (a *API) getLoginToken(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if ok, retry := a.rcGetLoginToken.Allow(me.UserID); !ok {
+		a.fail(w, r, mxhttp.LimitExceeded(retry))
+		return
+	}
 	token, err := a.accounts.IssueLoginToken(r.Context(), me.UserID, a.cfg.LoginTokens.Lifetime)
 	if err != nil {
 		a.fail(w, r, err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -305,5 +306,126 @@ func TestSyncNoEventTwiceWhileRoomsAreCreated(t *testing.T) {
 				t.Fatal("no event served")
 			}
 		})
+	}
+}
+
+// An ignored user's messages are not served, by /sync or /messages; their
+// state events are (the room must not look different), and un-ignoring
+// shows their new messages again.
+func TestIgnoredUsersMessagesHidden(t *testing.T) {
+	s := testserver.Start(t, "")
+	u := syUsers(s, "alice", "bob")
+	alice, bob := u[0], u[1]
+	room := s.CreateRoom(alice, map[string]any{"preset": "public_chat", "power_level_content_override": map[string]any{"state_default": 0}})
+	s.Join(bob, room)
+	ignore := func(users map[string]any) {
+		s.MustDo(http.StatusOK, "PUT", v3+"/user/"+url.PathEscape(alice.ID)+"/account_data/m.ignored_user_list", alice.Token,
+			map[string]any{"ignored_users": users})
+	}
+	ignore(map[string]any{bob.ID: map[string]any{}})
+	since := sySync(t, s, alice, "").NextBatch
+	hidden := s.SendText(bob, room, "you cannot see me")
+	topic := s.MustDo(http.StatusOK, "PUT", syRoomPath(room, "/state/m.room.topic/"), bob.Token, map[string]any{"topic": "still shown"}).String("event_id")
+	mine := s.SendText(alice, room, "mine")
+	for _, q := range []string{"", sySince(since)} {
+		r := sySync(t, s, alice, q)
+		ids := map[string]bool{}
+		for _, e := range r.Rooms.Join[room].Timeline.Events {
+			ids[e.EventID] = true
+		}
+		if ids[hidden] || !ids[topic] || !ids[mine] {
+			t.Fatalf("sync (query %q) timeline %v: want the topic and alice's message, not bob's message", q, ids)
+		}
+	}
+	msgs := s.MustDo(http.StatusOK, "GET", syRoomPath(room, "/messages?dir=b&limit=50"), alice.Token, nil)
+	if body := string(msgs.Body); strings.Contains(body, hidden) || !strings.Contains(body, topic) {
+		t.Fatalf("/messages serves the ignored user's message or hides their state: %s", body)
+	}
+	s.MustDo(http.StatusNotFound, "GET", syRoomPath(room, "/event/"+url.PathEscape(hidden)), alice.Token, nil)
+	ignore(map[string]any{})
+	since = sySync(t, s, alice, "").NextBatch
+	shown := s.SendText(bob, room, "visible again")
+	r := sySync(t, s, alice, sySince(since))
+	if e, ok := syFind(r.Rooms.Join[room].Timeline.Events, "m.room.message"); !ok || e.EventID != shown {
+		t.Fatalf("message after un-ignoring not served: %s", r.Raw)
+	}
+}
+
+// With lazy loading, a sender's unchanged membership is sent once per
+// device: not again in later incremental syncs, but again to a sync
+// retried from a token older than the answer that carried it, and always
+// with include_redundant_members.
+func TestLazyMembersNotRepeated(t *testing.T) {
+	s := testserver.Start(t, "")
+	u := syUsers(s, "alice", "bob")
+	alice, bob := u[0], u[1]
+	room := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	s.Join(bob, room)
+	for i := range 3 {
+		s.SendText(alice, room, fmt.Sprint("filler ", i))
+	}
+	const lazy = `{"room":{"state":{"lazy_load_members":true},"timeline":{"limit":1}}}`
+	const redundant = `{"room":{"state":{"lazy_load_members":true,"include_redundant_members":true},"timeline":{"limit":1}}}`
+	bobMembers := func(r syResponse) int {
+		n := 0
+		for _, e := range r.Rooms.Join[room].State.Events {
+			if e.Type == "m.room.member" && e.StateKey != nil && *e.StateKey == bob.ID {
+				n++
+			}
+		}
+		return n
+	}
+	r0 := sySync(t, s, alice, syFilterQuery(lazy))
+	if bobMembers(r0) != 0 {
+		t.Fatalf("bob's membership sent before he spoke: %s", r0.Raw)
+	}
+	s.SendText(bob, room, "one")
+	r1 := sySync(t, s, alice, sySince(r0.NextBatch, "filter", lazy))
+	if bobMembers(r1) != 1 {
+		t.Fatalf("bob's membership not sent with his first message: %s", r1.Raw)
+	}
+	s.SendText(bob, room, "two")
+	r2 := sySync(t, s, alice, sySince(r1.NextBatch, "filter", lazy))
+	if bobMembers(r2) != 0 {
+		t.Fatalf("bob's unchanged membership sent again: %s", r2.Raw)
+	}
+	if r := sySync(t, s, alice, sySince(r0.NextBatch, "filter", lazy)); bobMembers(r) != 1 {
+		t.Fatalf("a sync retried from before the answer that carried bob's membership lacks it: %s", r.Raw)
+	}
+	if r := sySync(t, s, alice, sySince(r1.NextBatch, "filter", redundant)); bobMembers(r) != 1 {
+		t.Fatalf("include_redundant_members did not repeat bob's membership: %s", r.Raw)
+	}
+}
+
+// Syncs racing a createRoom (as Element Web's do) may see the room in
+// parts, but never deliver an event twice, with or without lazy loading.
+func TestSyncDuringCreateRoomDeliversEachEventOnce(t *testing.T) {
+	s := testserver.Start(t, "")
+	alice := syUsers(s, "alice")[0]
+	for _, f := range []string{`{}`, `{"room":{"state":{"lazy_load_members":true}}}`} {
+		since := sySync(t, s, alice, syFilterQuery(f)).NextBatch
+		created := make(chan string, 1)
+		go func() {
+			created <- s.CreateRoom(alice, map[string]any{"preset": "private_chat", "name": "racing", "topic": "t"})
+		}()
+		seen := map[string]int{}
+		room := ""
+		for done := false; !done; {
+			select {
+			case room = <-created:
+			default:
+			}
+			r := sySync(t, s, alice, sySince(since, "filter", f))
+			since = r.NextBatch
+			for id, jr := range r.Rooms.Join {
+				for _, e := range append(jr.State.Events, jr.Timeline.Events...) {
+					seen[e.EventID]++
+					if seen[e.EventID] > 1 {
+						t.Fatalf("filter %s: event %s (%s) of %s delivered twice", f, e.EventID, e.Type, id)
+					}
+				}
+			}
+			done = room != "" && len(r.Rooms.Join[room].Timeline.Events) == 0 && len(seen) > 0
+		}
 	}
 }

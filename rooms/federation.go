@@ -56,6 +56,7 @@ type RoomState interface {
 	EnsureRoom(ctx context.Context, room Room) error
 	// JoinedServers returns the servers with a joined member in the room.
 	JoinedServers(ctx context.Context, roomID string) ([]string, error)
+	ServerInRoom(ctx context.Context, roomID, server string) (bool, error)
 	// RejectEvent records an event the auth rules rejected, and
 	// RejectedEvents returns the reasons of those of ids that were.
 	RejectEvent(ctx context.Context, ev *pdu.Event, reason string) error
@@ -88,11 +89,7 @@ func (s *Service) JoinedServers(ctx context.Context, roomID string) ([]string, e
 
 // InRoom reports whether this server has a joined member in the room.
 func (s *Service) InRoom(ctx context.Context, roomID string) (bool, error) {
-	servers, err := s.store.JoinedServers(ctx, roomID)
-	if err != nil {
-		return false, err
-	}
-	return slices.Contains(servers, s.server), nil
+	return s.store.ServerInRoom(ctx, roomID, s.server)
 }
 
 // ReceiveEvent takes an event another server sent, whose signatures and

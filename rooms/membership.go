@@ -105,18 +105,18 @@ func (s *Service) JoinWith(ctx context.Context, user, roomIDOrAlias string, o Jo
 			return "", err
 		}
 	}
-	if !t.in {
-		return roomID, s.joinRemote(ctx, user, roomID, o.Reason, t.via)
-	}
-	restricted, err := s.restrictedJoin(ctx, roomID, user, current)
-	if err != nil {
-		return "", err
-	}
 	extra := map[string]any{}
 	for k, v := range o.Content {
 		if k != "membership" {
 			extra[k] = v
 		}
+	}
+	if !t.in {
+		return roomID, s.joinRemote(ctx, user, roomID, o.Reason, t.via, extra)
+	}
+	restricted, err := s.restrictedJoin(ctx, roomID, user, current)
+	if err != nil {
+		return "", err
 	}
 	maps.Copy(extra, restricted)
 	if _, err := s.sendMembership(ctx, user, roomID, user, s.memberContent(ctx, user, "join", o.Reason, extra)); err != nil {
@@ -189,7 +189,7 @@ func (s *Service) locateRoom(ctx context.Context, roomIDOrAlias string, via []st
 
 // joinRemote joins a room this server is not in through the servers that
 // may know it: those given, the inviter's, and the room ID's own.
-func (s *Service) joinRemote(ctx context.Context, user, roomID, reason string, via []string) error {
+func (s *Service) joinRemote(ctx context.Context, user, roomID, reason string, via []string, extra map[string]any) error {
 	if s.remote == nil {
 		return mxhttp.NotFound("No known servers to join %s through", roomID)
 	}
@@ -197,7 +197,7 @@ func (s *Service) joinRemote(ctx context.Context, user, roomID, reason string, v
 	if len(candidates) == 0 {
 		return mxhttp.NotFound("No known servers to join %s through", roomID)
 	}
-	return s.remote.Join(ctx, user, roomID, candidates, s.memberContent(ctx, user, "join", reason, nil))
+	return s.remote.Join(ctx, user, roomID, candidates, s.memberContent(ctx, user, "join", reason, extra))
 }
 
 // remoteServers lists the other servers that may know a room this server

@@ -82,7 +82,19 @@ type Service struct {
 	// that pagination does not wait on them again at every page.
 	backfillMu     sync.Mutex
 	backfillFailed map[string]time.Time
+
+	// parsed keeps the auth state events as parsed: every send in a room
+	// checks against the same few (create, power levels, the sender's
+	// membership), and parsing them again was a tenth of a send's CPU.
+	// Stored events never change but for redaction, which is in the key.
+	parsedMu sync.Mutex
+	parsed   map[parsedKey]*pdu.Event
 }
+
+type parsedKey struct{ version, eventID, redactedBy string }
+
+// maxParsed bounds the parsed-event cache; it is emptied when full.
+const maxParsed = 4096
 
 // New returns the rooms service.
 func New(store Store, profiles Profiles, c Config) *Service {
@@ -268,17 +280,39 @@ func (s *Service) loadAuthState(ctx context.Context, roomID, version string, key
 	}
 	st := make(authState, len(stored))
 	for _, e := range stored {
-		data, err := authJSON(version, e)
+		ev, err := s.parseAuthEvent(version, e)
 		if err != nil {
 			return nil, err
-		}
-		ev, err := pdu.Parse(version, data)
-		if err != nil {
-			return nil, fmt.Errorf("rooms: stored event %s: %w", e.EventID, err)
 		}
 		st[pdu.StateKey{Type: e.Type, StateKey: *e.StateKey}] = ev
 	}
 	return st, nil
+}
+
+// parseAuthEvent parses a stored state event as the auth rules see it,
+// through the cache.
+func (s *Service) parseAuthEvent(version string, e Stored) (*pdu.Event, error) {
+	k := parsedKey{version, e.EventID, e.RedactedBy}
+	s.parsedMu.Lock()
+	ev, ok := s.parsed[k]
+	s.parsedMu.Unlock()
+	if ok {
+		return ev, nil
+	}
+	data, err := authJSON(version, e)
+	if err != nil {
+		return nil, err
+	}
+	if ev, err = pdu.Parse(version, data); err != nil {
+		return nil, fmt.Errorf("rooms: stored event %s: %w", e.EventID, err)
+	}
+	s.parsedMu.Lock()
+	if s.parsed == nil || len(s.parsed) >= maxParsed {
+		s.parsed = make(map[parsedKey]*pdu.Event)
+	}
+	s.parsed[k] = ev
+	s.parsedMu.Unlock()
+	return ev, nil
 }
 
 // authJSON is a state event as the auth rules see it: redacted when it has

@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 
 	"homeserver/pdu"
@@ -136,6 +137,9 @@ type Store interface {
 
 	Forget(ctx context.Context, userID, roomID string) error
 	Forgotten(ctx context.Context, userID, roomID string) (bool, error)
+	// IgnoredUserList is the content of the user's m.ignored_user_list
+	// account data, nil when they have none.
+	IgnoredUserList(ctx context.Context, userID string) (json.RawMessage, error)
 
 	DirectoryStore
 	NetworkDirectoryStore

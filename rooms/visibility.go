@@ -19,6 +19,10 @@ type viewer struct {
 	// byDepth is visibility in topological order, for history backfilled
 	// from other servers, whose stream positions say nothing of its place.
 	byDepth []posValue
+	// ignored are the users whose events other than state the user does
+	// not see (m.ignored_user_list): state is shown, lest the room look
+	// different to them.
+	ignored map[string]bool
 }
 
 type posValue struct {
@@ -36,6 +40,9 @@ func (s *Service) viewer(ctx context.Context, roomID, user string) (*viewer, err
 		return nil, err
 	}
 	v := &viewer{user: user}
+	if v.ignored, err = s.ignoredUsers(ctx, user); err != nil {
+		return nil, err
+	}
 	for _, m := range members {
 		v.memberships = append(v.memberships, posValue{m.Pos, m.Membership})
 	}
@@ -63,6 +70,25 @@ func (s *Service) viewer(ctx context.Context, roomID, user string) (*viewer, err
 	}
 	sort.SliceStable(v.byDepth, func(i, j int) bool { return v.byDepth[i].pos < v.byDepth[j].pos })
 	return v, nil
+}
+
+// ignoredUsers reads the users the user ignores (m.ignored_user_list).
+func (s *Service) ignoredUsers(ctx context.Context, user string) (map[string]bool, error) {
+	raw, err := s.store.IgnoredUserList(ctx, user)
+	if err != nil || raw == nil {
+		return nil, err
+	}
+	var c struct {
+		IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
+	}
+	_ = json.Unmarshal(raw, &c)
+	out := make(map[string]bool, len(c.IgnoredUsers))
+	for u := range c.IgnoredUsers {
+		if u != user {
+			out[u] = true
+		}
+	}
+	return out, nil
 }
 
 // before returns the value in effect just before pos ("" when none).
@@ -116,6 +142,9 @@ func (v *viewer) joinedAfter(pos int64) bool {
 
 // canSee applies the rules to one event.
 func (v *viewer) canSee(e Stored) bool {
+	if e.StateKey == nil && v.ignored[e.Sender] {
+		return false
+	}
 	if e.Pos < 0 {
 		return v.canSeeBackfilled(e)
 	}

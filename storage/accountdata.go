@@ -77,6 +77,16 @@ func (db *DB) GetAccountData(ctx context.Context, userID, roomID, eventType stri
 	return json.RawMessage(s), nil
 }
 
+// IgnoredUserList is the user's m.ignored_user_list content, nil when
+// they have none.
+func (db *DB) IgnoredUserList(ctx context.Context, userID string) (json.RawMessage, error) {
+	raw, err := db.GetAccountData(ctx, userID, "", "m.ignored_user_list")
+	if errors.Is(err, accountdata.ErrNotFound) {
+		return nil, nil
+	}
+	return raw, err
+}
+
 func (db *DB) AccountDataSince(ctx context.Context, userID string, from, to int64) ([]accountdata.Item, error) {
 	defer db.observe("account_data_since", time.Now())
 	rows, err := db.r.QueryContext(ctx, `SELECT room_id, type, content, stream_pos FROM account_data

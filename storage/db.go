@@ -148,6 +148,7 @@ func openSQLite(ctx context.Context, o Options) (*DB, error) {
 	w.SetMaxOpenConns(1)
 	w.SetConnMaxIdleTime(0)
 	writer := newPool(w, 1, o.MaxConnWait)
+	writer.cacheStatements()
 	db := &DB{engine: SQLite, w: writer, r: writer, log: o.Logger}
 	if o.Path != ":memory:" {
 		// Several processes need PostgreSQL: their announcements and
@@ -179,7 +180,9 @@ func openSQLite(ctx context.Context, o Options) (*DB, error) {
 		}
 		r.SetMaxOpenConns(o.ReadConns)
 		r.SetMaxIdleConns(o.ReadConns)
-		db.r = newPool(r, o.ReadConns, o.MaxConnWait)
+		reader := newPool(r, o.ReadConns, o.MaxConnWait)
+		reader.cacheStatements()
+		db.r = reader
 	}
 	return db, nil
 }
@@ -227,7 +230,7 @@ func migrate(ctx context.Context, db *sql.DB, dialect goose.Dialect, log *slog.L
 	if err != nil {
 		return fmt.Errorf("storage: migrations: %w", err)
 	}
-	p, err := goose.NewProvider(dialect, db, sub)
+	p, err := goose.NewProvider(dialect, db, sub, goose.WithGoMigrations(goMigrations()...))
 	if err != nil {
 		return fmt.Errorf("storage: migrations: %w", err)
 	}

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"homeserver/federation"
@@ -125,29 +124,6 @@ func (db *DB) EnsureRoom(ctx context.Context, room rooms.Room) error {
 		return fmt.Errorf("storage: ensure room: %w", err)
 	}
 	return nil
-}
-
-// JoinedServers returns the servers with a joined member in the room.
-func (db *DB) JoinedServers(ctx context.Context, roomID string) ([]string, error) {
-	defer db.observe("joined_servers", time.Now())
-	rows, err := db.r.QueryContext(ctx, `SELECT state_key FROM current_state WHERE room_id = $1 AND type = 'm.room.member' AND membership = 'join'`, roomID)
-	if err != nil {
-		return nil, fmt.Errorf("storage: joined servers: %w", err)
-	}
-	defer rows.Close()
-	seen := map[string]bool{}
-	var out []string
-	for rows.Next() {
-		var user string
-		if err := rows.Scan(&user); err != nil {
-			return nil, fmt.Errorf("storage: joined servers: %w", err)
-		}
-		if _, server, ok := strings.Cut(user, ":"); ok && !seen[server] {
-			seen[server] = true
-			out = append(out, server)
-		}
-	}
-	return out, rows.Err()
 }
 
 // SaveInviteState keeps the stripped state another server sent with an

@@ -3,8 +3,10 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -91,5 +93,74 @@ func TestSQLiteOneProcess(t *testing.T) {
 	_, err := Open(context.Background(), Options{Path: path, Logger: quietLog()})
 	if err == nil || !strings.Contains(err.Error(), "use PostgreSQL for several") {
 		t.Fatalf("second open: %v", err)
+	}
+}
+
+// The room_servers migration counts the joined members of existing rooms
+// by server; later membership changes keep the counts.
+func TestMigrateRoomServers(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "homeserver.db")
+	raw, err := sql.Open("sqlite", sqliteDSN(path, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := goose.NewProvider(goose.DialectSQLite3, raw, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 29); err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range []struct{ room, user, membership string }{
+		{"!a:x", "@a:x", "join"}, {"!a:x", "@b:x", "join"}, {"!a:x", "@c:y.org:8448", "join"},
+		{"!a:x", "@d:z", "leave"}, {"!a:x", "@e:z", "invite"}, {"!b:x", "@a:x", "ban"},
+	} {
+		_, err := raw.ExecContext(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id, membership, stream_pos)
+			VALUES ($1, 'm.room.member', $2, $3, $4, $5)`, m.room, m.user, fmt.Sprint("$e", i), m.membership, i+1)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw.Close()
+	db, err := Open(ctx, Options{Path: path, Logger: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	got, err := db.JoinedServers(ctx, "!a:x")
+	if err != nil || !slices.Equal(got, []string{"x", "y.org:8448"}) {
+		t.Fatalf("servers of !a:x: %v, %v", got, err)
+	}
+	if got, err := db.JoinedServers(ctx, "!b:x"); err != nil || len(got) != 0 {
+		t.Fatalf("servers of !b:x: %v, %v", got, err)
+	}
+	for _, c := range []struct {
+		server string
+		want   bool
+	}{{"x", true}, {"y.org:8448", true}, {"z", false}} {
+		if in, err := db.ServerInRoom(ctx, "!a:x", c.server); err != nil || in != c.want {
+			t.Errorf("ServerInRoom(%s) = %v, %v", c.server, in, err)
+		}
+	}
+	err = db.tx(ctx, "test", func(tx *sql.Tx) error {
+		for _, c := range []struct{ user, before, after string }{
+			{"@a:x", "join", "leave"}, {"@c:y.org:8448", "join", "join"}, {"@d:z", "leave", "join"}, {"@b:x", "join", "ban"},
+		} {
+			if err := adjustRoomServers(ctx, tx, "!a:x", c.user, c.before, c.after); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := db.JoinedServers(ctx, "!a:x"); err != nil || !slices.Equal(got, []string{"y.org:8448", "z"}) {
+		t.Fatalf("servers of !a:x after changes: %v, %v", got, err)
 	}
 }

@@ -3,6 +3,8 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -38,7 +40,47 @@ type pool struct {
 	*sql.DB
 	slots chan struct{}
 	wait  time.Duration
+	// stmts, when set, keeps prepared statements by query text: SQLite
+	// spends a good part of a small query compiling it (pgx keeps its own
+	// cache for PostgreSQL).
+	stmts *stmtCache
 }
+
+// maxCachedStmts bounds the statements kept; queries built with varying
+// IN lists past it are compiled each time, as they were before.
+const maxCachedStmts = 256
+
+type stmtCache struct {
+	mu sync.Mutex
+	m  map[string]*sql.Stmt
+}
+
+// stmt returns the prepared statement for query, preparing it on first
+// use; nil when the query is not to be cached or preparing failed (the
+// caller then runs it unprepared, and reports any error from there).
+func (p *pool) stmt(ctx context.Context, query string) *sql.Stmt {
+	c := p.stmts
+	if c == nil || strings.Contains(query, ";") {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.m[query]; ok {
+		return st
+	}
+	if len(c.m) >= maxCachedStmts {
+		return nil
+	}
+	st, err := p.DB.PrepareContext(ctx, query)
+	if err != nil {
+		return nil
+	}
+	c.m[query] = st
+	return st
+}
+
+// cacheStatements turns the statement cache on.
+func (p *pool) cacheStatements() { p.stmts = &stmtCache{m: map[string]*sql.Stmt{}} }
 
 func newPool(db *sql.DB, conns int, wait time.Duration) *pool {
 	if wait <= 0 {
@@ -73,6 +115,9 @@ func (p *pool) QueryContext(ctx context.Context, query string, args ...any) (*sq
 		return nil, err
 	}
 	defer p.leave()
+	if st := p.stmt(ctx, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
 	return p.DB.QueryContext(ctx, query, args...)
 }
 
@@ -83,6 +128,9 @@ func (p *pool) QueryRowContext(ctx context.Context, query string, args ...any) *
 		return p.DB.QueryRowContext(refusedContext{Context: ctx, err: err}, query, args...)
 	}
 	defer p.leave()
+	if st := p.stmt(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
 	return p.DB.QueryRowContext(ctx, query, args...)
 }
 
@@ -91,6 +139,9 @@ func (p *pool) ExecContext(ctx context.Context, query string, args ...any) (sql.
 		return nil, err
 	}
 	defer p.leave()
+	if st := p.stmt(ctx, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
 	return p.DB.ExecContext(ctx, query, args...)
 }
 

@@ -97,12 +97,18 @@ func (db *DB) PersistEvent(ctx context.Context, ne rooms.NewEvent) (int64, error
 				membership = ev.Membership()
 			}
 			var prev string
-			err := tx.QueryRowContext(ctx, `SELECT event_id FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3`,
-				ev.RoomID(), ev.Type(), *sk).Scan(&prev)
+			var prevMembership sql.NullString
+			err := tx.QueryRowContext(ctx, `SELECT event_id, membership FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3`,
+				ev.RoomID(), ev.Type(), *sk).Scan(&prev, &prevMembership)
 			if err == nil {
 				replaces = prev
 			} else if !errors.Is(err, sql.ErrNoRows) {
 				return fmt.Errorf("storage: replaced state: %w", err)
+			}
+			if ev.Type() == "m.room.member" && ne.StateAfter == nil {
+				if err := adjustRoomServers(ctx, tx, ev.RoomID(), *sk, prevMembership.String, ev.Membership()); err != nil {
+					return err
+				}
 			}
 		}
 		if sk := ev.StateKey(); sk != nil && ne.StateAfter == nil {
@@ -228,7 +234,7 @@ func replaceCurrentState(ctx context.Context, tx *sql.Tx, roomID string, entries
 	if _, err := tx.ExecContext(ctx, `UPDATE rooms SET state_group = $1 WHERE room_id = $2`, group, roomID); err != nil {
 		return fmt.Errorf("storage: replace current state: %w", err)
 	}
-	return nil
+	return rebuildRoomServers(ctx, tx, roomID)
 }
 
 // newStateGroup records the state after a state event: a one-entry delta

@@ -56,6 +56,9 @@ func knownVersion(t *testing.T) int64 {
 			known = max(known, v)
 		}
 	}
+	for _, m := range goMigrations() {
+		known = max(known, m.Version)
+	}
 	if known == 0 {
 		t.Fatal("no migrations found")
 	}

@@ -389,6 +389,9 @@ func (b *builder) stateFor(ctx context.Context, roomID string, timeline []rooms.
 		}
 	}
 	membersChanged := full || hasMember(state)
+	// Unless the filter asks for them, a lazy-loading incremental sync
+	// leaves out the members this device was already sent unchanged.
+	skipKnown := lazy && !full && !b.stateF.IncludeRedundantMembers
 	var out []rooms.Stored
 	have := map[string]bool{}
 	for _, e := range state {
@@ -400,6 +403,9 @@ func (b *builder) stateFor(ctx context.Context, roomID string, timeline []rooms.
 		}
 		if e.Type == "m.room.member" {
 			have[*e.StateKey] = true
+			if skipKnown && b.s.lazy.known(b.req.UserID, b.req.DeviceID, roomID, *e.StateKey, e.EventID, b.from.Events) {
+				continue
+			}
 		}
 		out = append(out, e)
 	}
@@ -418,10 +424,26 @@ func (b *builder) stateFor(ctx context.Context, roomID string, timeline []rooms.
 			return nil, false, err
 		}
 		for _, e := range members {
-			if !inTimeline[e.EventID] && b.stateF.Match(roomID, e.Type, e.Sender, nil) {
-				out = append(out, e)
+			if inTimeline[e.EventID] || !b.stateF.Match(roomID, e.Type, e.Sender, nil) ||
+				(skipKnown && b.s.lazy.known(b.req.UserID, b.req.DeviceID, roomID, *e.StateKey, e.EventID, b.from.Events)) {
+				continue
+			}
+			out = append(out, e)
+		}
+	}
+	if lazy && !b.stateF.IncludeRedundantMembers {
+		sent := map[string]string{}
+		for _, e := range out {
+			if e.Type == "m.room.member" {
+				sent[*e.StateKey] = e.EventID
 			}
 		}
+		for _, e := range timeline {
+			if e.Type == "m.room.member" && e.StateKey != nil {
+				sent[*e.StateKey] = e.EventID
+			}
+		}
+		b.s.lazy.record(b.req.UserID, b.req.DeviceID, roomID, sent, b.now.Events)
 	}
 	return out, membersChanged, nil
 }

@@ -45,6 +45,7 @@ type Service struct {
 	keys     *e2ee.Service
 	toDevice *todevice.Service
 	polls    *admission
+	lazy     *lazyMembers
 	log      *slog.Logger
 }
 
@@ -71,7 +72,7 @@ type Deps struct {
 func New(d Deps) *Service {
 	return &Service{rooms: d.Rooms, filters: d.Filters, account: d.AccountData, receipts: d.Receipts,
 		typing: d.Typing, presence: d.Presence, notifier: d.Notifier, push: d.Push,
-		keys: d.Keys, toDevice: d.ToDevice, polls: newAdmission(d.Limits), log: d.Logger}
+		keys: d.Keys, toDevice: d.ToDevice, polls: newAdmission(d.Limits), lazy: newLazyMembers(), log: d.Logger}
 }
 
 // Request is one /sync call.

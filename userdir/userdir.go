@@ -66,7 +66,21 @@ type Service struct {
 	mu     sync.Mutex
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	// Owned by the reader's goroutine. A step that changes nothing (most
+	// events are messages) only moves the cursor in memory; it is stored
+	// with the next change, or once lazyCursorEvents events or
+	// lazyCursorAge have passed: after a crash the reader reads those
+	// events again and again finds nothing to do.
+	cursor, durable int64 // -1: read from the database first
+	durableAt       time.Time
+	lastLocalScan   time.Time
 }
+
+const (
+	lazyCursorEvents = 1000
+	lazyCursorAge    = 5 * time.Second
+)
 
 // New returns the directory; Start runs its reader.
 func New(store Store, cfg Config) *Service {
@@ -76,7 +90,7 @@ func New(store Store, cfg Config) *Service {
 	if cfg.Leaser == nil {
 		cfg.Leaser = stream.Local{}
 	}
-	s := &Service{cfg: cfg, store: store, log: cfg.Logger}
+	s := &Service{cfg: cfg, store: store, log: cfg.Logger, cursor: -1}
 	if cfg.Hub != nil {
 		s.wake = cfg.Hub.Wake(stream.Events)
 	}
@@ -95,6 +109,9 @@ func (s *Service) Start() {
 	s.cancel, s.done = cancel, make(chan struct{})
 	r := &stream.Reader{
 		Name: readerName, Step: s.step, Wake: s.wake, Poll: pollEvery,
+		// Each time this process takes the reader, another may have moved
+		// the cursor.
+		Start:   func(context.Context) error { s.cursor, s.lastLocalScan = -1, time.Time{}; return nil },
 		Backoff: func() (time.Duration, time.Duration) { return 100 * time.Millisecond, 30 * time.Second },
 		Log:     s.log, Metrics: s.cfg.Metrics,
 	}
@@ -124,10 +141,14 @@ func (s *Service) isLocal(userID string) bool {
 // they change and the users whose membership events they carry; then the
 // local users not yet listed (new registrations).
 func (s *Service) step(ctx context.Context) (stream.Progress, error) {
-	cursor, _, err := s.store.ReaderCursor(ctx, readerName, stream.Events)
-	if err != nil {
-		return stream.Progress{}, err
+	if s.cursor < 0 {
+		c, _, err := s.store.ReaderCursor(ctx, readerName, stream.Events)
+		if err != nil {
+			return stream.Progress{}, err
+		}
+		s.cursor, s.durable, s.durableAt = c, c, time.Now()
 	}
+	cursor := s.cursor
 	evs, err := s.store.EventsAfter(ctx, cursor, batch)
 	if err != nil {
 		return stream.Progress{}, err
@@ -169,9 +190,16 @@ func (s *Service) step(ctx context.Context) (stream.Progress, error) {
 			u.Delete = append(u.Delete, userID)
 		}
 	}
-	missing, err := s.store.UserDirectoryLocalMissing(ctx, batch)
-	if err != nil {
-		return stream.Progress{}, err
+	// New accounts write no event: they are looked for on the poll, not
+	// after every event.
+	var missing []string
+	if time.Since(s.lastLocalScan) >= pollEvery {
+		if missing, err = s.store.UserDirectoryLocalMissing(ctx, batch); err != nil {
+			return stream.Progress{}, err
+		}
+		if len(missing) < batch {
+			s.lastLocalScan = time.Now()
+		}
 	}
 	for _, userID := range missing {
 		e, ok, err := s.entryFor(ctx, userID, nil)
@@ -186,12 +214,17 @@ func (s *Service) step(ctx context.Context) (stream.Progress, error) {
 	if len(evs) > 0 {
 		next = evs[len(evs)-1].Pos
 	}
-	if next >= 0 || len(u.Put) > 0 {
+	changed := len(u.Put) > 0 || len(u.Delete) > 0 || len(u.Public) > 0
+	pos := max(cursor, next)
+	if changed || (next >= 0 && (pos-s.durable >= lazyCursorEvents || time.Since(s.durableAt) >= lazyCursorAge)) {
 		if err := s.store.UpdateUserDirectory(ctx, readerName, u, next); err != nil {
 			return stream.Progress{}, err
 		}
+		if next >= 0 {
+			s.durable, s.durableAt = next, time.Now()
+		}
 	}
-	pos := max(cursor, next)
+	s.cursor = pos
 	return stream.Progress{More: len(evs) == batch || len(missing) == batch, Pos: pos, Head: pos}, nil
 }
 
