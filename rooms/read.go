@@ -24,6 +24,9 @@ type FormatOptions struct {
 	// Txn, when set, adds unsigned.transaction_id to the events that this
 	// device sent, so that clients can match their local echo.
 	Txn *TxnRef
+	// WithoutRoomID leaves room_id out, as /sync's format has it (its
+	// events sit under their room's ID already).
+	WithoutRoomID bool
 }
 
 type pduJSON struct {
@@ -133,6 +136,9 @@ func (s *Service) clientEvent(ctx context.Context, e Stored, versions map[string
 	ev := map[string]any{
 		"content": p.Content, "event_id": e.EventID, "origin_server_ts": p.OriginServerTS,
 		"room_id": roomID, "sender": p.Sender, "type": p.Type,
+	}
+	if opts.WithoutRoomID && withRelated {
+		delete(ev, "room_id")
 	}
 	if p.StateKey != nil {
 		ev["state_key"] = *p.StateKey

@@ -42,7 +42,7 @@ func (s *Service) build(ctx context.Context, req Request, since *Token, now Toke
 	if b.timelineF != nil && b.timelineF.Limit != nil {
 		b.limit = min(max(*b.timelineF.Limit, 0), maxTimelineLimit)
 	}
-	b.opts = rooms.FormatOptions{Federation: f.EventFormat == "federation", Txn: &rooms.TxnRef{UserID: req.UserID, Scope: req.Scope}}
+	b.opts = rooms.FormatOptions{Federation: f.EventFormat == "federation", Txn: &rooms.TxnRef{UserID: req.UserID, Scope: req.Scope}, WithoutRoomID: true}
 
 	items, err := s.account.Since(ctx, req.UserID, from.AccountData, now.AccountData)
 	if err != nil {
