@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"homeserver/stream"
@@ -103,4 +104,35 @@ func deleteReaderCursors(ctx context.Context, x execer, readers []string) error 
 		return fmt.Errorf("storage: delete reader cursors: %w", err)
 	}
 	return nil
+}
+
+// StreamHeads reads the positions of several streams in one query (what
+// every /sync reads first): a stream with no position yet is 0.
+func (db *DB) StreamHeads(ctx context.Context, names []stream.Name) (map[stream.Name]int64, error) {
+	defer db.observe("stream_heads", time.Now())
+	out := make(map[stream.Name]int64, len(names))
+	if len(names) == 0 {
+		return out, nil
+	}
+	args := make([]any, len(names))
+	marks := make([]string, len(names))
+	for i, n := range names {
+		args[i] = string(n)
+		marks[i] = fmt.Sprintf("$%d", i+1)
+		out[n] = 0
+	}
+	rows, err := db.r.QueryContext(ctx, `SELECT name, MAX(pos) FROM stream_counters WHERE name IN (`+strings.Join(marks, ", ")+`) GROUP BY name`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("storage: stream heads: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		var pos sql.NullInt64
+		if err := rows.Scan(&name, &pos); err != nil {
+			return nil, fmt.Errorf("storage: stream heads: %w", err)
+		}
+		out[stream.Name(name)] = pos.Int64
+	}
+	return out, rows.Err()
 }

@@ -19,6 +19,7 @@ import (
 	"homeserver/push"
 	"homeserver/receipts"
 	"homeserver/rooms"
+	"homeserver/stream"
 	"homeserver/todevice"
 	"homeserver/typing"
 )
@@ -45,6 +46,7 @@ type Service struct {
 	keys     *e2ee.Service
 	toDevice *todevice.Service
 	polls    *admission
+	heads    StreamHeads
 	lazy     *lazyMembers
 	log      *slog.Logger
 }
@@ -65,6 +67,9 @@ type Deps struct {
 	ToDevice *todevice.Service
 	// Limits bound the long-polls waiting at once.
 	Limits Limits
+	// Heads, when set, reads the streams' positions in one query rather
+	// than one per stream.
+	Heads  StreamHeads
 	Logger *slog.Logger
 }
 
@@ -72,7 +77,7 @@ type Deps struct {
 func New(d Deps) *Service {
 	return &Service{rooms: d.Rooms, filters: d.Filters, account: d.AccountData, receipts: d.Receipts,
 		typing: d.Typing, presence: d.Presence, notifier: d.Notifier, push: d.Push,
-		keys: d.Keys, toDevice: d.ToDevice, polls: newAdmission(d.Limits), lazy: newLazyMembers(), log: d.Logger}
+		keys: d.Keys, toDevice: d.ToDevice, polls: newAdmission(d.Limits), heads: d.Heads, lazy: newLazyMembers(), log: d.Logger}
 }
 
 // Request is one /sync call.
@@ -177,6 +182,9 @@ const MaxTimeout = 5 * time.Minute
 
 // Now snapshots the position of every stream.
 func (s *Service) Now(ctx context.Context) (Token, error) {
+	if s.heads != nil {
+		return s.nowFromHeads(ctx)
+	}
 	var t Token
 	var err error
 	if t.Events, err = s.rooms.MaxPos(ctx); err != nil {
@@ -208,6 +216,34 @@ func (s *Service) Now(ctx context.Context) (Token, error) {
 		}
 	}
 	return t, nil
+}
+
+// nowFromHeads is Now in one read of the streams' positions.
+func (s *Service) nowFromHeads(ctx context.Context) (Token, error) {
+	names := []stream.Name{stream.Events, stream.Receipts, stream.AccountData, stream.Presence}
+	if s.toDevice != nil {
+		names = append(names, stream.ToDevice)
+	}
+	if s.keys != nil {
+		names = append(names, stream.DeviceLists)
+	}
+	if s.push != nil {
+		names = append(names, stream.Notifications)
+	}
+	h, err := s.heads.StreamHeads(ctx, names)
+	if err != nil {
+		return Token{}, err
+	}
+	return Token{
+		Events: h[stream.Events], Receipts: h[stream.Receipts], AccountData: h[stream.AccountData],
+		Presence: h[stream.Presence], Typing: s.typing.Pos(), ToDevice: h[stream.ToDevice],
+		DeviceLists: h[stream.DeviceLists], Notifications: h[stream.Notifications],
+	}, nil
+}
+
+// StreamHeads reads the positions of several streams at once (storage).
+type StreamHeads interface {
+	StreamHeads(ctx context.Context, names []stream.Name) (map[stream.Name]int64, error)
 }
 
 // Sync answers one /sync request, long-polling when asked to.
