@@ -70,9 +70,13 @@ func Port(ctx context.Context, src, dst *DB, progress func(table string, rows in
 	return counts, nil
 }
 
+// sqliteTables lists the tables to copy: SQLite's full-text index of
+// search (a virtual table and its shadow tables) is left behind, as
+// PostgreSQL indexes event_search its own way.
 func sqliteTables(ctx context.Context, db *sql.DB) ([]string, error) {
 	rows, err := db.QueryContext(ctx, `SELECT name FROM sqlite_master
-		WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name <> 'goose_db_version' ORDER BY rowid`)
+		WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name <> 'goose_db_version'
+		AND name NOT LIKE 'event_search_fts%' ORDER BY rowid`)
 	if err != nil {
 		return nil, fmt.Errorf("storage: listing tables: %w", err)
 	}
@@ -163,7 +167,8 @@ func copyTable(ctx context.Context, src *sql.DB, dst *sql.Tx, table string) (int
 
 func postgresColumns(ctx context.Context, tx *sql.Tx, table string) (cols, types []string, err error) {
 	rows, err := tx.QueryContext(ctx, `SELECT column_name, data_type FROM information_schema.columns
-		WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position`, table)
+		WHERE table_schema = current_schema() AND table_name = $1 AND is_generated = 'NEVER'
+		ORDER BY ordinal_position`, table)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -125,6 +125,21 @@ func TestPortDB(t *testing.T) {
 	dst.MustDo(http.StatusOK, "GET", "/_matrix/client/v3/account/whoami", bob.Token, nil)
 	// The ported database takes new writes.
 	dst.Register("carol", "pw-carol")
+	// Search finds what was indexed on SQLite, through PostgreSQL's index.
+	for i := 0; ; i++ {
+		r := dst.MustDo(http.StatusOK, "POST", "/_matrix/client/v3/search", alice.Token, map[string]any{
+			"search_categories": map[string]any{"room_events": map[string]any{"search_term": "message"}},
+		})
+		cat, _ := r.JSON["search_categories"].(map[string]any)
+		re, _ := cat["room_events"].(map[string]any)
+		if n, _ := re["count"].(float64); n >= 5 {
+			break
+		}
+		if i > 200 {
+			t.Fatalf("search after porting: %s", r.Body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	// The bridge's queue, ported mid-outage, delivers what it held.
 	for i := 0; delivered.Load() == 0; i++ {
 		if i > 600 {
