@@ -59,6 +59,9 @@ func newFedServer(t *testing.T, ca *fedtest.CA, name string, keys transport.KeyL
 	mux.HandleFunc("/_matrix/federation/v1/slow", func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
+			// Never a 200: a client whose deadline passed must not be
+			// able to read an answer that raced its cancellation.
+			panic(http.ErrAbortHandler)
 		case <-time.After(5 * time.Second):
 		}
 	})
