@@ -4,8 +4,10 @@ package storage
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -304,4 +306,27 @@ func (db *DB) exec(ctx context.Context, op, query string, args ...any) (sql.Resu
 		return nil, fmt.Errorf("storage: %s: %w", op, err)
 	}
 	return res, nil
+}
+
+// SchemaHash identifies the schema the migrations make: a hash of every
+// migration file and of the Go migrations' versions (tests keep a
+// template database per schema).
+func SchemaHash() string {
+	h := sha256.New()
+	_ = fs.WalkDir(migrations, "migrations", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := migrations.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "%s %d\n", path, len(data))
+		h.Write(data)
+		return nil
+	})
+	for _, m := range goMigrations() {
+		fmt.Fprintf(h, "go %d\n", m.Version)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -79,7 +79,7 @@ func TestPortDB(t *testing.T) {
 	src.Stop()
 
 	// The media files stay where they are: only the database moves.
-	targetYAML := strings.Replace(testserver.BaseConfig, testserver.SQLiteDatabase, testserver.PostgresDatabase(t, dsn), 1) +
+	targetYAML := strings.Replace(testserver.BaseConfig, testserver.SQLiteDatabase, testserver.EmptyPostgresDatabase(t, dsn), 1) +
 		"media_store_path: " + filepath.Join(src.Dir, "media_store") + "\n" + asConfig
 	dir := t.TempDir()
 	targetPath := filepath.Join(dir, "homeserver.yaml")
