@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -419,5 +420,41 @@ func TestRoomMentionByV12Creator(t *testing.T) {
 	}
 	if got := highlights(bob); len(got) != 1 || got[0] != byAlice {
 		t.Fatalf("bob's highlights %v, want alice's %s", got, byAlice)
+	}
+}
+
+// A user is not notified of messages from users they ignore.
+func TestNoNotificationsFromIgnoredUsers(t *testing.T) {
+	s := testserver.Start(t, "")
+	alice, bob, carol := s.Register("alice", "pw"), s.Register("bob", "pw"), s.Register("carol", "pw")
+	room := s.CreatePublicRoom(alice)
+	s.Join(bob, room)
+	s.Join(carol, room)
+	s.MustDo(http.StatusOK, "PUT", v3+"/user/"+url.PathEscape(alice.ID)+"/account_data/m.ignored_user_list", alice.Token,
+		map[string]any{"ignored_users": map[string]any{bob.ID: map[string]any{}}})
+	ignored := s.SendText(bob, room, "from an ignored user")
+	shown := s.SendText(carol, room, "from carol")
+	var ids []string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		r := s.MustDo(http.StatusOK, "GET", v3+"/notifications", alice.Token, nil)
+		ids = ids[:0]
+		list, _ := r.JSON["notifications"].([]any)
+		for _, n := range list {
+			ev, _ := n.(map[string]any)["event"].(map[string]any)
+			id, _ := ev["event_id"].(string)
+			ids = append(ids, id)
+		}
+		if slices.Contains(ids, shown) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if !slices.Contains(ids, shown) || slices.Contains(ids, ignored) {
+		t.Fatalf("notifications %v: want carol's %s and not bob's %s", ids, shown, ignored)
+	}
+	// Nor counted as unread.
+	r := s.MustDo(http.StatusOK, "GET", v3+"/sync", alice.Token, nil)
+	jr := r.JSON["rooms"].(map[string]any)["join"].(map[string]any)[room].(map[string]any)
+	if c := jr["unread_notifications"].(map[string]any); c["notification_count"] != 1.0 {
+		t.Fatalf("unread counts %v: want carol's message only", c)
 	}
 }

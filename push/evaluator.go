@@ -199,6 +199,8 @@ func (s *Service) evaluateBatch(ctx context.Context) (stream.Progress, error) {
 		s.lastBatch = time.Time{}
 	}
 	var ns []Notification
+	// The ignore lists are read once per batch, for the users it needs.
+	s.batchIgnores = map[string]map[string]bool{}
 	// loadRoom reads the room's current state, which already holds every
 	// event of this batch: one load per room and batch is as fresh as one
 	// per event, and a burst of joins into a big room does not reload its
@@ -267,6 +269,13 @@ func (s *Service) evaluate(ctx context.Context, st rooms.Stored, ri *roomInfo) (
 			users = append(users, *st.StateKey)
 		}
 	}
+	if st.StateKey == nil {
+		// Users who ignore the sender are not notified of their messages
+		// (state is still shown to them, and so still evaluated).
+		if users, err = s.withoutIgnorers(ctx, users, st.Sender); err != nil {
+			return nil, err
+		}
+	}
 	if len(users) == 0 {
 		return nil, nil
 	}
@@ -292,6 +301,45 @@ func (s *Service) evaluate(ctx context.Context, st rooms.Stored, ri *roomInfo) (
 		})
 	}
 	return out, nil
+}
+
+// withoutIgnorers drops from users those who ignore sender, reading the
+// ignore lists not yet read in this batch.
+func (s *Service) withoutIgnorers(ctx context.Context, users []string, sender string) ([]string, error) {
+	if s.batchIgnores == nil {
+		s.batchIgnores = map[string]map[string]bool{}
+	}
+	var missing []string
+	for _, u := range users {
+		if _, ok := s.batchIgnores[u]; !ok {
+			missing = append(missing, u)
+		}
+	}
+	if len(missing) > 0 {
+		lists, err := s.store.IgnoredUserLists(ctx, missing)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range missing {
+			var c struct {
+				IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
+			}
+			set := map[string]bool{}
+			if raw, ok := lists[u]; ok && json.Unmarshal(raw, &c) == nil {
+				for v := range c.IgnoredUsers {
+					set[v] = true
+				}
+			}
+			s.batchIgnores[u] = set
+		}
+	}
+	kept := users[:0]
+	for _, u := range users {
+		if !s.batchIgnores[u][sender] {
+			kept = append(kept, u)
+		}
+	}
+	return kept, nil
 }
 
 // Unread returns the user's unread counts in a room: the total, and when

@@ -51,6 +51,9 @@ type Pusher struct {
 type Store interface {
 	// PushRules returns the stored rules of those users that have any.
 	PushRules(ctx context.Context, userIDs []string) (map[string][]byte, error)
+	// IgnoredUserLists returns the m.ignored_user_list content of those
+	// users that have one.
+	IgnoredUserLists(ctx context.Context, userIDs []string) (map[string][]byte, error)
 	SetPushRules(ctx context.Context, userID string, data []byte) error
 
 	// ReaderCursor returns a durable reader's cursor in a stream; ok is

@@ -87,6 +87,36 @@ func (db *DB) IgnoredUserList(ctx context.Context, userID string) (json.RawMessa
 	return raw, err
 }
 
+// IgnoredUserLists returns the m.ignored_user_list content of those of
+// the users that have one.
+func (db *DB) IgnoredUserLists(ctx context.Context, userIDs []string) (map[string][]byte, error) {
+	defer db.observe("ignored_user_lists", time.Now())
+	out := map[string][]byte{}
+	for start := 0; start < len(userIDs); start += 500 {
+		chunk := userIDs[start:min(start+500, len(userIDs))]
+		in, args := inList(chunk, nil)
+		rows, err := db.r.QueryContext(ctx, `SELECT user_id, content FROM account_data
+			WHERE user_id IN (`+in+`) AND room_id = '' AND type = 'm.ignored_user_list'`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("storage: ignored user lists: %w", err)
+		}
+		for rows.Next() {
+			var u, c string
+			if err := rows.Scan(&u, &c); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("storage: ignored user lists: %w", err)
+			}
+			out[u] = []byte(c)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("storage: ignored user lists: %w", err)
+		}
+	}
+	return out, nil
+}
+
 func (db *DB) AccountDataSince(ctx context.Context, userID string, from, to int64) ([]accountdata.Item, error) {
 	defer db.observe("account_data_since", time.Now())
 	rows, err := db.r.QueryContext(ctx, `SELECT room_id, type, content, stream_pos FROM account_data
