@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
@@ -46,13 +45,9 @@ type v1RegisterRequest struct {
 }
 
 func (a *API) v1Register(w http.ResponseWriter, r *http.Request) {
-	body, err := mxhttp.ReadBody(r, mxhttp.DefaultBodyLimit)
+	body, err := readUTF8Body(r)
 	if err != nil {
 		a.fail(w, r, err)
-		return
-	}
-	if !utf8.Valid(body) {
-		a.fail(w, r, mxhttp.NotJSON("Request body is not valid UTF-8"))
 		return
 	}
 	var req v1RegisterRequest

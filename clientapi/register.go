@@ -56,15 +56,9 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, mxhttp.InvalidParam("Invalid kind %q", kind))
 		return
 	}
-	body, err := mxhttp.ReadBody(r, mxhttp.DefaultBodyLimit)
+	body, err := readUTF8Body(r)
 	if err != nil {
 		a.fail(w, r, err)
-		return
-	}
-	// encoding/json would turn invalid UTF-8 into U+FFFD: such a body must
-	// fail here rather than open a session.
-	if !utf8.Valid(body) {
-		a.fail(w, r, mxhttp.NotJSON("Request body is not valid UTF-8"))
 		return
 	}
 	var req registerRequest
@@ -246,4 +240,18 @@ func (a *API) sharedSecretRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ok(w, a.credentials(creds))
+}
+
+// readUTF8Body reads a registration body. encoding/json would turn invalid
+// UTF-8 into U+FFFD: such a body must fail here rather than open a
+// session.
+func readUTF8Body(r *http.Request) ([]byte, error) {
+	body, err := mxhttp.ReadBody(r, mxhttp.DefaultBodyLimit)
+	if err != nil {
+		return nil, err
+	}
+	if !utf8.Valid(body) {
+		return nil, mxhttp.NotJSON("Request body is not valid UTF-8")
+	}
+	return body, nil
 }

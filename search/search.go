@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 
@@ -64,9 +63,7 @@ type Service struct {
 	log   *slog.Logger
 	wake  <-chan struct{}
 
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	done   chan struct{}
+	run stream.Runner
 }
 
 // New returns the service; Start runs its indexer.
@@ -87,35 +84,16 @@ func New(store Store, rms *rooms.Service, cfg Config) *Service {
 // Start runs the indexer until Stop. A new indexer starts at the
 // beginning of the log, so that a deployment's history is searchable.
 func (s *Service) Start() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cancel != nil {
-		return
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel, s.done = cancel, make(chan struct{})
 	r := &stream.Reader{
 		Name: readerName, Step: s.step, Wake: s.wake, Poll: pollEvery,
 		Backoff: func() (time.Duration, time.Duration) { return 100 * time.Millisecond, 30 * time.Second },
 		Log:     s.log, Metrics: s.cfg.Metrics,
 	}
-	go func() {
-		defer close(s.done)
-		r.RunLeased(ctx, s.cfg.Leaser)
-	}()
+	s.run.Start(func(ctx context.Context) { r.RunLeased(ctx, s.cfg.Leaser) })
 }
 
 // Stop stops the indexer and waits for it.
-func (s *Service) Stop() {
-	s.mu.Lock()
-	cancel, done := s.cancel, s.done
-	s.cancel = nil
-	s.mu.Unlock()
-	if cancel != nil {
-		cancel()
-		<-done
-	}
-}
+func (s *Service) Stop() { s.run.Stop() }
 
 // step indexes the events after the cursor and applies the redactions
 // among them.

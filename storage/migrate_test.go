@@ -21,21 +21,7 @@ import (
 func TestMigrateToStreamCounters(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "homeserver.db")
-	raw, err := sql.Open("sqlite", sqliteDSN(path, false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := goose.NewProvider(goose.DialectSQLite3, raw, sub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.UpTo(ctx, 13); err != nil {
-		t.Fatal(err)
-	}
+	raw := sqliteMigratedTo(t, path, 13)
 	for _, q := range []string{
 		`INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ('!r:x', '10', '@a:x', 0)`,
 		`INSERT INTO events (stream_pos, event_id, room_id, type, sender, depth, origin_server_ts, state_group, json)
@@ -101,21 +87,7 @@ func TestSQLiteOneProcess(t *testing.T) {
 func TestMigrateRoomServers(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "homeserver.db")
-	raw, err := sql.Open("sqlite", sqliteDSN(path, false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := goose.NewProvider(goose.DialectSQLite3, raw, sub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.UpTo(ctx, 29); err != nil {
-		t.Fatal(err)
-	}
+	raw := sqliteMigratedTo(t, path, 29)
 	for i, m := range []struct{ room, user, membership string }{
 		{"!a:x", "@a:x", "join"}, {"!a:x", "@b:x", "join"}, {"!a:x", "@c:y.org:8448", "join"},
 		{"!a:x", "@d:z", "leave"}, {"!a:x", "@e:z", "invite"}, {"!b:x", "@a:x", "ban"},
@@ -163,4 +135,26 @@ func TestMigrateRoomServers(t *testing.T) {
 	if got, err := db.JoinedServers(ctx, "!a:x"); err != nil || !slices.Equal(got, []string{"y.org:8448", "z"}) {
 		t.Fatalf("servers of !a:x after changes: %v, %v", got, err)
 	}
+}
+
+// sqliteMigratedTo opens a SQLite database at path with the SQL
+// migrations applied up to version, as an older binary left it.
+func sqliteMigratedTo(t *testing.T, path string, version int64) *sql.DB {
+	t.Helper()
+	raw, err := sql.Open("sqlite", sqliteDSN(path, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := goose.NewProvider(goose.DialectSQLite3, raw, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(context.Background(), version); err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }

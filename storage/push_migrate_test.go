@@ -2,12 +2,8 @@ package storage
 
 import (
 	"context"
-	"database/sql"
-	"io/fs"
 	"path/filepath"
 	"testing"
-
-	"github.com/pressly/goose/v3"
 
 	"homeserver/push"
 )
@@ -18,21 +14,7 @@ import (
 func TestMigratePushNotificationKeys(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "homeserver.db")
-	raw, err := sql.Open("sqlite", sqliteDSN(path, false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := goose.NewProvider(goose.DialectSQLite3, raw, sub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.UpTo(ctx, 28); err != nil {
-		t.Fatal(err)
-	}
+	raw := sqliteMigratedTo(t, path, 28)
 	for _, q := range []string{
 		`INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ('!r:x', '10', '@a:x', 0)`,
 		`INSERT INTO events (stream_pos, event_id, room_id, type, sender, depth, origin_server_ts, state_group, json)

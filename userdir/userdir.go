@@ -10,7 +10,6 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -63,9 +62,7 @@ type Service struct {
 	log   *slog.Logger
 	wake  <-chan struct{}
 
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	done   chan struct{}
+	run stream.Runner
 
 	// Owned by the reader's goroutine. A step that changes nothing (most
 	// events are messages) only moves the cursor in memory; it is stored
@@ -100,13 +97,6 @@ func New(store Store, cfg Config) *Service {
 // Start runs the reader until Stop. A new reader starts at the beginning
 // of the log, so that a deployment's existing rooms are indexed.
 func (s *Service) Start() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cancel != nil {
-		return
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel, s.done = cancel, make(chan struct{})
 	r := &stream.Reader{
 		Name: readerName, Step: s.step, Wake: s.wake, Poll: pollEvery,
 		// Each time this process takes the reader, another may have moved
@@ -115,23 +105,11 @@ func (s *Service) Start() {
 		Backoff: func() (time.Duration, time.Duration) { return 100 * time.Millisecond, 30 * time.Second },
 		Log:     s.log, Metrics: s.cfg.Metrics,
 	}
-	go func() {
-		defer close(s.done)
-		r.RunLeased(ctx, s.cfg.Leaser)
-	}()
+	s.run.Start(func(ctx context.Context) { r.RunLeased(ctx, s.cfg.Leaser) })
 }
 
 // Stop stops the reader and waits for it.
-func (s *Service) Stop() {
-	s.mu.Lock()
-	cancel, done := s.cancel, s.done
-	s.cancel = nil
-	s.mu.Unlock()
-	if cancel != nil {
-		cancel()
-		<-done
-	}
-}
+func (s *Service) Stop() { s.run.Stop() }
 
 func (s *Service) isLocal(userID string) bool {
 	return strings.HasSuffix(userID, ":"+s.cfg.ServerName)
