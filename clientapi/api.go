@@ -182,6 +182,10 @@ func (a *API) Mount(r chi.Router) {
 			r.Post("/appservice/{appserviceId}/ping", a.pingAppService)
 		})
 	})
+	r.Group(func(r chi.Router) {
+		r.Use(validPath, a.requireAuth)
+		r.Post(slidingSyncPath, a.slidingSync)
+	})
 	r.Route("/_synapse/admin/v1", func(r chi.Router) {
 		r.Get("/register", a.sharedSecretNonce)
 		r.Post("/register", a.sharedSecretRegister)

@@ -19,7 +19,10 @@ var specVersions = []string{
 const MaxRoomVersion = 12
 
 func (a *API) versions(w http.ResponseWriter, r *http.Request) {
-	ok(w, map[string]any{"versions": specVersions, "unstable_features": map[string]bool{}})
+	// Only what is built is advertised: Element X requires sliding sync.
+	ok(w, map[string]any{"versions": specVersions, "unstable_features": map[string]bool{
+		"org.matrix.simplified_msc3575": true,
+	}})
 }
 
 func (a *API) wellKnown() map[string]any {

@@ -102,6 +102,8 @@ type Store interface {
 	// CurrentState returns the current state events for the given keys (all
 	// when keys is nil).
 	CurrentState(ctx context.Context, roomID string, keys []pdu.StateKey) ([]Stored, error)
+	// RoomInfos reads what room lists are filtered and ordered by.
+	RoomInfos(ctx context.Context, roomIDs []string) ([]RoomInfoRow, error)
 	// CurrentStateOfType returns the current state events of one type.
 	CurrentStateOfType(ctx context.Context, roomID, eventType string) ([]Stored, error)
 	// StateAt returns the state entries of a state group, filtered to keys

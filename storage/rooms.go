@@ -142,6 +142,11 @@ func (db *DB) PersistEvent(ctx context.Context, ne rooms.NewEvent) (int64, error
 		if err != nil {
 			return fmt.Errorf("storage: insert event: %w", err)
 		}
+		if rooms.IsBumpType(ev.Type()) {
+			if _, err := tx.ExecContext(ctx, `UPDATE rooms SET bump_pos = $1 WHERE room_id = $2`, pos, ev.RoomID()); err != nil {
+				return fmt.Errorf("storage: bump room: %w", err)
+			}
+		}
 		if ne.StateAfter != nil {
 			current := ne.CurrentState
 			if current == nil {

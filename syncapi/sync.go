@@ -49,6 +49,9 @@ type Service struct {
 	heads    StreamHeads
 	lazy     *lazyMembers
 	log      *slog.Logger
+
+	sliding      SlidingStore
+	slidingLocks connLocks
 }
 
 // Deps are the services /sync reads from.
@@ -69,15 +72,17 @@ type Deps struct {
 	Limits Limits
 	// Heads, when set, reads the streams' positions in one query rather
 	// than one per stream.
-	Heads  StreamHeads
-	Logger *slog.Logger
+	Heads StreamHeads
+	// Sliding, when set, keeps sliding sync connections.
+	Sliding SlidingStore
+	Logger  *slog.Logger
 }
 
 // New returns the sync service.
 func New(d Deps) *Service {
 	return &Service{rooms: d.Rooms, filters: d.Filters, account: d.AccountData, receipts: d.Receipts,
 		typing: d.Typing, presence: d.Presence, notifier: d.Notifier, push: d.Push,
-		keys: d.Keys, toDevice: d.ToDevice, polls: newAdmission(d.Limits), heads: d.Heads, lazy: newLazyMembers(), log: d.Logger}
+		keys: d.Keys, toDevice: d.ToDevice, polls: newAdmission(d.Limits), heads: d.Heads, lazy: newLazyMembers(), log: d.Logger, sliding: d.Sliding}
 }
 
 // Request is one /sync call.

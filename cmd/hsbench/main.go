@@ -7,7 +7,7 @@
 //	hsbench -hs http://127.0.0.1:8008 [-shared-secret S | -register-open] [-json] [-pid PID] SCENARIO...
 //	hsbench -hs URL1,URL2,... -pid PID1,PID2,... SCENARIO...   (one homeserver, several processes)
 //
-// Scenarios: send, sync-wake, initial-sync, join, media, appservice,
+// Scenarios: send, sync-wake, initial-sync, sliding-sync, join, media, appservice,
 // register (or all). The target server must have its rc_* rate limits
 // relaxed; see BENCHMARKS.md.
 package main
@@ -66,6 +66,8 @@ type Options struct {
 	ASSenders     int
 	ASLatencySend int
 	RegCount      int
+	SlidingRooms  int
+	SlidingEvents int
 	RegConc       int
 }
 
@@ -73,13 +75,14 @@ var scenarios = map[string]func(context.Context, *Bench) (*Result, error){
 	"send":         runSend,
 	"sync-wake":    runSyncWake,
 	"initial-sync": runInitialSync,
+	"sliding-sync": runSlidingSync,
 	"join":         runJoin,
 	"media":        runMedia,
 	"appservice":   runAppservice,
 	"register":     runRegister,
 }
 
-var order = []string{"register", "send", "sync-wake", "initial-sync", "join", "media", "appservice"}
+var order = []string{"register", "send", "sync-wake", "initial-sync", "sliding-sync", "join", "media", "appservice"}
 
 func parseFlags(args []string, stderr io.Writer) (*Options, []string, error) {
 	o := &Options{}
@@ -99,6 +102,8 @@ func parseFlags(args []string, stderr io.Writer) (*Options, []string, error) {
 	fs.IntVar(&o.WakeSends, "wake-sends", 50, "sync-wake: messages sent, one at a time (S)")
 	fs.IntVar(&o.ISyncRooms, "isync-rooms", 20, "initial-sync: rooms (R)")
 	fs.IntVar(&o.ISyncEvents, "isync-events", 20, "initial-sync: messages per room (E)")
+	fs.IntVar(&o.SlidingRooms, "sliding-rooms", 1000, "sliding-sync: rooms (R)")
+	fs.IntVar(&o.SlidingEvents, "sliding-events", 2, "sliding-sync: messages per room (E)")
 	fs.BoolVar(&o.ISyncMember, "isync-member", false, "initial-sync: also time a member of every room who has read nothing (R×E unread notifications)")
 	fs.IntVar(&o.JoinMembers, "join-members", 20, "join: members of the room (K)")
 	fs.IntVar(&o.JoinEvents, "join-events", 200, "join: messages of history (E)")

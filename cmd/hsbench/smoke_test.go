@@ -11,7 +11,7 @@ import (
 	"homeserver/internal/testserver"
 )
 
-// TestSmoke runs the send and register scenarios, tiny, against the real
+// TestSmoke runs the send, register and sliding-sync scenarios, tiny, against the real
 // server started in-process (its rate limits are off).
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
@@ -21,6 +21,7 @@ func TestSmoke(t *testing.T) {
 	for _, args := range [][]string{
 		{"-hs", srv.URL, "-q", "-json", "-send-users", "2", "-send-messages", "3", "-send-concurrency", "2", "-register-count", "2", "-register-concurrency", "2", "send", "register"},
 		{"-hs", srv.URL, "-q", "-json", "-shared-secret", "test-shared-secret", "-register-count", "2", "register"},
+		{"-hs", srv.URL, "-q", "-json", "-shared-secret", "test-shared-secret", "-sliding-rooms", "3", "-sliding-events", "1", "sliding-sync"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := run(context.Background(), args, &stdout, &stderr); code != 0 {
@@ -44,7 +45,10 @@ func TestSmoke(t *testing.T) {
 				t.Errorf("no send table in:\n%s", &stdout)
 			}
 		}
-		if r := results["register"]; r.Events != 2 {
+		if r, ok := results["sliding-sync"]; ok && r.Events != 20 {
+			t.Errorf("sliding-sync: %d updates, want 20 (%s)", r.Events, &stdout)
+		}
+		if r, ok := results["register"]; ok && r.Events != 2 {
 			t.Errorf("register: %d registrations, want 2 (%s)", r.Events, &stdout)
 		}
 	}
