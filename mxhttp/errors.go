@@ -66,6 +66,7 @@ func Forbidden(format string, a ...any) *Error {
 func NotFound(format string, a ...any) *Error {
 	return newErr(http.StatusNotFound, "M_NOT_FOUND", format, a...)
 }
+
 // UnknownPos is sliding sync's answer to a position the server no longer
 // has (MSC4186).
 func UnknownPos(format string, a ...any) *Error {

@@ -27,35 +27,54 @@ type RoomInfo struct {
 	Encrypted bool
 }
 
-// RoomInfoRow is a room's info as stored, its create event still raw.
+// RoomInfoRow is a room's info as stored.
 type RoomInfoRow struct {
 	RoomID    string
 	BumpPos   int64
-	Create    []byte
 	Encrypted bool
 }
 
-// RoomInfos returns the info of each room that exists among roomIDs.
-func (s *Service) RoomInfos(ctx context.Context, roomIDs []string) (map[string]RoomInfo, error) {
-	rows, err := s.store.RoomInfos(ctx, roomIDs)
+// UserRoomInfos returns the info of each room the user has a membership
+// of; Encrypted only when encryption is asked for. Room types never
+// change: each is read once and kept.
+func (s *Service) UserRoomInfos(ctx context.Context, user string, encryption bool) (map[string]RoomInfo, error) {
+	rows, err := s.store.UserRoomInfos(ctx, user, encryption)
 	if err != nil {
 		return nil, err
 	}
 	out := make(map[string]RoomInfo, len(rows))
+	var unknown []string
 	for _, r := range rows {
 		info := RoomInfo{BumpPos: r.BumpPos, Encrypted: r.Encrypted}
-		if len(r.Create) > 0 {
-			var create struct {
-				Content struct {
-					Type any `json:"type"`
-				} `json:"content"`
-			}
-			if json.Unmarshal(r.Create, &create) == nil {
-				// A type that is not a string is no type (as for spaces).
-				info.Type, _ = create.Content.Type.(string)
-			}
+		if t, ok := s.roomTypes.Load(r.RoomID); ok {
+			info.Type = t.(string)
+		} else {
+			unknown = append(unknown, r.RoomID)
 		}
 		out[r.RoomID] = info
+	}
+	if len(unknown) == 0 {
+		return out, nil
+	}
+	creates, err := s.store.CreateEvents(ctx, unknown)
+	if err != nil {
+		return nil, err
+	}
+	for id, js := range creates {
+		var create struct {
+			Content struct {
+				Type any `json:"type"`
+			} `json:"content"`
+		}
+		var t string
+		if json.Unmarshal(js, &create) == nil {
+			// A type that is not a string is no type.
+			t, _ = create.Content.Type.(string)
+		}
+		s.roomTypes.Store(id, t)
+		info := out[id]
+		info.Type = t
+		out[id] = info
 	}
 	return out, nil
 }

@@ -19,7 +19,7 @@ const maxPredecessors = 32
 // they are in or have left (or been banned from). Which events of them
 // they see is SearchView's to decide.
 func (s *Service) SearchRooms(ctx context.Context, user string) ([]string, error) {
-	ms, err := s.store.UserMemberships(ctx, user)
+	ms, err := s.store.UserMembershipHeads(ctx, user)
 	if err != nil {
 		return nil, err
 	}

@@ -89,6 +89,10 @@ type Service struct {
 	// Stored events never change but for redaction, which is in the key.
 	parsedMu sync.Mutex
 	parsed   map[parsedKey]*pdu.Event
+
+	// roomTypes keeps each room's type (from its create event, which
+	// never changes) for the room lists of sliding sync.
+	roomTypes sync.Map
 }
 
 type parsedKey struct{ version, eventID, redactedBy string }

@@ -102,8 +102,13 @@ type Store interface {
 	// CurrentState returns the current state events for the given keys (all
 	// when keys is nil).
 	CurrentState(ctx context.Context, roomID string, keys []pdu.StateKey) ([]Stored, error)
-	// RoomInfos reads what room lists are filtered and ordered by.
-	RoomInfos(ctx context.Context, roomIDs []string) ([]RoomInfoRow, error)
+	// UserRoomInfos reads what room lists are filtered and ordered by, of
+	// the rooms the user has a membership of; whether they are encrypted
+	// only when asked.
+	UserRoomInfos(ctx context.Context, userID string, encryption bool) ([]RoomInfoRow, error)
+	// CreateEvents returns the create event of each room known among
+	// roomIDs.
+	CreateEvents(ctx context.Context, roomIDs []string) (map[string][]byte, error)
 	// CurrentStateOfType returns the current state events of one type.
 	CurrentStateOfType(ctx context.Context, roomID, eventType string) ([]Stored, error)
 	// StateAt returns the state entries of a state group, filtered to keys
@@ -180,6 +185,9 @@ type SyncStore interface {
 	// UserMemberships returns the user's current membership event in every
 	// room they have one in.
 	UserMemberships(ctx context.Context, userID string) ([]Stored, error)
+	// UserMembershipHeads is UserMemberships without the events' JSON,
+	// and with the sender only of invites, leaves and bans.
+	UserMembershipHeads(ctx context.Context, userID string) ([]Stored, error)
 	// RoomsWithEventsBetween returns the rooms with events in (from, to].
 	RoomsWithEventsBetween(ctx context.Context, from, to int64) ([]string, error)
 	// StateEventsBetween returns the room's state events in (from, to), in

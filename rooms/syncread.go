@@ -18,6 +18,13 @@ func (s *Service) UserMemberships(ctx context.Context, user string) ([]Stored, e
 	return s.store.UserMemberships(ctx, user)
 }
 
+// UserMembershipHeads is UserMemberships without the events' JSON (nor
+// depth, time or state group), and with the sender only of invites,
+// leaves and bans: what sync needs of a user's rooms.
+func (s *Service) UserMembershipHeads(ctx context.Context, user string) ([]Stored, error) {
+	return s.store.UserMembershipHeads(ctx, user)
+}
+
 // RoomsWithEventsBetween returns the rooms with events in (from, to].
 func (s *Service) RoomsWithEventsBetween(ctx context.Context, from, to int64) ([]string, error) {
 	return s.store.RoomsWithEventsBetween(ctx, from, to)

@@ -212,6 +212,7 @@ func sqliteDSN(path string, readOnly bool) string {
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Add("_pragma", "mmap_size(268435456)")
 	if path != ":memory:" {
 		q.Add("_pragma", "journal_mode(WAL)")
 	}

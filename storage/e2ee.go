@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"time"
 
 	"homeserver/e2ee"
@@ -416,6 +417,20 @@ func deleteDeviceRows(ctx context.Context, tx *sql.Tx, userID string, deviceIDs 
 		deleted += int(n)
 		if _, err := tx.ExecContext(ctx, `DELETE FROM key_signatures WHERE target_user = $1 AND target_key IN (`+in+`)`, args...); err != nil {
 			return fmt.Errorf("storage: delete device signatures: %w", err)
+		}
+		// The devices' sliding sync connections go too.
+		keys, err := txStrings(ctx, tx, `SELECT CAST(conn_key AS TEXT) FROM sliding_sync_connections WHERE user_id = $1 AND device_id IN (`+in+`)`, args...)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			key, err := strconv.ParseInt(k, 10, 64)
+			if err != nil {
+				return fmt.Errorf("storage: sliding connection key %q: %w", k, err)
+			}
+			if err := dropSlidingConnection(ctx, tx, key); err != nil {
+				return err
+			}
 		}
 	}
 	if deleted == 0 {

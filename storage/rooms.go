@@ -852,6 +852,62 @@ func (db *DB) UserMemberships(ctx context.Context, userID string) ([]rooms.Store
 		WHERE c.state_key = $1 AND c.type = 'm.room.member' ORDER BY c.room_id`, userID))
 }
 
+// UserMembershipHeads is UserMemberships without the events' JSON: what
+// current_state holds, and the sender where it matters (invites, leaves
+// and bans), so that a user in many rooms costs an index walk and not a
+// read of every membership event.
+func (db *DB) UserMembershipHeads(ctx context.Context, userID string) ([]rooms.Stored, error) {
+	defer db.observe("user_membership_heads", time.Now())
+	rows, err := db.r.QueryContext(ctx, `SELECT room_id, event_id, stream_pos, membership FROM current_state
+		WHERE state_key = $1 AND type = 'm.room.member' ORDER BY room_id`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("storage: user memberships: %w", err)
+	}
+	var out []rooms.Stored
+	for rows.Next() {
+		var m sql.NullString
+		st := rooms.Stored{Type: "m.room.member", StateKey: &userID}
+		if err := rows.Scan(&st.RoomID, &st.EventID, &st.Pos, &m); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("storage: user memberships: %w", err)
+		}
+		st.Membership = m.String
+		out = append(out, st)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("storage: user memberships: %w", err)
+	}
+	var ids []string
+	at := map[string]int{}
+	for i, m := range out {
+		if m.Membership != "join" && m.Membership != "knock" {
+			ids = append(ids, m.EventID)
+			at[m.EventID] = i
+		}
+	}
+	for start := 0; start < len(ids); start += 500 {
+		in, args := inList(ids[start:min(start+500, len(ids))], nil)
+		rows, err := db.r.QueryContext(ctx, `SELECT event_id, sender FROM events WHERE event_id IN (`+in+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("storage: membership senders: %w", err)
+		}
+		for rows.Next() {
+			var id, sender string
+			if err := rows.Scan(&id, &sender); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("storage: membership senders: %w", err)
+			}
+			out[at[id]].Sender = sender
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("storage: membership senders: %w", err)
+		}
+	}
+	return out, nil
+}
+
 func (db *DB) RoomsWithEventsBetween(ctx context.Context, from, to int64) ([]string, error) {
 	defer db.observe("rooms_with_events_between", time.Now())
 	return queryStrings(ctx, db.r, `SELECT DISTINCT room_id FROM events WHERE stream_pos > $1 AND stream_pos <= $2`, from, to)

@@ -15,36 +15,59 @@ import (
 
 var _ syncapi.SlidingStore = (*DB)(nil)
 
-// RoomInfos reads each room's bump position, create event and whether it
-// is encrypted, a chunk of rooms per query.
-func (db *DB) RoomInfos(ctx context.Context, roomIDs []string) ([]rooms.RoomInfoRow, error) {
-	defer db.observe("room_infos", time.Now())
+// UserRoomInfos reads the bump position and, when asked, whether it is
+// encrypted, of each room the user has a membership of: one walk of the
+// user's memberships (in room order, which leads SQLite to the index of
+// them that holds room IDs).
+func (db *DB) UserRoomInfos(ctx context.Context, userID string, encryption bool) ([]rooms.RoomInfoRow, error) {
+	defer db.observe("user_room_infos", time.Now())
+	encrypted := "FALSE"
+	if encryption {
+		encrypted = `EXISTS (SELECT 1 FROM current_state e WHERE e.room_id = c.room_id AND e.type = 'm.room.encryption' AND e.state_key = '')`
+	}
+	rows, err := db.r.QueryContext(ctx, `SELECT c.room_id, r.bump_pos, `+encrypted+` FROM current_state c
+		JOIN rooms r ON r.room_id = c.room_id
+		WHERE c.state_key = $1 AND c.type = 'm.room.member' ORDER BY c.room_id`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("storage: room infos: %w", err)
+	}
+	defer rows.Close()
 	var out []rooms.RoomInfoRow
-	for start := 0; start < len(roomIDs); start += 500 {
-		in, args := inList(roomIDs[start:min(start+500, len(roomIDs))], nil)
-		rows, err := db.r.QueryContext(ctx, `SELECT r.room_id, r.bump_pos,
-				(SELECT e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
-					WHERE c.room_id = r.room_id AND c.type = 'm.room.create' AND c.state_key = ''),
-				EXISTS (SELECT 1 FROM current_state c WHERE c.room_id = r.room_id AND c.type = 'm.room.encryption' AND c.state_key = '')
-			FROM rooms r WHERE r.room_id IN (`+in+`)`, args...)
-		if err != nil {
+	for rows.Next() {
+		var r rooms.RoomInfoRow
+		if err := rows.Scan(&r.RoomID, &r.BumpPos, &r.Encrypted); err != nil {
 			return nil, fmt.Errorf("storage: room infos: %w", err)
 		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("storage: room infos: %w", err)
+	}
+	return out, nil
+}
+
+// CreateEvents reads the create event of each room, a chunk per query.
+func (db *DB) CreateEvents(ctx context.Context, roomIDs []string) (map[string][]byte, error) {
+	defer db.observe("create_events", time.Now())
+	out := map[string][]byte{}
+	for start := 0; start < len(roomIDs); start += 500 {
+		in, args := inList(roomIDs[start:min(start+500, len(roomIDs))], nil)
+		rows, err := db.r.QueryContext(ctx, `SELECT c.room_id, e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
+			WHERE c.room_id IN (`+in+`) AND c.type = 'm.room.create' AND c.state_key = ''`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("storage: create events: %w", err)
+		}
 		for rows.Next() {
-			var r rooms.RoomInfoRow
-			var create sql.NullString
-			if err := rows.Scan(&r.RoomID, &r.BumpPos, &create, &r.Encrypted); err != nil {
+			var id, js string
+			if err := rows.Scan(&id, &js); err != nil {
 				rows.Close()
-				return nil, fmt.Errorf("storage: room infos: %w", err)
+				return nil, fmt.Errorf("storage: create events: %w", err)
 			}
-			if create.Valid {
-				r.Create = []byte(create.String)
-			}
-			out = append(out, r)
+			out[id] = []byte(js)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("storage: room infos: %w", err)
+			return nil, fmt.Errorf("storage: create events: %w", err)
 		}
 	}
 	return out, nil

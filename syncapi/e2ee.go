@@ -68,7 +68,7 @@ func (s *Service) KeyChanges(ctx context.Context, userID, from, to string) (Devi
 	if t.after(now) {
 		t = now
 	}
-	memberships, err := s.rooms.UserMemberships(ctx, userID)
+	memberships, err := s.rooms.UserMembershipHeads(ctx, userID)
 	if err != nil {
 		return DeviceLists{}, err
 	}

@@ -182,7 +182,7 @@ func (s *Service) SlidingSync(ctx context.Context, req SlidingRequest) (*Sliding
 	var p *poll
 	defer func() { s.polls.release(p) }()
 	for {
-		memberships, err := s.rooms.UserMemberships(ctx, req.UserID)
+		memberships, err := s.rooms.UserMembershipHeads(ctx, req.UserID)
 		if err != nil {
 			return nil, err
 		}
@@ -201,7 +201,7 @@ func (s *Service) SlidingSync(ctx context.Context, req SlidingRequest) (*Sliding
 		if since != nil && since.Typing > now.Typing {
 			since.Typing = 0 // typing is in memory: a restart starts it again
 		}
-		if memberships, err = s.rooms.UserMemberships(ctx, req.UserID); err != nil {
+		if memberships, err = s.rooms.UserMembershipHeads(ctx, req.UserID); err != nil {
 			w.Close()
 			return nil, err
 		}
@@ -385,7 +385,11 @@ func (b *slidingBuilder) build(ctx context.Context, memberships []rooms.Stored) 
 		byRoom[m.RoomID] = m
 		ids = append(ids, m.RoomID)
 	}
-	infos, err := s.rooms.RoomInfos(ctx, ids)
+	encryption := false
+	for _, l := range b.req.Lists {
+		encryption = encryption || (l.Filters != nil && l.Filters.IsEncrypted != nil)
+	}
+	infos, err := s.rooms.UserRoomInfos(ctx, b.req.UserID, encryption)
 	if err != nil {
 		return nil, err
 	}
@@ -458,7 +462,7 @@ func (b *slidingBuilder) build(ctx context.Context, memberships []rooms.Stored) 
 					m, ok = mm, true
 				}
 			}
-			if !ok || (m.Membership == "ban" && m.Sender != b.req.UserID && !b.wasJoined(ctx, id)) {
+			if !ok {
 				continue
 			}
 			byRoom[id] = m
@@ -523,11 +527,6 @@ func (b *slidingBuilder) changedRooms(ctx context.Context) (map[string]bool, err
 		}
 	}
 	return out, nil
-}
-
-func (b *slidingBuilder) wasJoined(ctx context.Context, roomID string) bool {
-	_, sent := b.prev[roomID]
-	return sent
 }
 
 // directRooms are the rooms m.direct names.

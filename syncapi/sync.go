@@ -287,7 +287,7 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	var p *poll
 	defer func() { s.polls.release(p) }()
 	for {
-		memberships, err := s.rooms.UserMemberships(ctx, req.UserID)
+		memberships, err := s.rooms.UserMembershipHeads(ctx, req.UserID)
 		if err != nil {
 			return nil, err
 		}
@@ -309,7 +309,7 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 			w.Close()
 			return nil, err
 		}
-		if memberships, err = s.rooms.UserMemberships(ctx, req.UserID); err != nil {
+		if memberships, err = s.rooms.UserMembershipHeads(ctx, req.UserID); err != nil {
 			w.Close()
 			return nil, err
 		}

@@ -6,6 +6,9 @@
 -- back with a position (rows of later positions were never processed).
 
 -- +goose Up
+-- Each sync reads every membership of the user: from this index alone.
+CREATE INDEX current_state_user_rooms ON current_state (state_key, room_id, membership, stream_pos, event_id)
+    WHERE type = 'm.room.member';
 ALTER TABLE rooms ADD COLUMN bump_pos BIGINT NOT NULL DEFAULT 0;
 UPDATE rooms SET bump_pos = COALESCE((SELECT MAX(e.stream_pos) FROM events e WHERE e.room_id = rooms.room_id
     AND e.type IN ('m.room.create', 'm.room.message', 'm.room.encrypted', 'm.sticker', 'm.call.invite', 'm.poll.start', 'm.beacon_info')), 0);
@@ -40,6 +43,7 @@ CREATE TABLE sliding_sync_rooms (
 );
 
 -- +goose Down
+DROP INDEX current_state_user_rooms;
 DROP TABLE sliding_sync_rooms;
 DROP TABLE sliding_sync_positions;
 DROP TABLE sliding_sync_connections;
