@@ -73,19 +73,22 @@ type Hero struct {
 // when Initial.
 type SlidingRoom struct {
 	// Name and Avatar are JSON null when removed.
-	Name             json.RawMessage   `json:"name,omitempty"`
-	Avatar           json.RawMessage   `json:"avatar,omitempty"`
-	Heroes           []Hero            `json:"heroes,omitempty"`
-	IsDM             *bool             `json:"is_dm,omitempty"`
-	Initial          bool              `json:"initial,omitempty"`
-	ExpandedTimeline bool              `json:"expanded_timeline,omitempty"`
-	RequiredState    []json.RawMessage `json:"required_state,omitempty"`
-	Timeline         []json.RawMessage `json:"timeline,omitempty"`
-	PrevBatch        string            `json:"prev_batch,omitempty"`
-	Limited          bool              `json:"limited,omitempty"`
-	NumLive          *int              `json:"num_live,omitempty"`
-	JoinedCount      *int              `json:"joined_count,omitempty"`
-	InvitedCount     *int              `json:"invited_count,omitempty"`
+	Name             json.RawMessage `json:"name,omitempty"`
+	Avatar           json.RawMessage `json:"avatar,omitempty"`
+	Heroes           []Hero          `json:"heroes,omitempty"`
+	IsDM             *bool           `json:"is_dm,omitempty"`
+	Initial          bool            `json:"initial,omitempty"`
+	ExpandedTimeline bool            `json:"expanded_timeline,omitempty"`
+	// UnstableExpandedTimeline is ExpandedTimeline under Synapse's earlier
+	// name, which released clients read.
+	UnstableExpandedTimeline bool              `json:"unstable_expanded_timeline,omitempty"`
+	RequiredState            []json.RawMessage `json:"required_state,omitempty"`
+	Timeline                 []json.RawMessage `json:"timeline,omitempty"`
+	PrevBatch                string            `json:"prev_batch,omitempty"`
+	Limited                  bool              `json:"limited,omitempty"`
+	NumLive                  *int              `json:"num_live,omitempty"`
+	JoinedCount              *int              `json:"joined_count,omitempty"`
+	InvitedCount             *int              `json:"invited_count,omitempty"`
 	// The counts are those of /sync; threads' are not split out.
 	NotificationCount *int   `json:"notification_count,omitempty"`
 	HighlightCount    *int   `json:"highlight_count,omitempty"`

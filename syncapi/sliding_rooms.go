@@ -95,7 +95,7 @@ func (b *slidingBuilder) joined(ctx context.Context, c candidate, cfg *roomConfi
 			return nil, err
 		}
 		if expanded && len(evs) > 0 && evs[0].Pos <= since {
-			r.ExpandedTimeline = true
+			r.ExpandedTimeline, r.UnstableExpandedTimeline = true, true
 		}
 	case changed:
 		if evs, limited, err = s.rooms.Timeline(ctx, user, id, since, b.now.Events, cfg.Limit, nil); err != nil {
