@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"homeserver/adminapi"
 	"log/slog"
 	"net"
 	"net/http"
@@ -300,6 +301,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		_ = db.Close()
 		return nil, err
 	}
+	var destinations adminapi.DestinationAdmin
+	if federates(cfg) {
+		destinations = fed.service
+	}
+	client.SetAdmin(adminapi.New(adminapi.Deps{
+		Accounts: acc, Rooms: rms, Reports: reports.New(db), Store: db,
+		Media: mediaHTTP.Service(), Destinations: destinations,
+		Requester: clientapi.RequesterOf, Logger: log,
+	}))
 	if cfg.EnableIdenticons {
 		// New users' default avatar is their identicon, in the media store.
 		client.SetDefaultAvatar(mediaHTTP.IdenticonAvatar)
