@@ -26,7 +26,6 @@ type Store interface {
 	userStore
 	roomStore
 	mediaStore
-	tokenStore
 }
 
 // Deps are the services the admin API calls.
@@ -40,6 +39,11 @@ type Deps struct {
 	// Destinations are federation's outbound queues (destinations.go);
 	// nil when the server does not federate.
 	Destinations DestinationAdmin
+	// Notices sends server notices; nil when server_notices is not
+	// configured.
+	Notices NoticeSender
+	// UserDir is told of profile changes (users.go); nil for none.
+	UserDir ProfileIndexer
 	// Requester returns the authenticated admin of a request (the client
 	// API authenticates it and checks the admin flag before any handler
 	// here runs).
@@ -51,10 +55,17 @@ type Deps struct {
 type API struct {
 	d   Deps
 	log *slog.Logger
+	// tasks are the room deletions running in the background (rooms.go).
+	tasks roomTasks
 }
 
 // New returns the admin API.
 func New(d Deps) *API { return &API{d: d, log: d.Logger} }
+
+// Stop stops the admin API's background work (room deletions, which
+// record that they were interrupted) and waits for it; call it before
+// closing the database.
+func (a *API) Stop() { a.tasks.stop() }
 
 // Routes registers the admin routes on r, which is mounted at
 // /_synapse/admin behind authentication of a server admin.

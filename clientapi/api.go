@@ -94,9 +94,11 @@ type API struct {
 	rcLoginAddress *ratelimit.Limiter
 	rcLoginAccount *ratelimit.Limiter
 	rcMessage      *ratelimit.Limiter
-	rcJoins        *ratelimit.Limiter
-	rcInvitesRoom  *ratelimit.Limiter
-	rcInvitesUser  *ratelimit.Limiter
+	// rcMessageOverrides replace rcMessage for some users (shadowban.go).
+	rcMessageOverrides messageOverrides
+	rcJoins            *ratelimit.Limiter
+	rcInvitesRoom      *ratelimit.Limiter
+	rcInvitesUser      *ratelimit.Limiter
 	// rcGetLoginToken is stricter than any rc_* setting, as in Synapse:
 	// each token logs a new client in.
 	rcGetLoginToken *ratelimit.Limiter
@@ -369,6 +371,9 @@ func (a *API) requireAuth(next http.Handler) http.Handler {
 		// keeps guests to the endpoints the guest access module lists.
 		if req.IsGuest && !guestAllowed(r) {
 			a.fail(w, r, mxhttp.GuestAccessForbidden("Guests may not use this endpoint"))
+			return
+		}
+		if a.shadowBanned(w, r, req) {
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requesterKey, req)))

@@ -142,6 +142,7 @@ type Store interface {
 	IgnoredUserList(ctx context.Context, userID string) (json.RawMessage, error)
 
 	DirectoryStore
+	AdminStore
 	NetworkDirectoryStore
 	RoomState
 	History
