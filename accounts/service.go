@@ -163,6 +163,10 @@ type Requester struct {
 	// Suspended users may read but not act; Locked ones may only log out.
 	Suspended bool
 	Locked    bool
+	// ShadowBanned users' sends and invites are answered but dropped.
+	ShadowBanned bool
+	// MessageRate, when set, replaces rc_message for this user.
+	MessageRate *RateOverride
 	// AppServiceID is set when an application service makes the request.
 	AppServiceID string
 }
@@ -437,7 +441,7 @@ func (s *Service) Authenticate(ctx context.Context, token, ip string) (*Requeste
 		}
 	}
 	return &Requester{UserID: o.UserID, DeviceID: o.DeviceID, IsGuest: o.IsGuest, IsAdmin: o.IsAdmin, TokenHash: hash,
-		Suspended: o.Suspended, Locked: o.Locked}, nil
+		Suspended: o.Suspended, Locked: o.Locked, ShadowBanned: o.ShadowBanned, MessageRate: o.MessageRate}, nil
 }
 
 // setExpiry dates freshly issued refreshable tokens: the refresh token

@@ -65,8 +65,11 @@ type TokenOwner struct {
 	Deactivated bool
 	Suspended   bool
 	Locked      bool
-	ExpiresTS   int64
-	LastSeenTS  int64
+	// ShadowBanned and MessageRate are set by the admin API (admin.go).
+	ShadowBanned bool
+	MessageRate  *RateOverride
+	ExpiresTS    int64
+	LastSeenTS   int64
 	// StaleRefresh is a replaced refresh token that dies when this token is
 	// first used.
 	StaleRefresh string
@@ -85,6 +88,8 @@ type UIASession struct {
 
 // Store is the persistence the accounts service needs.
 type Store interface {
+	RegistrationTokenStore
+
 	CreateAccount(ctx context.Context, acc Account, displayName string, dev *Device, tok *IssuedTokens) error
 	GetAccount(ctx context.Context, userID string) (Account, error)
 	SetPassword(ctx context.Context, userID, hash string) error
@@ -145,4 +150,16 @@ type Store interface {
 	// ConsumeNonce deletes the nonce and reports whether it existed and was
 	// created at or after notBefore.
 	ConsumeNonce(ctx context.Context, nonce string, notBefore int64) (bool, error)
+
+	// The admin API's changes to accounts (admin.go).
+	SetUserType(ctx context.Context, userID string, userType *string) error
+	SetShadowBanned(ctx context.Context, userID string, banned bool) error
+	SetErased(ctx context.Context, userID string, erased bool) error
+	// Reactivate undoes a deactivation, and the erasure that came with it.
+	Reactivate(ctx context.Context, userID string) error
+	// RateOverride returns the user's override of rc_message;
+	// ErrNotFound when there is none.
+	RateOverride(ctx context.Context, userID string) (RateOverride, error)
+	SetRateOverride(ctx context.Context, userID string, o RateOverride) error
+	DeleteRateOverride(ctx context.Context, userID string) error
 }

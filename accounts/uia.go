@@ -96,22 +96,35 @@ func HasAuth(raw json.RawMessage) (bool, error) {
 // CheckUIA returns nil once a flow is complete, and otherwise the challenge
 // (a 401) or another Matrix error.
 func (s *Service) CheckUIA(ctx context.Context, req UIARequest) error {
+	_, err := s.checkUIA(ctx, req, false)
+	return err
+}
+
+// CheckRegistrationUIA is CheckUIA for /register. Once a flow is complete
+// it returns the session, which it keeps: the registration token it may
+// hold stays pending until FinishRegistration counts its use, and a
+// registration that fails after the auth can be retried in the session.
+func (s *Service) CheckRegistrationUIA(ctx context.Context, req UIARequest) (sessionID string, err error) {
+	return s.checkUIA(ctx, req, true)
+}
+
+func (s *Service) checkUIA(ctx context.Context, req UIARequest, keep bool) (string, error) {
 	if len(req.Auth) == 0 || bytes.Equal(bytes.TrimSpace(req.Auth), []byte("null")) {
 		sess, err := s.newUIASession(ctx, req)
 		if err != nil {
-			return err
+			return "", err
 		}
-		return s.challenge(req, sess, "", "")
+		return "", s.challenge(req, sess, "", "")
 	}
 	var auth authDict
 	if err := json.Unmarshal(req.Auth, &auth); err != nil {
-		return mxhttp.BadJSON("auth must be an object with string fields")
+		return "", mxhttp.BadJSON("auth must be an object with string fields")
 	}
 	var sess UIASession
 	if auth.Session == "" {
 		var err error
 		if sess, err = s.newUIASession(ctx, req); err != nil {
-			return err
+			return "", err
 		}
 	} else {
 		var err error
@@ -121,40 +134,43 @@ func (s *Service) CheckUIA(ctx context.Context, req UIARequest) error {
 			err = ErrNotFound
 		}
 		if errors.Is(err, ErrNotFound) {
-			return mxhttp.Unknown("Unknown session ID: %s", auth.Session)
+			return "", mxhttp.Unknown("Unknown session ID: %s", auth.Session)
 		}
 		if err != nil {
-			return err
+			return "", err
 		}
 		if sess.Method != req.Method || sess.Path != req.Path || sess.UserID != req.UserID {
-			return mxhttp.Forbidden("Requested operation has changed during the UI authentication session")
+			return "", mxhttp.Forbidden("Requested operation has changed during the UI authentication session")
 		}
 	}
 	if auth.Type != "" && !slices.Contains(sess.Completed, auth.Type) {
 		if !offered(req.Flows, auth.Type) {
-			return s.challenge(req, sess, "M_UNRECOGNIZED", "Unsupported authentication type "+auth.Type)
+			return "", s.challenge(req, sess, "M_UNRECOGNIZED", "Unsupported authentication type "+auth.Type)
 		}
-		if code, msg, err := s.checkStage(ctx, req, auth); err != nil {
-			return err
+		if code, msg, err := s.checkStage(ctx, req, sess, auth); err != nil {
+			return "", err
 		} else if code != "" {
-			return s.challenge(req, sess, code, msg)
+			return "", s.challenge(req, sess, code, msg)
 		}
 		sess.Completed = append(sess.Completed, auth.Type)
 		if err := s.store.SetUIACompleted(ctx, sess.ID, sess.Completed); err != nil {
-			return err
+			return "", err
 		}
 	}
 	for _, f := range req.Flows {
 		if containsAll(sess.Completed, f.Stages) {
-			return s.store.DeleteUIASession(ctx, sess.ID)
+			if keep {
+				return sess.ID, nil
+			}
+			return "", s.store.DeleteUIASession(ctx, sess.ID)
 		}
 	}
-	return s.challenge(req, sess, "", "")
+	return "", s.challenge(req, sess, "", "")
 }
 
 // checkStage verifies one stage; a non-empty code is a failed attempt the
 // client may repeat.
-func (s *Service) checkStage(ctx context.Context, req UIARequest, auth authDict) (code, msg string, err error) {
+func (s *Service) checkStage(ctx context.Context, req UIARequest, sess UIASession, auth authDict) (code, msg string, err error) {
 	switch auth.Type {
 	case StageDummy:
 		return "", "", nil
@@ -194,8 +210,17 @@ func (s *Service) checkStage(ctx context.Context, req UIARequest, auth authDict)
 		}
 		return "", "", nil
 	case StageRegistrationToken:
-		for _, t := range req.RegistrationTokens {
-			if auth.Token != "" && constantTimeEqual(t, auth.Token) {
+		if ValidRegistrationToken(req.RegistrationTokens, auth.Token) {
+			return "", "", nil
+		}
+		// A token of the database is held by the session, pending, until
+		// the registration completes or the session expires.
+		if ValidRegistrationTokenSyntax(auth.Token) {
+			held, err := s.store.HoldRegistrationToken(ctx, sess.ID, auth.Token, s.nowMS(), s.pendingSince())
+			if err != nil {
+				return "", "", err
+			}
+			if held {
 				return "", "", nil
 			}
 		}
@@ -204,7 +229,8 @@ func (s *Service) checkStage(ctx context.Context, req UIARequest, auth authDict)
 	return "M_UNRECOGNIZED", "Unsupported authentication type " + auth.Type, nil
 }
 
-// ValidRegistrationToken answers the /validity endpoint.
+// ValidRegistrationToken reports whether token is one of the static tokens
+// (compared in constant time).
 func ValidRegistrationToken(tokens []string, token string) bool {
 	for _, t := range tokens {
 		if token != "" && constantTimeEqual(t, token) {

@@ -40,32 +40,12 @@ func (a *API) whois(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, mxhttp.InvalidParam("Can only whois a local user"))
 		return
 	}
-	devs, err := a.accounts.ListDevices(r.Context(), userID)
+	who, err := a.accounts.Whois(r.Context(), userID)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	type connection struct {
-		IP       string `json:"ip,omitempty"`
-		LastSeen int64  `json:"last_seen"`
-	}
-	type session struct {
-		Connections []connection `json:"connections"`
-	}
-	type device struct {
-		Sessions []session `json:"sessions"`
-	}
-	out := make(map[string]device, len(devs))
-	for _, d := range devs {
-		// One device is one login, so one session; its last request is the
-		// one connection the server remembers.
-		conns := []connection{}
-		if d.LastSeenTS > 0 {
-			conns = append(conns, connection{IP: d.LastSeenIP, LastSeen: d.LastSeenTS})
-		}
-		out[d.DeviceID] = device{Sessions: []session{{Connections: conns}}}
-	}
-	ok(w, map[string]any{"user_id": userID, "devices": out})
+	ok(w, who)
 }
 
 func (a *API) getSuspended(w http.ResponseWriter, r *http.Request) {

@@ -85,6 +85,7 @@ type API struct {
 	reports     *reports.Service
 	userDir     *userdir.Service
 	searcher    *search.Service
+	admin       AdminRoutes
 	log         *slog.Logger
 	// defaultAvatar, when set, makes each new user's avatar.
 	defaultAvatar DefaultAvatar
@@ -93,9 +94,11 @@ type API struct {
 	rcLoginAddress *ratelimit.Limiter
 	rcLoginAccount *ratelimit.Limiter
 	rcMessage      *ratelimit.Limiter
-	rcJoins        *ratelimit.Limiter
-	rcInvitesRoom  *ratelimit.Limiter
-	rcInvitesUser  *ratelimit.Limiter
+	// rcMessageOverrides replace rcMessage for some users (shadowban.go).
+	rcMessageOverrides messageOverrides
+	rcJoins            *ratelimit.Limiter
+	rcInvitesRoom      *ratelimit.Limiter
+	rcInvitesUser      *ratelimit.Limiter
 	// rcGetLoginToken is stricter than any rc_* setting, as in Synapse:
 	// each token logs a new client in.
 	rcGetLoginToken *ratelimit.Limiter
@@ -186,9 +189,37 @@ func (a *API) Mount(r chi.Router) {
 		r.Use(validPath, a.requireAuth)
 		r.Post(slidingSyncPath, a.slidingSync)
 	})
-	r.Route("/_synapse/admin/v1", func(r chi.Router) {
-		r.Get("/register", a.sharedSecretNonce)
-		r.Post("/register", a.sharedSecretRegister)
+	r.Route("/_synapse/admin", func(r chi.Router) {
+		r.Use(validPath)
+		r.Get("/v1/register", a.sharedSecretNonce)
+		r.Post("/v1/register", a.sharedSecretRegister)
+		if a.admin != nil {
+			r.Group(func(r chi.Router) {
+				r.Use(a.requireAuth, requireAdmin)
+				a.admin.Routes(r)
+			})
+		}
+	})
+}
+
+// AdminRoutes is the admin API (package adminapi), served under
+// /_synapse/admin to server admins.
+type AdminRoutes interface {
+	Routes(r chi.Router)
+}
+
+// SetAdmin serves the admin API; set before Mount.
+func (a *API) SetAdmin(admin AdminRoutes) { a.admin = admin }
+
+// requireAdmin answers 403 to users who are not server admins, as Synapse
+// does.
+func requireAdmin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if req := requester(r); req == nil || !req.IsAdmin {
+			mxhttp.WriteError(w, mxhttp.Forbidden("You are not a server admin"))
+			return
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 
@@ -344,6 +375,9 @@ func (a *API) requireAuth(next http.Handler) http.Handler {
 		// keeps guests to the endpoints the guest access module lists.
 		if req.IsGuest && !guestAllowed(r) {
 			a.fail(w, r, mxhttp.GuestAccessForbidden("Guests may not use this endpoint"))
+			return
+		}
+		if a.shadowBanned(w, r, req) {
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requesterKey, req)))

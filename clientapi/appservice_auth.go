@@ -96,6 +96,9 @@ func (a *API) allow(r *http.Request, l *ratelimit.Limiter, key string) (bool, ti
 	if a.unlimited(r) {
 		return true, 0
 	}
+	if l == a.rcMessage {
+		l = a.rcMessageOverrides.limiter(l, r)
+	}
 	return l.Allow(key)
 }
 

@@ -96,7 +96,7 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, mxhttp.MissingParam("Missing password"))
 		return
 	}
-	err = a.accounts.CheckUIA(r.Context(), accounts.UIARequest{
+	session, err := a.accounts.CheckRegistrationUIA(r.Context(), accounts.UIARequest{
 		Method: r.Method, Path: r.URL.Path, Auth: req.Auth,
 		Flows: a.registrationFlows(), RegistrationTokens: a.cfg.RegistrationTokens,
 		// Every registration opens exactly one session, so counting
@@ -120,6 +120,9 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		a.fail(w, r, err)
 		return
+	}
+	if err := a.accounts.FinishRegistration(r.Context(), session); err != nil {
+		a.log.Warn("finishing registration session", "user_id", creds.UserID, "err", err)
 	}
 	a.afterRegister(r.Context(), creds.UserID)
 	ok(w, a.credentials(creds))
@@ -185,7 +188,12 @@ func (a *API) registrationTokenValidity(w http.ResponseWriter, r *http.Request) 
 		a.fail(w, r, mxhttp.LimitExceeded(retry))
 		return
 	}
-	ok(w, map[string]bool{"valid": accounts.ValidRegistrationToken(a.cfg.RegistrationTokens, token)})
+	valid, err := a.accounts.RegistrationTokenValid(r.Context(), a.cfg.RegistrationTokens, token)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	ok(w, map[string]bool{"valid": valid})
 }
 
 func (a *API) threePIDUnsupported(w http.ResponseWriter, r *http.Request) {

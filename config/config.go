@@ -37,11 +37,16 @@ type Config struct {
 	EnableRegistrationWithoutVerification bool   `yaml:"enable_registration_without_verification"`
 	RegistrationRequiresToken             bool   `yaml:"registration_requires_token"`
 	// RegistrationTokens are static tokens accepted by
-	// m.login.registration_token. This is our extension: Synapse keeps
-	// registration tokens in its database and manages them with an admin API.
+	// m.login.registration_token, for ever. This is our extension, beside
+	// the tokens of the database that the admin API manages (Synapse's
+	// only kind).
 	RegistrationTokens []string `yaml:"registration_tokens"`
 	AllowGuestAccess   bool     `yaml:"allow_guest_access"`
 	BcryptRounds       int      `yaml:"bcrypt_rounds"`
+
+	// ServerNotices enables the server notices room and
+	// /_synapse/admin/v1/send_server_notice (Synapse's block; nil: off).
+	ServerNotices *ServerNotices `yaml:"server_notices"`
 
 	MediaStorePath string   `yaml:"media_store_path"`
 	MaxUploadSize  ByteSize `yaml:"max_upload_size"`
@@ -305,6 +310,20 @@ type DatabaseArgs struct {
 	SSLMode  string `yaml:"sslmode"`
 	CPMin    int    `yaml:"cp_min"`
 	CPMax    int    `yaml:"cp_max"`
+}
+
+// ServerNotices is Synapse's server_notices block: the local user that
+// sends the notices (created on first use) and the room they arrive in.
+type ServerNotices struct {
+	SystemMXIDLocalpart   string `yaml:"system_mxid_localpart"`
+	SystemMXIDDisplayName string `yaml:"system_mxid_display_name"`
+	SystemMXIDAvatarURL   string `yaml:"system_mxid_avatar_url"`
+	// RoomName defaults to "Server Notices", as in Synapse.
+	RoomName      string `yaml:"room_name"`
+	RoomAvatarURL string `yaml:"room_avatar_url"`
+	RoomTopic     string `yaml:"room_topic"`
+	// AutoJoin joins the user to the room instead of inviting them.
+	AutoJoin bool `yaml:"auto_join"`
 }
 
 // UserDirectory configures /user_directory/search (Synapse's keys and

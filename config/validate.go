@@ -46,6 +46,9 @@ func (c *Config) validate(d *decoder) error {
 			return d.errorf(fmt.Sprintf("registration_tokens[%d]", i), "%v", err)
 		}
 	}
+	if err := c.validateServerNotices(d); err != nil {
+		return err
+	}
 	if c.BcryptRounds < 4 || c.BcryptRounds > 31 {
 		return d.errorf("bcrypt_rounds", "must be between 4 and 31, got %d", c.BcryptRounds)
 	}
@@ -292,6 +295,32 @@ func validateRegistrationToken(t string) error {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._~-", r)) {
 			return fmt.Errorf("invalid character %q in token (want A-Z, a-z, 0-9, '.', '_', '~' or '-')", r)
 		}
+	}
+	return nil
+}
+
+// validateServerNotices checks the server_notices block and fills in
+// Synapse's default room name.
+func (c *Config) validateServerNotices(d *decoder) error {
+	n := c.ServerNotices
+	if n == nil {
+		return nil
+	}
+	if n.SystemMXIDLocalpart == "" {
+		return d.errorf("server_notices.system_mxid_localpart", "required")
+	}
+	for _, r := range n.SystemMXIDLocalpart {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || strings.ContainsRune("._=-/+", r)) {
+			return d.errorf("server_notices.system_mxid_localpart", "invalid character %q (want a-z, 0-9, '.', '_', '=', '-', '/' or '+')", r)
+		}
+	}
+	for _, f := range []struct{ key, url string }{{"system_mxid_avatar_url", n.SystemMXIDAvatarURL}, {"room_avatar_url", n.RoomAvatarURL}} {
+		if f.url != "" && !strings.HasPrefix(f.url, "mxc://") {
+			return d.errorf("server_notices."+f.key, "must be an mxc:// URL, got %q", f.url)
+		}
+	}
+	if n.RoomName == "" {
+		n.RoomName = "Server Notices"
 	}
 	return nil
 }

@@ -516,6 +516,9 @@ func (q *sender) sendStep(ctx context.Context, d *destination) (stream.Progress,
 		err = nil
 	}
 	if err != nil {
+		if ctx.Err() == nil {
+			q.s.recordFailure(ctx, dest)
+		}
 		return stream.Progress{}, fmt.Errorf("sending transaction %s to %s: %w", txnID, dest, err)
 	}
 	for id, r := range resp.PDUs {
@@ -526,6 +529,7 @@ func (q *sender) sendStep(ctx context.Context, d *destination) (stream.Progress,
 	if err := q.s.store.Delivered(ctx, dest, last); err != nil {
 		return stream.Progress{}, err
 	}
+	q.s.recordDelivery(ctx, dest, items[:taken])
 	// After a delivery, transactions grow back towards the whole batch.
 	if d.limit > 0 {
 		if d.limit *= 2; d.limit >= outboxBatch {

@@ -38,4 +38,5 @@ type Store interface {
 	SetReaderCursor(ctx context.Context, reader string, s stream.Name, pos int64) error
 	InboundTxn(ctx context.Context, origin, txnID string) ([]byte, bool, error)
 	SaveInboundTxn(ctx context.Context, origin, txnID string, response []byte) error
+	DestinationStore
 }

@@ -101,6 +101,9 @@ func (h *HTTP) MountClient(r chi.Router) {
 // Service.Close); the server calls it once its listeners are shut.
 func (h *HTTP) Close() { h.svc.Close() }
 
+// Service is the media repository behind the handlers (for the admin API).
+func (h *HTTP) Service() *Service { return h.svc }
+
 func (h *HTTP) fail(w http.ResponseWriter, r *http.Request, err error) { mxhttp.Fail(w, r, h.log, err) }
 
 // param returns a path parameter percent-decoded.

@@ -49,6 +49,13 @@ type Metadata struct {
 	// Authenticated media was stored while enable_authenticated_media was
 	// on: the legacy unauthenticated endpoints do not serve it.
 	Authenticated bool
+	// LastAccessTS is when the content was last served (0: never).
+	LastAccessTS int64
+	// QuarantinedBy is the admin who quarantined the media ("" when it is
+	// not): quarantined media is served to no one.
+	QuarantinedBy string
+	// SafeFromQuarantine protects the media from bulk quarantines.
+	SafeFromQuarantine bool
 }
 
 // Pending reports whether the media ID was created but has no bytes yet.

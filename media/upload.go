@@ -230,8 +230,22 @@ const (
 const pollEvery = 200 * time.Millisecond
 
 // get returns complete metadata of a media ID, waiting up to f.Wait for a
-// pending upload.
+// pending upload. Quarantined media is not found, whoever asks; media
+// found is recorded as accessed.
 func (s *Service) get(ctx context.Context, origin, mediaID string, f Fetch) (Metadata, error) {
+	m, err := s.lookup(ctx, origin, mediaID, f)
+	if err != nil {
+		return Metadata{}, err
+	}
+	if m.QuarantinedBy != "" {
+		return Metadata{}, errNotFound()
+	}
+	s.touch(ctx, m)
+	return m, nil
+}
+
+// lookup is get without the quarantine and the access record.
+func (s *Service) lookup(ctx context.Context, origin, mediaID string, f Fetch) (Metadata, error) {
 	if !ValidMediaID(mediaID) {
 		return Metadata{}, mxhttp.InvalidParam("Invalid media ID")
 	}

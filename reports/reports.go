@@ -31,6 +31,7 @@ type Report struct {
 // Store persists reports.
 type Store interface {
 	AddReport(ctx context.Context, r Report) error
+	AdminStore
 }
 
 // Service records reports.

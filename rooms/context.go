@@ -132,6 +132,11 @@ func (s *Service) EventContext(ctx context.Context, user, roomID, eventID string
 	if err != nil {
 		return nil, err
 	}
+	return s.eventContext(ctx, v, roomID, ev, q)
+}
+
+// eventContext is EventContext around ev for the viewer v.
+func (s *Service) eventContext(ctx context.Context, v *viewer, roomID string, ev Stored, q ContextQuery) (*ContextResult, error) {
 	limit := min(max(q.Limit, 0), maxContextLimit)
 	nBefore := limit / 2
 	nAfter := limit - nBefore

@@ -429,6 +429,9 @@ func (s *Service) ReceiveInvite(ctx context.Context, ev *pdu.Event, stripped []j
 	if ev.Type() != "m.room.member" || target == nil || ev.Membership() != "invite" || !s.isLocal(*target) {
 		return &RejectedError{Reason: "not an invite of a user of this server"}
 	}
+	if err := s.checkNotBlocked(ctx, ev.RoomID()); err != nil {
+		return err
+	}
 	if in, err := s.InRoom(ctx, ev.RoomID()); err != nil {
 		return err
 	} else if in {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 
@@ -99,6 +100,9 @@ func (s *Service) JoinWith(ctx context.Context, user, roomIDOrAlias string, o Jo
 	}
 	if current == "join" {
 		return roomID, nil
+	}
+	if err := s.checkNotBlocked(ctx, roomID); err != nil {
+		return "", err
 	}
 	if o.Guest {
 		if err := s.checkGuestsMayJoin(ctx, t); err != nil {
@@ -308,6 +312,9 @@ func (s *Service) Invite(ctx context.Context, sender, roomID, target, reason str
 	if err := s.checkInvitee(ctx, target); err != nil {
 		return "", err
 	}
+	if err := s.checkNotBlocked(ctx, roomID); err != nil {
+		return "", err
+	}
 	extra := map[string]any{}
 	if isDirect {
 		extra["is_direct"] = true
@@ -419,6 +426,15 @@ func (s *Service) Leave(ctx context.Context, user, roomID, reason string) error 
 		}
 		return mxhttp.Forbidden("You are not in this room")
 	}
+	// As in Synapse, an invite to a server notices room (one the notices
+	// user is joined to) cannot be rejected; once joined, the user may leave.
+	if current == "invite" && s.notices != "" && user != s.notices {
+		if m, err := s.store.Membership(ctx, roomID, s.notices); err != nil {
+			return err
+		} else if m == "join" {
+			return &mxhttp.Error{Status: http.StatusForbidden, Code: "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM", Message: "You cannot reject this invite"}
+		}
+	}
 	if in, err := s.InRoom(ctx, roomID); err != nil {
 		return err
 	} else if !in && (current == "invite" || current == "knock") && s.remote != nil {
@@ -506,6 +522,9 @@ func (s *Service) KnockVia(ctx context.Context, user, roomIDOrAlias, reason stri
 		return "", err
 	}
 	roomID := t.roomID
+	if err := s.checkNotBlocked(ctx, roomID); err != nil {
+		return "", err
+	}
 	if !t.in && s.remote != nil {
 		candidates := s.remoteServers(ctx, roomID, user, t.via)
 		if len(candidates) == 0 {

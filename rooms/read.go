@@ -450,6 +450,12 @@ func (s *Service) Messages(ctx context.Context, user, roomID string, q MessagesQ
 	if err != nil {
 		return nil, err
 	}
+	return s.messages(ctx, v, roomID, q)
+}
+
+// messages is Messages for the viewer v.
+func (s *Service) messages(ctx context.Context, v *viewer, roomID string, q MessagesQuery) (*MessagesResult, error) {
+	var err error
 	from := topoMax
 	if !q.Backward {
 		from = topoMin

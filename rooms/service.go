@@ -41,6 +41,9 @@ type Config struct {
 	DefaultVersion string
 	Logger         *slog.Logger
 	Now            func() time.Time
+	// ServerNoticesUser is the user of the server notices rooms ("" when
+	// server notices are off): invites to its rooms cannot be rejected.
+	ServerNoticesUser string
 }
 
 // Persisted announces one event written at a stream position.
@@ -61,6 +64,7 @@ type Service struct {
 	version  string
 	log      *slog.Logger
 	now      func() time.Time
+	notices  string
 
 	// write serialises event creation so that stream positions are
 	// allocated in commit order and each room has one writer.
@@ -111,7 +115,7 @@ func New(store Store, profiles Profiles, c Config) *Service {
 	if c.DefaultVersion == "" {
 		c.DefaultVersion = "10"
 	}
-	return &Service{store: store, profiles: profiles, server: c.ServerName, key: c.Key, version: c.DefaultVersion, log: c.Logger, now: c.Now}
+	return &Service{store: store, profiles: profiles, server: c.ServerName, key: c.Key, version: c.DefaultVersion, log: c.Logger, now: c.Now, notices: c.ServerNoticesUser}
 }
 
 // OnPersist registers fn to be called, in order, after each event commits.

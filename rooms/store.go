@@ -149,6 +149,7 @@ type Store interface {
 	IgnoredUserList(ctx context.Context, userID string) (json.RawMessage, error)
 
 	DirectoryStore
+	AdminStore
 	NetworkDirectoryStore
 	RoomState
 	History

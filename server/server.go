@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"homeserver/adminapi"
 	"log/slog"
 	"net"
 	"net/http"
@@ -54,6 +55,7 @@ type Server struct {
 	accounts *accounts.Service
 	rooms    *rooms.Service
 	client   *clientapi.API
+	admin    *adminapi.API
 	typing   *typing.Service
 	media    *media.HTTP
 	push     *push.Service
@@ -108,7 +110,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	})
 	rms := rooms.New(db, profiles{acc}, rooms.Config{
 		ServerName: cfg.ServerName, DefaultVersion: cfg.DefaultRoomVersion, Logger: log,
-		Key: pdu.Key{ServerName: cfg.ServerName, KeyID: key.ID, Private: key.Private},
+		Key:               pdu.Key{ServerName: cfg.ServerName, KeyID: key.ID, Private: key.Private},
+		ServerNoticesUser: serverNoticesUser(cfg),
 	})
 	// Unknown users and aliases in a service's namespaces are asked of it,
 	// synchronously, so that it can create them inside the client's request.
@@ -300,13 +303,25 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		_ = db.Close()
 		return nil, err
 	}
+	var destinations adminapi.DestinationAdmin
+	if federates(cfg) {
+		destinations = fed.service
+	}
+	admin := adminapi.New(adminapi.Deps{
+		Accounts: acc, Rooms: rms, Reports: reports.New(db), Store: db,
+		Media: mediaHTTP.Service(), Destinations: destinations,
+		Notices:   serverNotices(cfg, acc, rms, accountData, log),
+		UserDir:   userDir,
+		Requester: clientapi.RequesterOf, Logger: log,
+	})
+	client.SetAdmin(admin)
 	if cfg.EnableIdenticons {
 		// New users' default avatar is their identicon, in the media store.
 		client.SetDefaultAvatar(mediaHTTP.IdenticonAvatar)
 	}
 	return &Server{
 		cfg: cfg, log: log, db: db, key: key, registry: reg, timeouts: DefaultTimeouts,
-		http: metrics.NewHTTP(reg), accounts: acc, rooms: rms, client: client, typing: typ,
+		http: metrics.NewHTTP(reg), accounts: acc, rooms: rms, client: client, admin: admin, typing: typ,
 		media:    mediaHTTP,
 		push:     pushSvc,
 		userDir:  userDir,
@@ -411,6 +426,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	s.wg.Wait()
+	s.admin.Stop()  // room deletions record where they stopped
 	s.media.Close() // thumbnails being made write to the database
 	s.asQueues.Stop()
 	s.fed.service.Stop()

@@ -143,13 +143,19 @@ func (db *DB) LookupAccessToken(ctx context.Context, hash string) (accounts.Toke
 	defer db.observe("lookup_access_token", time.Now())
 	var o accounts.TokenOwner
 	var stale sql.NullString
-	err := db.r.QueryRowContext(ctx, `SELECT t.user_id, t.device_id, u.is_admin, u.is_guest, u.deactivated, u.suspended, u.locked, t.expires_ts, d.last_seen_ts, r.prev_hash
+	var rate, burst sql.NullInt64
+	// The admin API's shadow ban and rate override ride along, so that the
+	// requests they concern cost no query of their own.
+	err := db.r.QueryRowContext(ctx, `SELECT t.user_id, t.device_id, u.is_admin, u.is_guest, u.deactivated, u.suspended, u.locked, t.expires_ts, d.last_seen_ts, r.prev_hash,
+			u.shadow_banned, o.messages_per_second, o.burst_count
 		FROM access_tokens t
 		JOIN users u ON u.user_id = t.user_id
 		JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id
 		LEFT JOIN refresh_tokens r ON r.token_hash = t.refresh_hash
+		LEFT JOIN ratelimit_override o ON o.user_id = t.user_id
 		WHERE t.token_hash = $1`, hash).
-		Scan(&o.UserID, &o.DeviceID, &o.IsAdmin, &o.IsGuest, &o.Deactivated, &o.Suspended, &o.Locked, &o.ExpiresTS, &o.LastSeenTS, &stale)
+		Scan(&o.UserID, &o.DeviceID, &o.IsAdmin, &o.IsGuest, &o.Deactivated, &o.Suspended, &o.Locked, &o.ExpiresTS, &o.LastSeenTS, &stale,
+			&o.ShadowBanned, &rate, &burst)
 	if errors.Is(err, sql.ErrNoRows) {
 		return o, accounts.ErrNotFound
 	}
@@ -157,6 +163,9 @@ func (db *DB) LookupAccessToken(ctx context.Context, hash string) (accounts.Toke
 		return o, fmt.Errorf("storage: lookup access token: %w", err)
 	}
 	o.StaleRefresh = stale.String
+	if rate.Valid {
+		o.MessageRate = &accounts.RateOverride{MessagesPerSecond: rate.Int64, BurstCount: burst.Int64}
+	}
 	return o, nil
 }
 

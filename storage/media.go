@@ -54,9 +54,14 @@ func (db *DB) CompletePendingMedia(ctx context.Context, m media.Metadata) error 
 func (db *DB) GetMedia(ctx context.Context, origin, mediaID string) (media.Metadata, error) {
 	defer db.observe("get_media", time.Now())
 	m := media.Metadata{Origin: origin, MediaID: mediaID}
-	err := db.r.QueryRowContext(ctx, `SELECT user_id, content_type, upload_name, media_length, sha256, width, height, created_ts, uploaded_ts, expires_ts, authenticated
+	var access sql.NullInt64
+	var quarantinedBy sql.NullString
+	err := db.r.QueryRowContext(ctx, `SELECT user_id, content_type, upload_name, media_length, sha256, width, height, created_ts, uploaded_ts, expires_ts, authenticated,
+			last_access_ts, quarantined_by, safe_from_quarantine
 		FROM media WHERE origin = $1 AND media_id = $2`, origin, mediaID).
-		Scan(&m.UserID, &m.ContentType, &m.UploadName, &m.Size, &m.SHA256, &m.Width, &m.Height, &m.CreatedTS, &m.UploadedTS, &m.ExpiresTS, &m.Authenticated)
+		Scan(&m.UserID, &m.ContentType, &m.UploadName, &m.Size, &m.SHA256, &m.Width, &m.Height, &m.CreatedTS, &m.UploadedTS, &m.ExpiresTS, &m.Authenticated,
+			&access, &quarantinedBy, &m.SafeFromQuarantine)
+	m.LastAccessTS, m.QuarantinedBy = access.Int64, quarantinedBy.String
 	if errors.Is(err, sql.ErrNoRows) {
 		return m, media.ErrNotFound
 	}
