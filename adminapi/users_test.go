@@ -307,6 +307,10 @@ func TestAdminUsersDeactivate(t *testing.T) {
 	roomID := s.CreateRoom(admin, map[string]any{"preset": "public_chat"})
 	s.Join(alice, roomID)
 	s.MustDo(http.StatusOK, "PUT", usersClient+"/profile/"+alice.ID+"/displayname", alice.Token, map[string]any{"displayname": "Alice A"})
+	s.SendText(alice, roomID, "before deactivation")
+	s.MustDo(http.StatusOK, "POST", usersClient+"/pushers/set", alice.Token, map[string]any{
+		"kind": "http", "app_id": "org.example", "pushkey": "k", "app_display_name": "x", "device_display_name": "y",
+		"lang": "en", "data": map[string]any{"url": "https://push.example.org/_matrix/push/v1/notify"}})
 
 	usersWantErr(t, s.Do("POST", usersAdminV1+"/deactivate/@nobody:test.local", admin.Token, nil), http.StatusNotFound, "M_NOT_FOUND")
 	usersWantErr(t, s.Do("POST", usersAdminV1+"/deactivate/@x:elsewhere.org", admin.Token, nil), http.StatusBadRequest, "M_UNKNOWN")
@@ -328,6 +332,25 @@ func TestAdminUsersDeactivate(t *testing.T) {
 	m := s.MustDo(http.StatusOK, "GET", testserver.RoomPath(roomID, "/state/m.room.member/"+alice.ID), admin.Token, nil)
 	if m.String("membership") != "leave" {
 		t.Errorf("membership: %s", m.Body)
+	}
+	// What should go is gone from the database; what she said stays, for
+	// the others in the room.
+	db := roomDB(t, s)
+	for _, q := range []string{
+		`SELECT COUNT(*) FROM devices WHERE user_id = $1`,
+		`SELECT COUNT(*) FROM access_tokens WHERE user_id = $1`,
+		`SELECT COUNT(*) FROM pushers WHERE user_id = $1`,
+	} {
+		if n := roomCount(t, db, q, alice.ID); n != 0 {
+			t.Errorf("%s: %d rows left", q, n)
+		}
+	}
+	if n := roomCount(t, db, `SELECT COUNT(*) FROM events WHERE sender = $1 AND type = 'm.room.message'`, alice.ID); n != 1 {
+		t.Errorf("alice's messages: %d, want 1", n)
+	}
+	msgs := s.MustDo(http.StatusOK, "GET", testserver.RoomPath(roomID, "/messages?dir=b&limit=20"), admin.Token, nil)
+	if !strings.Contains(string(msgs.Body), "before deactivation") {
+		t.Errorf("alice's message is gone from the room: %s", msgs.Body)
 	}
 	// Without erase, no erasure; an empty body is accepted.
 	bob := s.Register("bob", "bobpw")

@@ -81,6 +81,8 @@ func (db *DB) Deactivate(ctx context.Context, userID string) error {
 			// Nor may their key backups outlive the account (as Synapse).
 			`DELETE FROM key_backup_keys WHERE user_id = $1`,
 			`UPDATE key_backup_versions SET deleted = TRUE, key_count = 0, etag = etag + 1 WHERE user_id = $1`,
+			// Nothing is pushed to a deactivated account's devices.
+			`DELETE FROM pushers WHERE user_id = $1`,
 		} {
 			if _, err := tx.ExecContext(ctx, q, userID); err != nil {
 				return fmt.Errorf("storage: deactivate: %w", err)
