@@ -443,3 +443,87 @@ func toStrings(v any) []string {
 	}
 	return out
 }
+
+// A room the user is kicked from stays in the list, up to the kick; a
+// room they leave themselves goes once sent as left.
+func TestSlidingSyncKickedAndLeft(t *testing.T) {
+	s := testserver.Start(t, "")
+	alice := s.Register("alice", "pw-alice-123")
+	bob := s.Register("bob", "pw-bob-12345")
+	kick := s.CreatePublicRoom(bob)
+	s.Join(alice, kick)
+	left := s.CreatePublicRoom(bob)
+	s.Join(alice, left)
+	body := map[string]any{"lists": allRooms(9, 5)}
+	first := ssSync(t, s, alice, "", 0, body)
+	if first.Lists["all_rooms"].Count != 2 {
+		t.Fatalf("count = %d", first.Lists["all_rooms"].Count)
+	}
+	s.MustDo(200, "POST", testserver.RoomPath(kick, "/kick"), bob.Token, map[string]any{"user_id": alice.ID, "reason": "bye"})
+	s.MustDo(200, "POST", testserver.RoomPath(left, "/leave"), alice.Token, map[string]any{})
+	s.SendText(bob, kick, "after the kick")
+	next := ssSync(t, s, alice, first.Pos, 0, body)
+	k, ok := next.Rooms[kick]
+	if !ok || k.Membership != "leave" || slices.Contains(k.bodies(), "after the kick") {
+		t.Fatalf("kicked room = %+v", k)
+	}
+	if l, ok := next.Rooms[left]; !ok || l.Membership != "leave" {
+		t.Fatalf("left room = %+v", next.Rooms)
+	}
+	// A new connection lists the room the user was kicked from, not the
+	// one they left.
+	fresh := ssSync(t, s, alice, "", 0, map[string]any{"conn_id": "fresh", "lists": allRooms(9, 5)})
+	if _, ok := fresh.Rooms[kick]; !ok || fresh.Lists["all_rooms"].Count != 1 {
+		t.Fatalf("fresh = %+v", fresh)
+	}
+	// What happens in the room afterwards is not theirs to see.
+	s.SendText(bob, kick, "later still")
+	later := ssSync(t, s, alice, next.Pos, 0, body)
+	if _, ok := later.Rooms[kick]; ok {
+		t.Fatalf("later = %+v", later.Rooms)
+	}
+}
+
+// Extensions cover the rooms of the lists and subscriptions they name.
+func TestSlidingSyncExtensionScope(t *testing.T) {
+	s := testserver.Start(t, "")
+	alice := s.Register("alice", "pw-alice-123")
+	bob := s.Register("bob", "pw-bob-12345")
+	a := s.CreatePublicRoom(alice)
+	b := s.CreatePublicRoom(alice)
+	s.Join(bob, a)
+	s.Join(bob, b)
+	body := map[string]any{
+		"lists": map[string]any{
+			"one": map[string]any{"ranges": [][]int{{0, 0}}, "timeline_limit": 1, "required_state": [][]string{}},
+		},
+		"room_subscriptions": map[string]any{a: map[string]any{"timeline_limit": 1}},
+		"extensions": map[string]any{
+			"typing":   map[string]any{"enabled": true, "lists": []string{}, "rooms": []string{a}},
+			"presence": map[string]any{"enabled": true},
+		},
+	}
+	first := ssSync(t, s, alice, "", 0, body)
+	for _, id := range []string{a, b} {
+		s.MustDo(200, "PUT", testserver.RoomPath(id, "/typing/"+url.PathEscape(bob.ID)), bob.Token, map[string]any{"typing": true, "timeout": 30000})
+	}
+	s.MustDo(200, "PUT", "/_matrix/client/v3/presence/"+url.PathEscape(bob.ID)+"/status", bob.Token, map[string]any{"presence": "online", "status_msg": "here"})
+	next := ssSync(t, s, alice, first.Pos, 0, body)
+	if _, ok := next.Extensions.Typing.Rooms[a]; !ok || len(next.Extensions.Typing.Rooms) != 1 {
+		t.Fatalf("typing = %+v", next.Extensions.Typing)
+	}
+	var raw map[string]any
+	r := s.MustDo(200, "POST", ssPath+"?timeout=0&pos="+url.QueryEscape(first.Pos), alice.Token, body)
+	_ = json.Unmarshal(r.Body, &raw)
+	pres, _ := raw["extensions"].(map[string]any)["presence"].(map[string]any)
+	evs, _ := pres["events"].([]any)
+	found := false
+	for _, e := range evs {
+		if e.(map[string]any)["sender"] == bob.ID {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("presence = %v", pres)
+	}
+}
