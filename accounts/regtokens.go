@@ -124,6 +124,9 @@ func (s *Service) RegistrationTokens(ctx context.Context, valid *bool) ([]Regist
 
 // RegistrationToken returns one token, or 404.
 func (s *Service) RegistrationToken(ctx context.Context, token string) (RegistrationToken, error) {
+	if !ValidRegistrationTokenSyntax(token) {
+		return RegistrationToken{}, mxhttp.NotFound("No such registration token: %s", token)
+	}
 	t, err := s.store.GetRegistrationToken(ctx, token, s.pendingSince())
 	if errors.Is(err, ErrNotFound) {
 		return t, mxhttp.NotFound("No such registration token: %s", token)
@@ -174,7 +177,7 @@ func (s *Service) UpdateRegistrationToken(ctx context.Context, token string, u R
 	if err := s.checkTokenLimits(u.UsesAllowed, u.ExpiryTime); err != nil {
 		return RegistrationToken{}, err
 	}
-	if u.SetUsesAllowed || u.SetExpiryTime {
+	if (u.SetUsesAllowed || u.SetExpiryTime) && ValidRegistrationTokenSyntax(token) {
 		err := s.store.UpdateRegistrationToken(ctx, token, u)
 		if errors.Is(err, ErrNotFound) {
 			return RegistrationToken{}, mxhttp.NotFound("No such registration token: %s", token)
@@ -189,6 +192,9 @@ func (s *Service) UpdateRegistrationToken(ctx context.Context, token string, u R
 // DeleteRegistrationToken deletes a token; sessions that hold it may still
 // finish their registration.
 func (s *Service) DeleteRegistrationToken(ctx context.Context, token string) error {
+	if !ValidRegistrationTokenSyntax(token) {
+		return mxhttp.NotFound("No such registration token: %s", token)
+	}
 	err := s.store.DeleteRegistrationToken(ctx, token)
 	if errors.Is(err, ErrNotFound) {
 		return mxhttp.NotFound("No such registration token: %s", token)
@@ -211,6 +217,11 @@ func (s *Service) checkTokenLimits(usesAllowed, expiryTime *int64) error {
 func (s *Service) RegistrationTokenValid(ctx context.Context, static []string, token string) (bool, error) {
 	if ValidRegistrationToken(static, token) {
 		return true, nil
+	}
+	// No stored token is spelt otherwise, and the database is not asked
+	// about bytes it may not even take.
+	if !ValidRegistrationTokenSyntax(token) {
+		return false, nil
 	}
 	t, err := s.store.GetRegistrationToken(ctx, token, s.pendingSince())
 	if errors.Is(err, ErrNotFound) {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"homeserver/config"
 	"homeserver/internal/testserver"
@@ -26,14 +27,22 @@ func TestMetricsListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, path := range []string{"/_synapse/metrics", "/metrics"} {
-		resp, err := http.Get("http://" + l.Addr().String() + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("%s: status %d", path, resp.StatusCode)
+		var body []byte
+		// The readers report once they have run: with PostgreSQL, after
+		// taking their lease, which may come a moment after start-up.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			resp, err := http.Get("http://" + l.Addr().String() + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s: status %d", path, resp.StatusCode)
+			}
+			if strings.Contains(string(body), `reader="push:evaluator"`) || time.Now().After(deadline) {
+				break
+			}
 		}
 		for _, want := range []string{
 			`homeserver_http_requests_total{endpoint="/_matrix/client/versions",method="GET",status="200"} 1`,
