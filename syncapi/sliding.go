@@ -185,28 +185,12 @@ func (s *Service) SlidingSync(ctx context.Context, req SlidingRequest) (*Sliding
 	var p *poll
 	defer func() { s.polls.release(p) }()
 	for {
-		memberships, err := s.rooms.UserMembershipHeads(ctx, req.UserID)
+		memberships, w, now, err := s.snapshot(ctx, req.UserID)
 		if err != nil {
-			return nil, err
-		}
-		var joined []string
-		for _, m := range memberships {
-			if m.Membership == "join" {
-				joined = append(joined, m.RoomID)
-			}
-		}
-		w := s.notifier.Listen(req.UserID, joined)
-		now, err := s.Now(ctx)
-		if err != nil {
-			w.Close()
 			return nil, err
 		}
 		if since != nil && since.Typing > now.Typing {
 			since.Typing = 0 // typing is in memory: a restart starts it again
-		}
-		if memberships, err = s.rooms.UserMembershipHeads(ctx, req.UserID); err != nil {
-			w.Close()
-			return nil, err
 		}
 		sb := &slidingBuilder{s: s, req: req, since: since, now: now, prev: prev, changes: map[string]SlidingRoomState{}}
 		resp, err := sb.build(ctx, memberships)

@@ -287,30 +287,8 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	var p *poll
 	defer func() { s.polls.release(p) }()
 	for {
-		memberships, err := s.rooms.UserMembershipHeads(ctx, req.UserID)
+		memberships, w, now, err := s.snapshot(ctx, req.UserID)
 		if err != nil {
-			return nil, err
-		}
-		// Only the rooms the user is joined to concern them as rooms: a
-		// change of their own membership wakes them as a user, and what
-		// happens in rooms they left, or are only invited to, is not theirs
-		// to see.
-		var roomIDs []string
-		for _, m := range memberships {
-			if m.Membership == "join" {
-				roomIDs = append(roomIDs, m.RoomID)
-			}
-		}
-		// Listen before the snapshot, read memberships after it: whatever
-		// commits in between either is in the answer or wakes the waiter.
-		w := s.notifier.Listen(req.UserID, roomIDs)
-		now, err := s.Now(ctx)
-		if err != nil {
-			w.Close()
-			return nil, err
-		}
-		if memberships, err = s.rooms.UserMembershipHeads(ctx, req.UserID); err != nil {
-			w.Close()
 			return nil, err
 		}
 		resp, err := s.build(ctx, req, since, now, memberships)
@@ -342,4 +320,37 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 			return resp, nil
 		}
 	}
+}
+
+// snapshot starts an answer to the user: it listens for what concerns
+// them, snapshots every stream's position, and reads their memberships.
+// Listening comes before the snapshot and the memberships after it:
+// whatever commits in between either is in the answer or wakes the
+// waiter, which the caller closes.
+func (s *Service) snapshot(ctx context.Context, user string) ([]rooms.Stored, *Waiter, Token, error) {
+	memberships, err := s.rooms.UserMembershipHeads(ctx, user)
+	if err != nil {
+		return nil, nil, Token{}, err
+	}
+	// Only the rooms the user is joined to concern them as rooms: a
+	// change of their own membership wakes them as a user, and what
+	// happens in rooms they left, or are only invited to, is not theirs
+	// to see.
+	var roomIDs []string
+	for _, m := range memberships {
+		if m.Membership == "join" {
+			roomIDs = append(roomIDs, m.RoomID)
+		}
+	}
+	w := s.notifier.Listen(user, roomIDs)
+	now, err := s.Now(ctx)
+	if err != nil {
+		w.Close()
+		return nil, nil, Token{}, err
+	}
+	if memberships, err = s.rooms.UserMembershipHeads(ctx, user); err != nil {
+		w.Close()
+		return nil, nil, Token{}, err
+	}
+	return memberships, w, now, nil
 }
