@@ -36,31 +36,12 @@ func runInitialSync(ctx context.Context, b *Bench) (*Result, error) {
 		}
 		member = &ms[0]
 	}
-	p := b.progress("initial-sync setup (rooms)", o.ISyncRooms)
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(4)
-	for i := range o.ISyncRooms {
-		g.Go(func() error {
-			room, err := b.C.CreateRoom(gctx, u, fmt.Sprintf("%s isync %d", b.Prefix, i))
-			if err != nil {
-				return err
-			}
-			if member != nil {
-				if err := b.C.Join(gctx, *member, room); err != nil {
-					return err
-				}
-			}
-			for n := range o.ISyncEvents {
-				if _, err := b.C.Send(gctx, u, room, map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("hsbench history %d", n)}); err != nil {
-					return err
-				}
-			}
-			p.Inc()
-			return nil
-		})
-	}
-	err = g.Wait()
-	p.Stop()
+	_, err = b.roomsWithHistory(ctx, u, "initial-sync", "isync", o.ISyncRooms, o.ISyncEvents, func(ctx context.Context, room string) error {
+		if member != nil {
+			return b.C.Join(ctx, *member, room)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -149,4 +130,37 @@ func runInitialSync(ctx context.Context, b *Bench) (*Result, error) {
 	r.add("incremental /sync runs", float64(sn.N), "")
 	r.Events = 0 // the measured phase sends nothing
 	return r, nil
+}
+
+// roomsWithHistory creates n rooms of u's, each with events messages sent
+// after before (which may be nil) ran on it, four rooms at a time, and
+// returns them in creation order.
+func (b *Bench) roomsWithHistory(ctx context.Context, u User, scenario, tag string, n, events int, before func(ctx context.Context, room string) error) ([]string, error) {
+	rooms := make([]string, n)
+	p := b.progress(scenario+" setup (rooms)", n)
+	defer p.Stop()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
+	for i := range n {
+		g.Go(func() error {
+			room, err := b.C.CreateRoom(gctx, u, fmt.Sprintf("%s %s %d", b.Prefix, tag, i))
+			if err != nil {
+				return err
+			}
+			rooms[i] = room
+			if before != nil {
+				if err := before(gctx, room); err != nil {
+					return err
+				}
+			}
+			for e := range events {
+				if _, err := b.C.Send(gctx, u, room, map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("hsbench history %d", e)}); err != nil {
+					return err
+				}
+			}
+			p.Inc()
+			return nil
+		})
+	}
+	return rooms, g.Wait()
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net/url"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 )
 
 // runSlidingSync: one user in R rooms with E messages each. Times, beside
@@ -25,28 +23,7 @@ func runSlidingSync(ctx context.Context, b *Bench) (*Result, error) {
 		return nil, err
 	}
 	u := users[0]
-	rooms := make([]string, o.SlidingRooms)
-	p := b.progress("sliding-sync setup (rooms)", o.SlidingRooms)
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(4)
-	for i := range o.SlidingRooms {
-		g.Go(func() error {
-			room, err := b.C.CreateRoom(gctx, u, fmt.Sprintf("%s ssync %d", b.Prefix, i))
-			if err != nil {
-				return err
-			}
-			rooms[i] = room
-			for n := range o.SlidingEvents {
-				if _, err := b.C.Send(gctx, u, room, map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("hsbench history %d", n)}); err != nil {
-					return err
-				}
-			}
-			p.Inc()
-			return nil
-		})
-	}
-	err = g.Wait()
-	p.Stop()
+	rooms, err := b.roomsWithHistory(ctx, u, "sliding-sync", "ssync", o.SlidingRooms, o.SlidingEvents, nil)
 	if err != nil {
 		return nil, err
 	}
