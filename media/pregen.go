@@ -52,6 +52,13 @@ func (f *thumbFlights) claim(k thumbKey) (*thumbCall, bool) {
 	return c, true
 }
 
+// joined counts a request that waits on c, claimed by someone else.
+func (f *thumbFlights) joined(c *thumbCall) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c.waiters++
+}
+
 func (f *thumbFlights) finish(k thumbKey, c *thumbCall, t Thumbnail, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -298,20 +305,26 @@ func (s *Service) nearer(ctx context.Context, m Metadata, tw, th int, method str
 // part of the upload's cost, made once per media whoever asks, so it is
 // not counted.
 func (s *Service) onDemand(ctx context.Context, m Metadata, tw, th int, method, requester string) (Thumbnail, error) {
-	if t, ok, err := s.nearer(ctx, m, tw, th, method, nil); ok || err != nil {
-		return t, err
+	configured := s.configured(m, tw, th, method)
+	// A configured size is waited for (below, when being made) or made
+	// exactly; another may take a larger one being made.
+	if !configured {
+		if t, ok, err := s.nearer(ctx, m, tw, th, method, nil); ok || err != nil {
+			return t, err
+		}
 	}
 	if s.undecodable.has(m) {
 		return Thumbnail{}, mxhttp.Unknown("Cannot generate thumbnails for the requested content")
 	}
 	k := thumbKey{origin: m.Origin, mediaID: m.MediaID, method: method, w: tw, h: th}
-	if !s.configured(m, tw, th, method) {
+	if !configured {
 		if ok, retry := s.rcThumb.Allow(requester); !ok {
 			return Thumbnail{}, mxhttp.LimitExceeded(retry)
 		}
 	}
 	c, mine := s.inflight.claim(k)
 	if !mine {
+		s.inflight.joined(c)
 		return c.wait(ctx)
 	}
 	// The generation outlives a requester that goes away: others may be

@@ -315,6 +315,12 @@ func (s *Service) ThumbnailAnimated(ctx context.Context, origin, mediaID string,
 		thumbs = slices.DeleteFunc(thumbs, func(t Thumbnail) bool { return t.Width == m.Width && t.Height == m.Height })
 	}
 	t, ok := pick(thumbs, tw, th, method)
+	if ok && (t.Width != tw || t.Height != th) && s.configured(m, tw, th, method) {
+		// Every upload gets its configured sizes: this one is queued or
+		// being made. It is waited for, or made, rather than answered by a
+		// larger one that the client would keep.
+		ok = false
+	}
 	if ok && (t.Width != tw || t.Height != th) {
 		better, found, err := s.nearer(ctx, m, tw, th, method, &t)
 		if err != nil {
