@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -218,7 +219,7 @@ func (s *Service) SlidingSync(ctx context.Context, req SlidingRequest) (*Sliding
 			}
 		}
 		w.Close()
-		n, err := s.sliding.SaveSlidingPos(ctx, key, sb.next().String(), sb.changes)
+		n, err := s.sliding.SaveSlidingPos(ctx, key, sb.now.String(), sb.changes)
 		if errors.Is(err, ErrNotFound) {
 			return nil, unknownPos() // replaced meanwhile by a new connection of the same ID
 		}
@@ -300,8 +301,6 @@ type slidingBuilder struct {
 	// changes are the rooms whose state on the connection this answer
 	// changes.
 	changes map[string]SlidingRoomState
-	// toDeviceNext is where the to-device extension's next_batch stands.
-	toDeviceNext int64
 
 	resp *SlidingResponse
 	// relevant are the rooms of each list's ranges, and the subscribed
@@ -319,8 +318,6 @@ type slidingBuilder struct {
 	// membership is the user's membership of each room at the snapshot.
 	membership map[string]string
 }
-
-func (b *slidingBuilder) next() Token { return b.now }
 
 func (b *slidingBuilder) from() Token {
 	if b.since == nil {
@@ -405,7 +402,7 @@ func (b *slidingBuilder) build(ctx context.Context, memberships []rooms.Stored) 
 	configs := map[string]*roomConfig{}
 	listsOf := map[string][]string{}
 	b.inLists = map[string][]string{}
-	for _, name := range sortedKeys(b.req.Lists) {
+	for _, name := range slices.Sorted(maps.Keys(b.req.Lists)) {
 		l := b.req.Lists[name]
 		var kept []candidate
 		for _, c := range list {
@@ -441,7 +438,7 @@ func (b *slidingBuilder) build(ctx context.Context, memberships []rooms.Stored) 
 	}
 	// Subscriptions: rooms the user is or was in, or is invited to or
 	// knocked on; others are ignored, as the MSC says.
-	for _, id := range sortedKeys(b.req.RoomSubscriptions) {
+	for _, id := range slices.Sorted(maps.Keys(b.req.RoomSubscriptions)) {
 		m, ok := byRoom[id]
 		if !ok {
 			for _, mm := range memberships {
@@ -465,7 +462,7 @@ func (b *slidingBuilder) build(ctx context.Context, memberships []rooms.Stored) 
 		return nil, err
 	}
 	b.changed = changed
-	for _, id := range sortedKeys(configs) {
+	for _, id := range slices.Sorted(maps.Keys(configs)) {
 		c := candidate{m: byRoom[id], info: infos[id]}
 		c.recency = c.m.Pos
 		if c.m.Membership == "join" && c.info.BumpPos > 0 {
@@ -535,15 +532,6 @@ func (b *slidingBuilder) directRooms(ctx context.Context) (map[string]bool, erro
 		}
 	}
 	return out, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 func isNotFound(err error) bool {

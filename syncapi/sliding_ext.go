@@ -3,6 +3,7 @@ package syncapi
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"slices"
 	"strconv"
 
@@ -155,7 +156,7 @@ func (b *slidingBuilder) relevant(e *ExtensionConfig, joinedOnly bool) []string 
 		}
 	}
 	for _, name := range lists {
-		for _, l := range sortedKeys(b.inLists) {
+		for _, l := range slices.Sorted(maps.Keys(b.inLists)) {
 			if name == "*" || name == l {
 				for _, id := range b.inLists[l] {
 					add(id)
