@@ -47,8 +47,13 @@ func (db *DB) UpdateUserDirectory(ctx context.Context, reader string, u userdir.
 			if err := deleteUserDirEntry(ctx, tx, e.UserID); err != nil {
 				return err
 			}
+			// An upsert: the reader and a profile change may put the same
+			// new user at once, and on PostgreSQL neither delete sees the
+			// other's row.
 			if _, err := tx.ExecContext(ctx, `INSERT INTO user_directory (user_id, display_name, avatar_url, is_local, sort_key)
-				VALUES ($1, $2, $3, $4, $5)`, e.UserID, nullString(e.DisplayName), nullString(e.AvatarURL), e.Local, e.SortKey); err != nil {
+				VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name, avatar_url = excluded.avatar_url,
+					is_local = excluded.is_local, sort_key = excluded.sort_key`, e.UserID, nullString(e.DisplayName), nullString(e.AvatarURL), e.Local, e.SortKey); err != nil {
 				return fmt.Errorf("storage: put user directory entry: %w", err)
 			}
 			for _, t := range e.Tokens {
