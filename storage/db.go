@@ -65,6 +65,8 @@ type DB struct {
 	queries *prometheus.HistogramVec
 	// lock keeps other processes off a SQLite database.
 	lock *os.File
+	// stopCheckpoints stops the SQLite checkpointer (nil without one).
+	stopCheckpoints func()
 }
 
 // Open opens the database and applies pending migrations. It refuses a
@@ -185,6 +187,10 @@ func openSQLite(ctx context.Context, o Options) (*DB, error) {
 		reader := newPool(r, o.ReadConns, o.MaxConnWait)
 		reader.cacheStatements()
 		db.r = reader
+		if err := db.startCheckpoints(o.Path); err != nil {
+			db.Close()
+			return nil, err
+		}
 	}
 	return db, nil
 }
@@ -213,6 +219,10 @@ func sqliteDSN(path string, readOnly bool) string {
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "synchronous(NORMAL)")
 	q.Add("_pragma", "mmap_size(268435456)")
+	// The checkpointer keeps the WAL short from a connection of its own;
+	// a commit that finds it this long (16 MB at 4 KiB pages) checkpoints
+	// itself, as a safety net.
+	q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", walSafetyPages))
 	if path != ":memory:" {
 		q.Add("_pragma", "journal_mode(WAL)")
 	}
@@ -260,6 +270,9 @@ func migrate(ctx context.Context, db *sql.DB, dialect goose.Dialect, log *slog.L
 
 // Close closes both pools.
 func (db *DB) Close() error {
+	if db.stopCheckpoints != nil {
+		db.stopCheckpoints()
+	}
 	err := db.w.Close()
 	if db.r != db.w {
 		err = errors.Join(err, db.r.Close())
@@ -330,4 +343,49 @@ func SchemaHash() string {
 		fmt.Fprintf(h, "go %d\n", m.Version)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// walSafetyPages is the WAL length past which a committing connection
+// checkpoints (SQLite's default is 1,000 pages).
+const walSafetyPages = 4_000
+
+// checkpointEvery is how often the checkpointer copies the WAL back into
+// the database file.
+const checkpointEvery = time.Second
+
+// startCheckpoints runs SQLite's WAL checkpoints from a connection of
+// their own, in the background: with SQLite's default, the commit that
+// took the WAL past 1,000 pages did the checkpoint itself, and the send
+// whose commit it was waited for it (the p99 of sequential sends was
+// 14–16 ms against 4–5 ms without). A passive checkpoint blocks neither
+// the writer nor the readers.
+func (db *DB) startCheckpoints(path string) error {
+	c, err := sql.Open("sqlite", sqliteDSN(path, false))
+	if err != nil {
+		return fmt.Errorf("storage: open %s: %w", path, err)
+	}
+	c.SetMaxOpenConns(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(checkpointEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if _, err := c.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`); err != nil && ctx.Err() == nil {
+					db.log.Warn("WAL checkpoint failed", "err", err)
+				}
+			}
+		}
+	}()
+	db.stopCheckpoints = func() {
+		cancel()
+		<-done
+		_ = c.Close()
+	}
+	return nil
 }
