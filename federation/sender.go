@@ -28,6 +28,9 @@ const (
 	// full transaction of 50 PDUs and 100 EDUs.
 	outboxBatch = maxTxnPDUs + maxTxnEDUs
 	fanoutBatch = 200
+	// fanoutSpacing spaces the fan-out's steps under load, so that a
+	// burst of events is read, and put in the outboxes, in one step.
+	fanoutSpacing = 20 * time.Millisecond
 )
 
 // LogSource is the event log and receipts as the sender reads them.
@@ -53,6 +56,10 @@ type sender struct {
 	ctx   context.Context // while running; nil otherwise
 	dests map[string]*destination
 	wg    sync.WaitGroup
+
+	// fanout is the fan-out reader's cursor (its goroutine alone uses
+	// it): events that go to no other server move it in memory only.
+	fanout stream.LazyCursor
 }
 
 type destination struct {
@@ -171,7 +178,8 @@ func (q *sender) run(ctx context.Context) {
 func (q *sender) runLeased(ctx context.Context, lease stream.Lease) {
 	var wg sync.WaitGroup
 	for _, r := range []*stream.Reader{
-		{Name: fanoutReader, Step: q.fanoutStep, Wake: q.s.hub.Wake(stream.Events), Log: q.s.log, Metrics: q.s.metrics, Poll: time.Minute},
+		{Name: fanoutReader, Step: q.fanoutStep, Wake: q.s.hub.Wake(stream.Events), Log: q.s.log, Metrics: q.s.metrics, Poll: time.Minute,
+			Start: func(context.Context) error { q.fanout.Reset(); return nil }, Spacing: fanoutSpacing},
 		{Name: receiptsReader, Step: q.receiptsStep, Wake: q.s.hub.Wake(stream.Receipts), Log: q.s.log, Metrics: q.s.metrics, Poll: time.Minute},
 		{Name: presenceReader, Step: q.presenceStep, Wake: q.s.hub.Wake(stream.Presence), Log: q.s.log, Metrics: q.s.metrics, Poll: time.Minute},
 		q.deviceListsReaderFor(),
@@ -216,7 +224,9 @@ func (q *sender) cursor(ctx context.Context, reader string, s stream.Name, end f
 // fanoutStep reads this server's new events from the log and puts each in
 // the outbox of every other server in its room.
 func (q *sender) fanoutStep(ctx context.Context) (stream.Progress, error) {
-	from, err := q.cursor(ctx, fanoutReader, stream.Events, q.s.eventLog.MaxPos)
+	from, err := q.fanout.Get(ctx, func(ctx context.Context) (int64, error) {
+		return q.cursor(ctx, fanoutReader, stream.Events, q.s.eventLog.MaxPos)
+	})
 	if err != nil {
 		return stream.Progress{}, err
 	}
@@ -255,9 +265,14 @@ func (q *sender) fanoutStep(ctx context.Context) (stream.Progress, error) {
 		}
 	}
 	last := events[len(events)-1].Pos
+	if len(entries) == 0 && !q.fanout.StoreDue(last) {
+		q.fanout.Moved(last)
+		return stream.Progress{More: len(events) == fanoutBatch, Pos: last}, nil
+	}
 	if err := q.s.store.Enqueue(ctx, entries, fanoutReader, stream.Events, last); err != nil {
 		return stream.Progress{}, err
 	}
+	q.fanout.Stored(last)
 	q.wake(keys(woken)...)
 	return stream.Progress{More: len(events) == fanoutBatch, Pos: last}, nil
 }

@@ -56,7 +56,7 @@ func (s *Service) Start(ctx context.Context) error {
 		s.runPushers(runCtx)
 	}()
 	r := &stream.Reader{
-		Name: evaluatorReader, Step: s.evaluateBatch, Wake: s.wake, Poll: 5 * time.Second,
+		Name: evaluatorReader, Step: s.evaluateBatch, Wake: s.wake, Poll: 5 * time.Second, Spacing: minBatchInterval,
 		// Events another process evaluated may have changed the rooms
 		// this one remembers.
 		Start:   func(context.Context) error { clear(s.roomCache); return nil },
@@ -180,23 +180,9 @@ func (s *Service) evaluateBatch(ctx context.Context) (stream.Progress, error) {
 	if err != nil {
 		return stream.Progress{}, err
 	}
-	if wait := minBatchInterval - time.Since(s.lastBatch); wait > 0 {
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return stream.Progress{}, ctx.Err()
-		case <-t.C:
-		}
-	}
 	evs, err := s.store.EventsAfter(ctx, cursor, evalBatch)
 	if err != nil || len(evs) == 0 {
 		return stream.Progress{Pos: cursor, Head: cursor}, err
-	}
-	// A full batch means a backlog: the next one follows at once.
-	s.lastBatch = time.Now()
-	if len(evs) == evalBatch {
-		s.lastBatch = time.Time{}
 	}
 	var ns []Notification
 	// The ignore lists are read once per batch, for the users it needs.

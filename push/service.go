@@ -33,9 +33,6 @@ type Service struct {
 	// batchIgnores holds the ignore lists read during one batch of the
 	// evaluator (its goroutine alone uses it).
 	batchIgnores map[string]map[string]bool
-	// lastBatch is when the evaluator last found events (its goroutine
-	// alone uses it), for minBatchInterval.
-	lastBatch time.Time
 
 	onRulesChanged func(userID string, rules *Ruleset)
 

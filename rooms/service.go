@@ -44,6 +44,10 @@ type Config struct {
 	// ServerNoticesUser is the user of the server notices rooms ("" when
 	// server notices are off): invites to its rooms cannot be rejected.
 	ServerNoticesUser string
+	// WriterReads, when set, is the store read from under the write lock
+	// (the event's room, extremities and auth state): the store with its
+	// reads made on the writer's connection (storage.DB.WriterReads).
+	WriterReads Store
 }
 
 // Persisted announces one event written at a stream position.
@@ -57,7 +61,9 @@ type Persisted struct {
 
 // Service is the rooms writer and reader.
 type Service struct {
-	store    Store
+	store Store
+	// wstore is read under the write lock; see Config.WriterReads.
+	wstore   Store
 	profiles Profiles
 	server   string
 	key      pdu.Key
@@ -115,7 +121,10 @@ func New(store Store, profiles Profiles, c Config) *Service {
 	if c.DefaultVersion == "" {
 		c.DefaultVersion = "10"
 	}
-	return &Service{store: store, profiles: profiles, server: c.ServerName, key: c.Key, version: c.DefaultVersion, log: c.Logger, now: c.Now, notices: c.ServerNoticesUser}
+	if c.WriterReads == nil {
+		c.WriterReads = store
+	}
+	return &Service{store: store, wstore: c.WriterReads, profiles: profiles, server: c.ServerName, key: c.Key, version: c.DefaultVersion, log: c.Logger, now: c.Now, notices: c.ServerNoticesUser}
 }
 
 // OnPersist registers fn to be called, in order, after each event commits.
@@ -170,8 +179,8 @@ func (s *Service) submit(ctx context.Context, p pdu.Proto, ne NewEvent) (*pdu.Ev
 
 func (s *Service) submitLocked(ctx context.Context, p pdu.Proto, ne NewEvent) (*pdu.Event, int64, error) {
 	if ne.Txn != nil {
-		if id, err := s.store.TxnEvent(ctx, *ne.Txn); err == nil {
-			st, err := s.store.GetEvent(ctx, id)
+		if id, err := s.wstore.TxnEvent(ctx, *ne.Txn); err == nil {
+			st, err := s.wstore.GetEvent(ctx, id)
 			if err != nil {
 				return nil, 0, err
 			}
@@ -188,7 +197,7 @@ func (s *Service) submitLocked(ctx context.Context, p pdu.Proto, ne NewEvent) (*
 	if ne.Room != nil {
 		version = ne.Room.Version
 	} else {
-		room, err := s.store.GetRoom(ctx, p.RoomID)
+		room, err := s.wstore.GetRoom(ctx, p.RoomID)
 		if errors.Is(err, ErrNotFound) {
 			// As reads answer: whether a room exists is not told to
 			// those outside it (Synapse too answers 403 here).
@@ -198,14 +207,14 @@ func (s *Service) submitLocked(ctx context.Context, p pdu.Proto, ne NewEvent) (*
 			return nil, 0, err
 		}
 		version = room.Version
-		if prevs, depth, err = s.store.Extremities(ctx, p.RoomID); err != nil {
+		if prevs, depth, err = s.wstore.Extremities(ctx, p.RoomID); err != nil {
 			return nil, 0, err
 		}
 		keys, err := pdu.NeededForAuth(p, version)
 		if err != nil {
 			return nil, 0, mxhttp.BadJSON("%v", err)
 		}
-		if state, err = s.loadAuthState(ctx, p.RoomID, version, keys); err != nil {
+		if state, err = s.loadAuthStateFrom(ctx, s.wstore, p.RoomID, version, keys); err != nil {
 			return nil, 0, err
 		}
 	}
@@ -282,7 +291,11 @@ func (a authState) Get(eventType, stateKey string) *pdu.Event {
 }
 
 func (s *Service) loadAuthState(ctx context.Context, roomID, version string, keys []pdu.StateKey) (authState, error) {
-	stored, err := s.store.CurrentState(ctx, roomID, keys)
+	return s.loadAuthStateFrom(ctx, s.store, roomID, version, keys)
+}
+
+func (s *Service) loadAuthStateFrom(ctx context.Context, store Store, roomID, version string, keys []pdu.StateKey) (authState, error) {
+	stored, err := store.CurrentState(ctx, roomID, keys)
 	if err != nil {
 		return nil, err
 	}

@@ -31,6 +31,9 @@ const (
 	batch = 200
 	// pollEvery is a safety net: new events wake the reader.
 	pollEvery = 30 * time.Second
+	// stepSpacing spaces the indexer's transactions under load: a burst
+	// of messages is indexed in one.
+	stepSpacing = 50 * time.Millisecond
 	// maxWords bounds the words of a term that are searched, and
 	// maxWordBytes their length, and so the size of the query.
 	maxWords     = 16
@@ -63,6 +66,10 @@ type Service struct {
 	log   *slog.Logger
 	wake  <-chan struct{}
 
+	// cursor is the indexer's (its goroutine alone uses it): events with
+	// nothing to index move it in memory only.
+	cursor stream.LazyCursor
+
 	run stream.Runner
 }
 
@@ -85,7 +92,8 @@ func New(store Store, rms *rooms.Service, cfg Config) *Service {
 // beginning of the log, so that a deployment's history is searchable.
 func (s *Service) Start() {
 	r := &stream.Reader{
-		Name: readerName, Step: s.step, Wake: s.wake, Poll: pollEvery,
+		Name: readerName, Step: s.step, Wake: s.wake, Poll: pollEvery, Spacing: stepSpacing,
+		Start:   func(context.Context) error { s.cursor.Reset(); return nil },
 		Backoff: func() (time.Duration, time.Duration) { return 100 * time.Millisecond, 30 * time.Second },
 		Log:     s.log, Metrics: s.cfg.Metrics,
 	}
@@ -98,7 +106,10 @@ func (s *Service) Stop() { s.run.Stop() }
 // step indexes the events after the cursor and applies the redactions
 // among them.
 func (s *Service) step(ctx context.Context) (stream.Progress, error) {
-	cursor, _, err := s.store.ReaderCursor(ctx, readerName, stream.Events)
+	cursor, err := s.cursor.Get(ctx, func(ctx context.Context) (int64, error) {
+		c, _, err := s.store.ReaderCursor(ctx, readerName, stream.Events)
+		return c, err
+	})
 	if err != nil {
 		return stream.Progress{}, err
 	}
@@ -127,9 +138,14 @@ func (s *Service) step(ctx context.Context) (stream.Progress, error) {
 		}
 	}
 	next := evs[len(evs)-1].Pos
+	if len(u.Put) == 0 && len(u.Redacted) == 0 && !s.cursor.StoreDue(next) {
+		s.cursor.Moved(next)
+		return stream.Progress{More: len(evs) == batch, Pos: next, Head: next}, nil
+	}
 	if err := s.store.UpdateSearchIndex(ctx, readerName, u, next); err != nil {
 		return stream.Progress{}, err
 	}
+	s.cursor.Stored(next)
 	return stream.Progress{More: len(evs) == batch, Pos: next, Head: next}, nil
 }
 

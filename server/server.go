@@ -112,6 +112,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		ServerName: cfg.ServerName, DefaultVersion: cfg.DefaultRoomVersion, Logger: log,
 		Key:               pdu.Key{ServerName: cfg.ServerName, KeyID: key.ID, Private: key.Private},
 		ServerNoticesUser: serverNoticesUser(cfg),
+		WriterReads:       db.WriterReads(),
 	})
 	// Unknown users and aliases in a service's namespaces are asked of it,
 	// synchronously, so that it can create them inside the client's request.

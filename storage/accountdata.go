@@ -21,7 +21,7 @@ var errNoChange = errors.New("storage: account data unchanged")
 
 func (db *DB) UpdateAccountData(ctx context.Context, userID, roomID, eventType string, fn func(json.RawMessage) (json.RawMessage, error)) (int64, error) {
 	var pos int64
-	err := db.tx(ctx, "update_account_data", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "update_account_data", func(tx *txn) error {
 		// Taking the position first locks the counter row until commit
 		// (PostgreSQL; SQLite has one writer anyway): concurrent writers,
 		// even in other processes, queue here and then read current content.

@@ -15,7 +15,7 @@ import (
 var _ accounts.Store = (*DB)(nil)
 
 func (db *DB) CreateAccount(ctx context.Context, acc accounts.Account, displayName string, dev *accounts.Device, tok *accounts.IssuedTokens) error {
-	return db.tx(ctx, "create_account", func(tx *sql.Tx) error {
+	return db.tx(ctx, "create_account", func(tx *txn) error {
 		var n int
 		err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM users WHERE user_id = $1 OR localpart = $2`, acc.UserID, acc.Localpart).Scan(&n)
 		if err != nil {
@@ -71,7 +71,7 @@ func (db *DB) SetAdmin(ctx context.Context, userID string, admin bool) error {
 }
 
 func (db *DB) Deactivate(ctx context.Context, userID string) error {
-	return db.tx(ctx, "deactivate", func(tx *sql.Tx) error {
+	return db.tx(ctx, "deactivate", func(tx *txn) error {
 		for _, q := range []string{
 			`UPDATE users SET deactivated = TRUE, password_hash = '' WHERE user_id = $1`,
 			`UPDATE profiles SET displayname = NULL, avatar_url = NULL, fields = '{}' WHERE user_id = $1`,
@@ -100,10 +100,10 @@ func (db *DB) Deactivate(ctx context.Context, userID string) error {
 }
 
 func (db *DB) IssueDevice(ctx context.Context, dev accounts.Device, tok accounts.IssuedTokens) error {
-	return db.tx(ctx, "issue_device", func(tx *sql.Tx) error { return issueDevice(ctx, tx, dev, tok) })
+	return db.tx(ctx, "issue_device", func(tx *txn) error { return issueDevice(ctx, tx, dev, tok) })
 }
 
-func issueDevice(ctx context.Context, tx *sql.Tx, dev accounts.Device, tok accounts.IssuedTokens) error {
+func issueDevice(ctx context.Context, tx *txn, dev accounts.Device, tok accounts.IssuedTokens) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO devices (user_id, device_id, display_name, created_ts, last_seen_ts, last_seen_ip)
 		VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (user_id, device_id) DO UPDATE SET
@@ -125,7 +125,7 @@ func issueDevice(ctx context.Context, tx *sql.Tx, dev accounts.Device, tok accou
 	return insertTokens(ctx, tx, dev.UserID, dev.DeviceID, tok, "", dev.CreatedTS)
 }
 
-func insertTokens(ctx context.Context, tx *sql.Tx, userID, deviceID string, tok accounts.IssuedTokens, prevRefresh string, now int64) error {
+func insertTokens(ctx context.Context, tx *txn, userID, deviceID string, tok accounts.IssuedTokens, prevRefresh string, now int64) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts, refresh_hash)
 		VALUES ($1, $2, $3, $4, $5, $6)`, tok.AccessHash, userID, deviceID, now, tok.ExpiresTS, tok.RefreshHash)
 	if err != nil {
@@ -172,7 +172,7 @@ func (db *DB) LookupAccessToken(ctx context.Context, hash string) (accounts.Toke
 }
 
 func (db *DB) DropStaleRefresh(ctx context.Context, refreshHash string) error {
-	return db.tx(ctx, "drop_stale_refresh", func(tx *sql.Tx) error {
+	return db.tx(ctx, "drop_stale_refresh", func(tx *txn) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM access_tokens WHERE refresh_hash = $1`, refreshHash); err != nil {
 			return fmt.Errorf("storage: drop stale refresh: %w", err)
 		}
@@ -188,7 +188,7 @@ func (db *DB) DropStaleRefresh(ctx context.Context, refreshHash string) error {
 
 func (db *DB) RotateRefresh(ctx context.Context, old string, tok accounts.IssuedTokens, now int64) (string, string, error) {
 	var userID, deviceID, prev string
-	err := db.tx(ctx, "rotate_refresh", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "rotate_refresh", func(tx *txn) error {
 		var expires int64
 		err := tx.QueryRowContext(ctx, `SELECT user_id, device_id, prev_hash, expires_ts FROM refresh_tokens WHERE token_hash = $1`, old).
 			Scan(&userID, &deviceID, &prev, &expires)
@@ -289,7 +289,7 @@ func (db *DB) CreateDevice(ctx context.Context, dev accounts.Device) (bool, erro
 }
 
 func (db *DB) RenameDevice(ctx context.Context, userID, deviceID, name string) error {
-	return db.tx(ctx, "rename_device", func(tx *sql.Tx) error {
+	return db.tx(ctx, "rename_device", func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3`,
 			name, userID, deviceID)
 		if err != nil {
@@ -307,13 +307,13 @@ func (db *DB) DeleteDevices(ctx context.Context, userID string, deviceIDs []stri
 	if len(deviceIDs) == 0 {
 		return nil
 	}
-	return db.tx(ctx, "delete_devices", func(tx *sql.Tx) error {
+	return db.tx(ctx, "delete_devices", func(tx *txn) error {
 		return deleteDeviceRows(ctx, tx, userID, deviceIDs)
 	})
 }
 
 func (db *DB) DeleteOtherDevices(ctx context.Context, userID, keep string) error {
-	return db.tx(ctx, "delete_other_devices", func(tx *sql.Tx) error {
+	return db.tx(ctx, "delete_other_devices", func(tx *txn) error {
 		devices, err := txStrings(ctx, tx, `SELECT device_id FROM devices WHERE user_id = $1 AND device_id <> $2`, userID, keep)
 		if err != nil {
 			return err
@@ -361,7 +361,7 @@ func (db *DB) PutProfile(ctx context.Context, userID string, p accounts.Profile)
 }
 
 func (db *DB) CreateUIASession(ctx context.Context, s accounts.UIASession, notBefore int64, keep int) error {
-	return db.tx(ctx, "create_uia_session", func(tx *sql.Tx) error {
+	return db.tx(ctx, "create_uia_session", func(tx *txn) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM uia_sessions WHERE created_ts < $1`, notBefore); err != nil {
 			return fmt.Errorf("storage: expire uia sessions: %w", err)
 		}
@@ -401,7 +401,7 @@ func (db *DB) DeleteUIASession(ctx context.Context, id string) error {
 }
 
 func (db *DB) CreateNonce(ctx context.Context, nonce string, ts, notBefore int64, keep int) error {
-	return db.tx(ctx, "create_nonce", func(tx *sql.Tx) error {
+	return db.tx(ctx, "create_nonce", func(tx *txn) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM registration_nonces WHERE created_ts < $1`, notBefore); err != nil {
 			return fmt.Errorf("storage: expire nonces: %w", err)
 		}
@@ -415,7 +415,7 @@ func (db *DB) CreateNonce(ctx context.Context, nonce string, ts, notBefore int64
 // trimOldest deletes the oldest rows (by created_ts) of table that match
 // where (a WHERE clause over args, or "") beyond the newest keep; key is
 // the table's primary key. table, key and where are constants of this file.
-func trimOldest(ctx context.Context, tx *sql.Tx, table, key, where string, args []any, keep int) error {
+func trimOldest(ctx context.Context, tx *txn, table, key, where string, args []any, keep int) error {
 	var n int
 	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+table+` `+where, args...).Scan(&n); err != nil {
 		return fmt.Errorf("storage: count %s: %w", table, err)
@@ -434,7 +434,7 @@ func trimOldest(ctx context.Context, tx *sql.Tx, table, key, where string, args 
 
 func (db *DB) ConsumeNonce(ctx context.Context, nonce string, notBefore int64) (bool, error) {
 	var ok bool
-	err := db.tx(ctx, "consume_nonce", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "consume_nonce", func(tx *txn) error {
 		var created int64
 		err := tx.QueryRowContext(ctx, `SELECT created_ts FROM registration_nonces WHERE nonce = $1`, nonce).Scan(&created)
 		if errors.Is(err, sql.ErrNoRows) {

@@ -14,7 +14,7 @@ import (
 var _ federation.DestinationStore = (*DB)(nil)
 
 func (db *DB) RecordDelivery(ctx context.Context, destination string, eventIDs []string) error {
-	return db.tx(ctx, "record_delivery", func(tx *sql.Tx) error {
+	return db.tx(ctx, "record_delivery", func(tx *txn) error {
 		var last sql.NullInt64
 		for start := 0; start < len(eventIDs); start += mediaInBatch {
 			batch := eventIDs[start:min(start+mediaInBatch, len(eventIDs))]

@@ -71,7 +71,7 @@ func changedAny(res sql.Result, err error) (bool, error) {
 
 func (db *DB) QuarantineMediaRefs(ctx context.Context, refs []media.Ref, by string) (int, error) {
 	n := 0
-	err := db.tx(ctx, "quarantine_media_refs", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "quarantine_media_refs", func(tx *txn) error {
 		for _, r := range refs {
 			res, err := tx.ExecContext(ctx, `UPDATE media SET quarantined_by = $1
 				WHERE origin = $2 AND media_id = $3 AND safe_from_quarantine = FALSE`, by, r.Origin, r.MediaID)
@@ -212,7 +212,7 @@ func (db *DB) CachedMediaBefore(ctx context.Context, local string, beforeTS int6
 }
 
 func (db *DB) DeleteMedia(ctx context.Context, origin string, mediaIDs []string) (deleted, unreferenced []string, err error) {
-	err = db.tx(ctx, "delete_media", func(tx *sql.Tx) error {
+	err = db.tx(ctx, "delete_media", func(tx *txn) error {
 		deleted, unreferenced = nil, nil
 		sums, gone := map[string]bool{}, map[string]bool{}
 		for start := 0; start < len(mediaIDs); start += mediaInBatch {

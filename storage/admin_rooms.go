@@ -280,7 +280,7 @@ var purgeByRoom = []string{
 }
 
 func (db *DB) PurgeRoom(ctx context.Context, roomID string) error {
-	return db.tx(ctx, "purge_room", func(tx *sql.Tx) error {
+	return db.tx(ctx, "purge_room", func(tx *txn) error {
 		if db.engine == SQLite {
 			// The full-text index is keyed by the entries' stream positions.
 			if _, err := tx.ExecContext(ctx, `DELETE FROM event_search_fts WHERE rowid IN
@@ -389,7 +389,7 @@ func (db *DB) PurgeHistory(ctx context.Context, roomID string, beforeDepth int64
 		args = append(args, len(keepSuffix), keepSuffix)
 	}
 	var deleted int64
-	err := db.tx(ctx, "purge_history", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "purge_history", func(tx *txn) error {
 		if db.engine == SQLite {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM event_search_fts WHERE rowid IN
 				(SELECT stream_pos FROM event_search WHERE event_id IN (`+sel+`))`, args...); err != nil {

@@ -58,7 +58,7 @@ var appServiceStreams = []struct {
 func (db *DB) AppServiceState(ctx context.Context, asID string) (appservice.State, error) {
 	var st appservice.State
 	reader := appServiceReader(asID)
-	err := db.tx(ctx, "appservice_state", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "appservice_state", func(tx *txn) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO appservice_state (as_id) VALUES ($1) ON CONFLICT (as_id) DO NOTHING`, asID)
 		if err != nil {
 			return fmt.Errorf("storage: appservice state: %w", err)
@@ -109,7 +109,7 @@ func (db *DB) AppServiceState(ctx context.Context, asID string) (appservice.Stat
 
 // setAppServiceEphemeral writes a service's cursors in the streams other
 // than events.
-func setAppServiceEphemeral(ctx context.Context, tx *sql.Tx, asID string, cur appservice.EphemeralCursors) error {
+func setAppServiceEphemeral(ctx context.Context, tx *txn, asID string, cur appservice.EphemeralCursors) error {
 	for _, s := range appServiceStreams {
 		if s.ephemeral != nil {
 			if err := setReaderCursor(ctx, tx, appServiceReader(asID), s.name, *s.ephemeral(&cur)); err != nil {
@@ -123,7 +123,7 @@ func setAppServiceEphemeral(ctx context.Context, tx *sql.Tx, asID string, cur ap
 // QueueAppServiceTxn persists the transaction a service is about to be sent,
 // numbered number, before it is sent, with the cursors of what it carries.
 func (db *DB) QueueAppServiceTxn(ctx context.Context, asID string, number int64, t appservice.Txn, cur appservice.EphemeralCursors, delivered []e2ee.DeviceRef) error {
-	return db.tx(ctx, "appservice_queue_txn", func(tx *sql.Tx) error {
+	return db.tx(ctx, "appservice_queue_txn", func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE appservice_state SET last_txn = $2 WHERE as_id = $1`, asID, number)
 		if err != nil {
 			return fmt.Errorf("storage: queue appservice transaction: %w", err)
@@ -156,7 +156,7 @@ func (db *DB) QueueAppServiceTxn(ctx context.Context, asID string, number int64,
 // AdvanceAppServiceEphemeral moves a service's cursors in the streams
 // other than events over what did not interest it.
 func (db *DB) AdvanceAppServiceEphemeral(ctx context.Context, asID string, cur appservice.EphemeralCursors) error {
-	return db.tx(ctx, "appservice_advance_ephemeral", func(tx *sql.Tx) error {
+	return db.tx(ctx, "appservice_advance_ephemeral", func(tx *txn) error {
 		return setAppServiceEphemeral(ctx, tx, asID, cur)
 	})
 }
@@ -164,7 +164,7 @@ func (db *DB) AdvanceAppServiceEphemeral(ctx context.Context, asID string, cur a
 // AppServiceTxnDone records that a service acknowledged its transaction:
 // the transaction is forgotten and the cursor moves to pos, atomically.
 func (db *DB) AppServiceTxnDone(ctx context.Context, asID, txnID string, pos int64) error {
-	return db.tx(ctx, "appservice_txn_done", func(tx *sql.Tx) error {
+	return db.tx(ctx, "appservice_txn_done", func(tx *txn) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM appservice_txns WHERE as_id = $1 AND txn_id = $2`, asID, txnID); err != nil {
 			return fmt.Errorf("storage: appservice transaction done: %w", err)
 		}

@@ -16,7 +16,7 @@ import (
 // another server: it is no longer a hole, and those of its prev_events that
 // are not in the timeline here (nor rejected, nor in batch: written in the
 // same transaction) are.
-func noteHoles(ctx context.Context, tx *sql.Tx, ev *pdu.Event, batch map[string]bool) error {
+func noteHoles(ctx context.Context, tx *txn, ev *pdu.Event, batch map[string]bool) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM backward_extremities WHERE room_id = $1 AND event_id = $2`, ev.RoomID(), ev.ID()); err != nil {
 		return fmt.Errorf("storage: backward extremities: %w", err)
 	}
@@ -55,7 +55,7 @@ func (db *DB) PromoteBackfilled(ctx context.Context, roomID string, events []*pd
 	for _, ev := range events {
 		batch[ev.ID()] = true
 	}
-	return db.tx(ctx, "promote_backfilled", func(tx *sql.Tx) error {
+	return db.tx(ctx, "promote_backfilled", func(tx *txn) error {
 		for _, ev := range events {
 			if ev.RoomID() != roomID {
 				continue

@@ -16,7 +16,7 @@ var _ federation.DeviceListStore = (*DB)(nil)
 // RecordDeviceListChange records a change of a user's devices or keys in
 // the device-list stream (another server's user, whose server said so).
 func (db *DB) RecordDeviceListChange(ctx context.Context, userID string) error {
-	return db.tx(ctx, "record_device_list_change", func(tx *sql.Tx) error {
+	return db.tx(ctx, "record_device_list_change", func(tx *txn) error {
 		return recordDeviceListChange(ctx, tx, userID)
 	})
 }
@@ -54,7 +54,7 @@ func (db *DB) DeviceListState(ctx context.Context, userID string) (federation.De
 // transaction: a crash neither loses an announcement nor records one that
 // was not queued.
 func (db *DB) AnnounceDeviceLists(ctx context.Context, entries []federation.OutboxEntry, states []federation.DeviceListState, reader string, s stream.Name, pos int64) error {
-	return db.tx(ctx, "announce_device_lists", func(tx *sql.Tx) error {
+	return db.tx(ctx, "announce_device_lists", func(tx *txn) error {
 		if len(entries) > 0 {
 			last, err := nextStreamBlock(ctx, tx, counterOutbox, int64(len(entries)))
 			if err != nil {

@@ -18,7 +18,7 @@ var _ e2ee.Store = (*DB)(nil)
 
 // recordDeviceListChange appends the users to the device-list stream at
 // one new position.
-func recordDeviceListChange(ctx context.Context, tx *sql.Tx, users ...string) error {
+func recordDeviceListChange(ctx context.Context, tx *txn, users ...string) error {
 	if len(users) == 0 {
 		return nil
 	}
@@ -35,7 +35,7 @@ func recordDeviceListChange(ctx context.Context, tx *sql.Tx, users ...string) er
 	return nil
 }
 
-func recordOTKChange(ctx context.Context, tx *sql.Tx, refs []e2ee.DeviceRef) error {
+func recordOTKChange(ctx context.Context, tx *txn, refs []e2ee.DeviceRef) error {
 	if len(refs) == 0 {
 		return nil
 	}
@@ -54,7 +54,7 @@ func recordOTKChange(ctx context.Context, tx *sql.Tx, refs []e2ee.DeviceRef) err
 
 func (db *DB) UploadKeys(ctx context.Context, u e2ee.Upload) (map[string]int, error) {
 	var counts map[string]int
-	err := db.tx(ctx, "upload_keys", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "upload_keys", func(tx *txn) error {
 		if u.DeviceKeys != nil {
 			_, err := tx.ExecContext(ctx, `INSERT INTO device_keys (user_id, device_id, key_json, ts) VALUES ($1, $2, $3, $4)
 				ON CONFLICT (user_id, device_id) DO UPDATE SET key_json = excluded.key_json, ts = excluded.ts`,
@@ -196,7 +196,7 @@ const maxClaimRetries = 8
 
 func (db *DB) ClaimKeys(ctx context.Context, want []e2ee.ClaimRequest) ([]e2ee.Claimed, error) {
 	var out []e2ee.Claimed
-	err := db.tx(ctx, "claim_keys", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "claim_keys", func(tx *txn) error {
 		out = out[:0]
 		var refs []e2ee.DeviceRef
 		for _, w := range want {
@@ -218,7 +218,7 @@ func (db *DB) ClaimKeys(ctx context.Context, want []e2ee.ClaimRequest) ([]e2ee.C
 // else its fallback key. Deleting the chosen row is what claims it: when a
 // concurrent claimer deleted it first (PostgreSQL, read committed), no row
 // is affected and the next oldest is tried.
-func claimOne(ctx context.Context, tx *sql.Tx, w e2ee.ClaimRequest) (e2ee.Key, bool, error) {
+func claimOne(ctx context.Context, tx *txn, w e2ee.ClaimRequest) (e2ee.Key, bool, error) {
 	k := e2ee.Key{Algorithm: w.Algorithm}
 	for range maxClaimRetries {
 		var js string
@@ -305,7 +305,7 @@ func (db *DB) CrossSigningKeys(ctx context.Context, userID string) (map[string]e
 }
 
 func (db *DB) PutCrossSigningKeys(ctx context.Context, userID string, keys []e2ee.CrossSigningKey) error {
-	return db.tx(ctx, "put_cross_signing_keys", func(tx *sql.Tx) error {
+	return db.tx(ctx, "put_cross_signing_keys", func(tx *txn) error {
 		for _, k := range keys {
 			_, err := tx.ExecContext(ctx, `INSERT INTO cross_signing_keys (user_id, key_type, public_key, key_json) VALUES ($1, $2, $3, $4)
 				ON CONFLICT (user_id, key_type) DO UPDATE SET public_key = excluded.public_key, key_json = excluded.key_json`,
@@ -350,7 +350,7 @@ func (db *DB) Signatures(ctx context.Context, targetUser string, targetKeys []st
 }
 
 func (db *DB) PutSignatures(ctx context.Context, sigs []e2ee.Signature, changed []string) error {
-	return db.tx(ctx, "put_signatures", func(tx *sql.Tx) error {
+	return db.tx(ctx, "put_signatures", func(tx *txn) error {
 		for _, s := range sigs {
 			_, err := tx.ExecContext(ctx, `INSERT INTO key_signatures (target_user, target_key, signer_user, signer_key_id, signature)
 				VALUES ($1, $2, $3, $4, $5)
@@ -404,7 +404,7 @@ func (db *DB) DeviceIDs(ctx context.Context, userID string) ([]string, error) {
 // deleteDeviceRows deletes devices (their keys, tokens and pending
 // messages go with them by cascade), the signatures made of them, and
 // records the change in the device-list stream when any existed.
-func deleteDeviceRows(ctx context.Context, tx *sql.Tx, userID string, deviceIDs []string) error {
+func deleteDeviceRows(ctx context.Context, tx *txn, userID string, deviceIDs []string) error {
 	deleted := 0
 	for start := 0; start < len(deviceIDs); start += 500 {
 		chunk := deviceIDs[start:min(start+500, len(deviceIDs))]
@@ -439,7 +439,7 @@ func deleteDeviceRows(ctx context.Context, tx *sql.Tx, userID string, deviceIDs 
 	return recordDeviceListChange(ctx, tx, userID)
 }
 
-func txStrings(ctx context.Context, tx *sql.Tx, q string, args ...any) ([]string, error) {
+func txStrings(ctx context.Context, tx *txn, q string, args ...any) ([]string, error) {
 	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("storage: query: %w", err)

@@ -23,7 +23,7 @@ const counterOutbox = "federation_outbox"
 // insertOutliers stores those of events not stored yet with negative
 // positions, the first of events getting the lowest, so that a room's
 // imported history reads oldest first.
-func insertOutliers(ctx context.Context, tx *sql.Tx, events []*pdu.Event) error {
+func insertOutliers(ctx context.Context, tx *txn, events []*pdu.Event) error {
 	var fresh []*pdu.Event
 	seen := map[string]bool{}
 	for _, ev := range events {
@@ -69,7 +69,7 @@ func insertOutliers(ctx context.Context, tx *sql.Tx, events []*pdu.Event) error 
 // PersistOutliers stores events outside the timeline (an event that failed
 // the checks against the room's current state, an auth chain).
 func (db *DB) PersistOutliers(ctx context.Context, events []*pdu.Event) error {
-	return db.tx(ctx, "persist_outliers", func(tx *sql.Tx) error { return insertOutliers(ctx, tx, events) })
+	return db.tx(ctx, "persist_outliers", func(tx *txn) error { return insertOutliers(ctx, tx, events) })
 }
 
 // ImportRoom records a room joined through another server: the room row
@@ -77,7 +77,7 @@ func (db *DB) PersistOutliers(ctx context.Context, events []*pdu.Event) error {
 // outliers, the state as the room's current state (one full state group),
 // and the forward extremities the join event will replace.
 func (db *DB) ImportRoom(ctx context.Context, room rooms.Room, outliers, state []*pdu.Event, extremities []string) error {
-	return db.tx(ctx, "import_room", func(tx *sql.Tx) error {
+	return db.tx(ctx, "import_room", func(tx *txn) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO rooms (room_id, room_version, creator, published, created_ts) VALUES ($1, $2, $3, FALSE, $4)
 			ON CONFLICT (room_id) DO UPDATE SET room_version = excluded.room_version, creator = excluded.creator`,
 			room.RoomID, room.Version, room.Creator, room.CreatedTS)
@@ -156,7 +156,7 @@ func (db *DB) InviteState(ctx context.Context, roomID, userID string) ([]byte, e
 // set, moves that reader's cursor to pos in the same transaction, so that
 // the fan-out never loses or doubles an entry across a crash.
 func (db *DB) Enqueue(ctx context.Context, entries []federation.OutboxEntry, cursor string, s stream.Name, pos int64) error {
-	return db.tx(ctx, "federation_enqueue", func(tx *sql.Tx) error {
+	return db.tx(ctx, "federation_enqueue", func(tx *txn) error {
 		if len(entries) > 0 {
 			last, err := nextStreamBlock(ctx, tx, counterOutbox, int64(len(entries)))
 			if err != nil {

@@ -15,7 +15,7 @@ var _ syncapi.FilterStore = (*DB)(nil)
 
 func (db *DB) CreateFilter(ctx context.Context, userID string, data []byte) (string, error) {
 	var id int64
-	err := db.tx(ctx, "create_filter", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "create_filter", func(tx *txn) error {
 		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE user_id = $1`, userID).Scan(&id); err != nil {
 			return fmt.Errorf("storage: create filter: %w", err)
 		}

@@ -25,7 +25,7 @@ const (
 // which serialises the user's backup writes (PostgreSQL holds the row lock;
 // SQLite has one writer anyway). With allocate it also takes the next
 // version number, which it returns.
-func kbLock(ctx context.Context, tx *sql.Tx, userID string, allocate bool) (int64, error) {
+func kbLock(ctx context.Context, tx *txn, userID string, allocate bool) (int64, error) {
 	q := `INSERT INTO key_backup_counters (user_id, last_version) VALUES ($1, 0)
 		ON CONFLICT (user_id) DO UPDATE SET last_version = key_backup_counters.last_version RETURNING last_version`
 	if allocate {
@@ -39,7 +39,7 @@ func kbLock(ctx context.Context, tx *sql.Tx, userID string, allocate bool) (int6
 	return last, nil
 }
 
-// kbQuerier is what both *sql.DB and *sql.Tx offer for reads.
+// kbQuerier is what both *sql.DB and *txn offer for reads.
 type kbQuerier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
@@ -69,7 +69,7 @@ func kbVersion(ctx context.Context, q kbQuerier, userID string, version int64) (
 }
 
 // kbCounts reads a version's etag and key count.
-func kbCounts(ctx context.Context, tx *sql.Tx, userID string, version int64) (keybackup.Counts, error) {
+func kbCounts(ctx context.Context, tx *txn, userID string, version int64) (keybackup.Counts, error) {
 	var c keybackup.Counts
 	err := tx.QueryRowContext(ctx, `SELECT etag, key_count FROM key_backup_versions WHERE user_id = $1 AND version = $2`,
 		userID, version).Scan(&c.ETag, &c.Count)
@@ -96,7 +96,7 @@ func kbKeyFilter(userID string, version int64, roomID, sessionID string) (string
 
 func (db *DB) CreateKeyBackupVersion(ctx context.Context, userID, algorithm string, authData json.RawMessage) (int64, error) {
 	var version int64
-	err := db.tx(ctx, "create_key_backup_version", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "create_key_backup_version", func(tx *txn) error {
 		var err error
 		if version, err = kbLock(ctx, tx, userID, true); err != nil {
 			return err
@@ -120,7 +120,7 @@ func (db *DB) KeyBackupVersion(ctx context.Context, userID string, version int64
 }
 
 func (db *DB) UpdateKeyBackupVersion(ctx context.Context, userID string, version int64, fn func(keybackup.Version) (json.RawMessage, error)) error {
-	return db.tx(ctx, "update_key_backup_version", func(tx *sql.Tx) error {
+	return db.tx(ctx, "update_key_backup_version", func(tx *txn) error {
 		if _, err := kbLock(ctx, tx, userID, false); err != nil {
 			return err
 		}
@@ -142,7 +142,7 @@ func (db *DB) UpdateKeyBackupVersion(ctx context.Context, userID string, version
 }
 
 func (db *DB) DeleteKeyBackupVersion(ctx context.Context, userID string, version int64) error {
-	return db.tx(ctx, "delete_key_backup_version", func(tx *sql.Tx) error {
+	return db.tx(ctx, "delete_key_backup_version", func(tx *txn) error {
 		if _, err := kbLock(ctx, tx, userID, false); err != nil {
 			return err
 		}
@@ -169,7 +169,7 @@ type kbSession struct{ room, session string }
 
 func (db *DB) PutKeyBackupKeys(ctx context.Context, userID string, version int64, keys []keybackup.Key, replace func(old, new keybackup.Key) bool) (keybackup.Counts, error) {
 	var out keybackup.Counts
-	err := db.tx(ctx, "put_key_backup_keys", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "put_key_backup_keys", func(tx *txn) error {
 		if _, err := kbLock(ctx, tx, userID, false); err != nil {
 			return err
 		}
@@ -222,7 +222,7 @@ func (db *DB) PutKeyBackupKeys(ctx context.Context, userID string, version int64
 
 // kbExisting reads the metadata (not the session data) of the stored keys of
 // the sessions keys name, a batch of sessions per query whatever their rooms.
-func kbExisting(ctx context.Context, tx *sql.Tx, userID string, version int64, keys []keybackup.Key) (map[kbSession]keybackup.Key, error) {
+func kbExisting(ctx context.Context, tx *txn, userID string, version int64, keys []keybackup.Key) (map[kbSession]keybackup.Key, error) {
 	out := make(map[kbSession]keybackup.Key, len(keys))
 	for len(keys) > 0 {
 		n := min(len(keys), kbReadBatch)
@@ -258,7 +258,7 @@ func kbExisting(ctx context.Context, tx *sql.Tx, userID string, version int64, k
 }
 
 // kbWrite inserts or overwrites keys, a batch of rows per statement.
-func kbWrite(ctx context.Context, tx *sql.Tx, userID string, version int64, keys []keybackup.Key) error {
+func kbWrite(ctx context.Context, tx *txn, userID string, version int64, keys []keybackup.Key) error {
 	for len(keys) > 0 {
 		n := min(len(keys), kbWriteBatch)
 		var sb strings.Builder
@@ -314,7 +314,7 @@ func (db *DB) KeyBackupKeys(ctx context.Context, userID string, version int64, r
 
 func (db *DB) DeleteKeyBackupKeys(ctx context.Context, userID string, version int64, roomID, sessionID string) (keybackup.Counts, error) {
 	var out keybackup.Counts
-	err := db.tx(ctx, "delete_key_backup_keys", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "delete_key_backup_keys", func(tx *txn) error {
 		if _, err := kbLock(ctx, tx, userID, false); err != nil {
 			return err
 		}

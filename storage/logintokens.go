@@ -13,7 +13,7 @@ import (
 // CreateLoginToken stores a login token's hash, valid until expiresTS, and
 // drops the tokens expired by now so that the table stays small.
 func (db *DB) CreateLoginToken(ctx context.Context, hash, userID string, expiresTS, now int64) error {
-	return db.tx(ctx, "create_login_token", func(tx *sql.Tx) error {
+	return db.tx(ctx, "create_login_token", func(tx *txn) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM login_tokens WHERE expires_ts <= $1`, now); err != nil {
 			return fmt.Errorf("storage: expire login tokens: %w", err)
 		}

@@ -26,7 +26,7 @@ func (db *DB) CreatePendingMedia(ctx context.Context, m media.Metadata) error {
 }
 
 func (db *DB) CompletePendingMedia(ctx context.Context, m media.Metadata) error {
-	return db.tx(ctx, "complete_pending_media", func(tx *sql.Tx) error {
+	return db.tx(ctx, "complete_pending_media", func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE media SET content_type = $1, upload_name = $2, media_length = $3, sha256 = $4,
 			width = $5, height = $6, uploaded_ts = $7
 			WHERE origin = $8 AND media_id = $9 AND uploaded_ts = 0`,

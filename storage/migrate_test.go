@@ -60,7 +60,7 @@ func TestMigrateToStreamCounters(t *testing.T) {
 		}
 	}
 	// The next event takes the position after the last one.
-	err = db.tx(ctx, "test", func(tx *sql.Tx) error {
+	err = db.tx(ctx, "test", func(tx *txn) error {
 		pos, err := nextStreamPos(ctx, tx, string(stream.Events))
 		if err == nil && pos != 42 {
 			t.Errorf("next event position %d, want 42", pos)
@@ -119,7 +119,7 @@ func TestMigrateRoomServers(t *testing.T) {
 			t.Errorf("ServerInRoom(%s) = %v, %v", c.server, in, err)
 		}
 	}
-	err = db.tx(ctx, "test", func(tx *sql.Tx) error {
+	err = db.tx(ctx, "test", func(tx *txn) error {
 		for _, c := range []struct{ user, before, after string }{
 			{"@a:x", "join", "leave"}, {"@c:y.org:8448", "join", "join"}, {"@d:z", "leave", "join"}, {"@b:x", "join", "ban"},
 		} {

@@ -79,6 +79,21 @@ func (p *pool) stmt(ctx context.Context, query string) *sql.Stmt {
 	return st
 }
 
+// cachedStmt returns the prepared statement for query if there is one,
+// without preparing it; ok tells whether query may be cached at all.
+func (p *pool) cachedStmt(query string) (st *sql.Stmt, ok bool) {
+	c := p.stmts
+	if c == nil || strings.Contains(query, ";") {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.m[query]; ok {
+		return st, true
+	}
+	return nil, len(c.m) < maxCachedStmts
+}
+
 // cacheStatements turns the statement cache on.
 func (p *pool) cacheStatements() { p.stmts = &stmtCache{m: map[string]*sql.Stmt{}} }
 

@@ -42,9 +42,9 @@ func Port(ctx context.Context, src, dst *DB, progress func(table string, rows in
 		return nil, err
 	}
 	var counts []TableCount
-	err = dst.tx(ctx, "port", func(tx *sql.Tx) error {
+	err = dst.tx(ctx, "port", func(tx *txn) error {
 		for _, t := range tables {
-			n, err := copyTable(ctx, src.w.DB, tx, t)
+			n, err := copyTable(ctx, src.w.DB, tx.Tx, t)
 			if err != nil {
 				return fmt.Errorf("storage: port %s: %w", t, err)
 			}
@@ -53,7 +53,7 @@ func Port(ctx context.Context, src, dst *DB, progress func(table string, rows in
 				progress(t, n)
 			}
 		}
-		return resetSequences(ctx, tx)
+		return resetSequences(ctx, tx.Tx)
 	})
 	if err != nil {
 		return nil, err

@@ -47,7 +47,7 @@ func (db *DB) GetPresence(ctx context.Context, userID string) (presence.Status, 
 func (db *DB) UpdatePresence(ctx context.Context, userID string, decide func(presence.Status, bool) (presence.Status, bool)) (presence.Status, bool, error) {
 	var out presence.Status
 	var written bool
-	err := db.tx(ctx, "update_presence", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "update_presence", func(tx *txn) error {
 		if db.engine == Postgres {
 			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, presenceLockKey); err != nil {
 				return fmt.Errorf("storage: lock presence: %w", err)

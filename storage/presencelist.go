@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 
@@ -39,7 +38,7 @@ func (db *DB) PresenceList(ctx context.Context, userID string) ([]string, error)
 // presence.ErrListFull, changing nothing, when the list would hold more
 // than limit users.
 func (db *DB) EditPresenceList(ctx context.Context, userID string, add, drop []string, limit int) error {
-	return db.tx(ctx, "edit_presence_list", func(tx *sql.Tx) error {
+	return db.tx(ctx, "edit_presence_list", func(tx *txn) error {
 		for _, id := range add {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO presence_list (user_id, observed_user_id) VALUES ($1, $2)
 				ON CONFLICT (user_id, observed_user_id) DO NOTHING`, userID, id); err != nil {

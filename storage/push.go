@@ -62,7 +62,7 @@ func (db *DB) AddNotifications(ctx context.Context, reader string, ns []push.Not
 	if db.engine != Postgres {
 		rowsPer = 1
 	}
-	return db.tx(ctx, "add_notifications", func(tx *sql.Tx) error {
+	return db.tx(ctx, "add_notifications", func(tx *txn) error {
 		if len(ns) > 0 {
 			last, err := nextStreamBlock(ctx, tx, string(stream.Notifications), int64(len(ns)))
 			if err != nil {
@@ -297,7 +297,7 @@ func pusherCursor(id int64) string { return fmt.Sprintf("pusher:%d", id) }
 
 func (db *DB) PutPusher(ctx context.Context, p push.Pusher, appendIt bool) (int64, error) {
 	var id int64
-	err := db.tx(ctx, "put_pusher", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "put_pusher", func(tx *txn) error {
 		if !appendIt {
 			if err := deletePushers(ctx, tx, `app_id = $1 AND pushkey = $2 AND user_id <> $3`, p.AppID, p.PushKey, p.UserID); err != nil {
 				return err
@@ -336,7 +336,7 @@ func (db *DB) PutPusher(ctx context.Context, p push.Pusher, appendIt bool) (int6
 	return id, err
 }
 
-func deletePushers(ctx context.Context, tx *sql.Tx, where string, args ...any) error {
+func deletePushers(ctx context.Context, tx *txn, where string, args ...any) error {
 	rows, err := tx.QueryContext(ctx, `SELECT id FROM pushers WHERE `+where, args...)
 	if err != nil {
 		return fmt.Errorf("storage: delete pushers: %w", err)
@@ -361,13 +361,13 @@ func deletePushers(ctx context.Context, tx *sql.Tx, where string, args ...any) e
 }
 
 func (db *DB) DeletePusher(ctx context.Context, appID, pushKey, userID string) error {
-	return db.tx(ctx, "delete_pusher", func(tx *sql.Tx) error {
+	return db.tx(ctx, "delete_pusher", func(tx *txn) error {
 		return deletePushers(ctx, tx, `app_id = $1 AND pushkey = $2 AND user_id = $3`, appID, pushKey, userID)
 	})
 }
 
 func (db *DB) DeletePushersOfOtherDevices(ctx context.Context, userID, keep string) error {
-	return db.tx(ctx, "delete_pushers_of_other_devices", func(tx *sql.Tx) error {
+	return db.tx(ctx, "delete_pushers_of_other_devices", func(tx *txn) error {
 		return deletePushers(ctx, tx, `user_id = $1 AND device_id <> $2`, userID, keep)
 	})
 }

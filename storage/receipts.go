@@ -19,7 +19,7 @@ var _ receipts.Store = (*DB)(nil)
 
 func (db *DB) PutReceipt(ctx context.Context, r receipts.Receipt) (int64, error) {
 	var pos int64
-	err := db.tx(ctx, "put_receipt", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "put_receipt", func(tx *txn) error {
 		// The current receipt and where its event and the new one stand in
 		// the room's log (NULL for events this server does not hold).
 		var oldEvent string

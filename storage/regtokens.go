@@ -137,7 +137,7 @@ func (db *DB) HoldRegistrationToken(ctx context.Context, sessionID, token string
 		lock = " FOR UPDATE"
 	}
 	held := false
-	err := db.tx(ctx, "hold_registration_token", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "hold_registration_token", func(tx *txn) error {
 		var uses, expiry sql.NullInt64
 		var completed int64
 		err := tx.QueryRowContext(ctx, `SELECT uses_allowed, completed, expiry_time FROM registration_tokens WHERE token = $1`+lock, token).
@@ -179,7 +179,7 @@ func (db *DB) HoldRegistrationToken(ctx context.Context, sessionID, token string
 // token it held. Deleting first makes the use count once however many
 // requests finish the session at once.
 func (db *DB) FinishRegistrationSession(ctx context.Context, sessionID string) error {
-	return db.tx(ctx, "finish_registration_session", func(tx *sql.Tx) error {
+	return db.tx(ctx, "finish_registration_session", func(tx *txn) error {
 		var token sql.NullString
 		err := tx.QueryRowContext(ctx, `DELETE FROM uia_sessions WHERE session_id = $1 RETURNING registration_token`, sessionID).Scan(&token)
 		if errors.Is(err, sql.ErrNoRows) || (err == nil && !token.Valid) {

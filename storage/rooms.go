@@ -63,7 +63,7 @@ func collectStored(rows *sql.Rows, err error) ([]rooms.Stored, error) {
 func (db *DB) PersistEvent(ctx context.Context, ne rooms.NewEvent) (int64, error) {
 	ev := ne.Event
 	var pos int64
-	err := db.tx(ctx, "persist_event", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "persist_event", func(tx *txn) error {
 		if t := ne.Txn; t != nil {
 			var existing string
 			err := tx.QueryRowContext(ctx, `SELECT event_id FROM event_txns WHERE user_id = $1 AND scope = $2 AND path = $3 AND txn_id = $4`,
@@ -202,7 +202,7 @@ func (db *DB) PersistEvent(ctx context.Context, ne rooms.NewEvent) (int64, error
 }
 
 // writeFullGroup writes a state group holding entries in full.
-func writeFullGroup(ctx context.Context, tx *sql.Tx, roomID string, entries []rooms.StateEntry) (int64, error) {
+func writeFullGroup(ctx context.Context, tx *txn, roomID string, entries []rooms.StateEntry) (int64, error) {
 	id, err := nextStreamPos(ctx, tx, counterStateGroups)
 	if err != nil {
 		return 0, err
@@ -222,7 +222,7 @@ func writeFullGroup(ctx context.Context, tx *sql.Tx, roomID string, entries []ro
 
 // replaceCurrentState makes entries (stored events) the room's current
 // state, held by state group group.
-func replaceCurrentState(ctx context.Context, tx *sql.Tx, roomID string, entries []rooms.StateEntry, group int64) error {
+func replaceCurrentState(ctx context.Context, tx *txn, roomID string, entries []rooms.StateEntry, group int64) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM current_state WHERE room_id = $1`, roomID); err != nil {
 		return fmt.Errorf("storage: replace current state: %w", err)
 	}
@@ -246,7 +246,7 @@ func replaceCurrentState(ctx context.Context, tx *sql.Tx, roomID string, entries
 // over the previous group, or the full current state once the chain is as
 // long as max(fullStateEvery, size/16) — so a full copy of S entries comes
 // at most every S/16 state events, and big rooms' joins stay cheap.
-func newStateGroup(ctx context.Context, tx *sql.Tx, ev *pdu.Event, prev int64, newKey bool) (int64, error) {
+func newStateGroup(ctx context.Context, tx *txn, ev *pdu.Event, prev int64, newKey bool) (int64, error) {
 	var id int64
 	id, err := nextStreamPos(ctx, tx, counterStateGroups)
 	if err != nil {
@@ -630,7 +630,7 @@ func (db *DB) JoinedUserIDs(ctx context.Context, roomID string) ([]string, error
 
 func (db *DB) MoveAliases(ctx context.Context, fromRoomID, toRoomID string) ([]string, error) {
 	var moved []string
-	err := db.tx(ctx, "move_aliases", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "move_aliases", func(tx *txn) error {
 		rows, err := tx.QueryContext(ctx, `SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias`, fromRoomID)
 		if err != nil {
 			return fmt.Errorf("storage: move aliases: %w", err)

@@ -22,11 +22,12 @@ import (
 // SQLite and PostgreSQL extract with different functions.
 func goMigrations() []*goose.Migration {
 	return []*goose.Migration{
-		goose.NewGoMigration(30, &goose.GoFunc{RunTx: upRoomServers}, &goose.GoFunc{RunTx: downRoomServers}),
+		goose.NewGoMigration(30, &goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error { return upRoomServers(ctx, &txn{Tx: tx}) }},
+			&goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error { return downRoomServers(ctx, &txn{Tx: tx}) }}),
 	}
 }
 
-func upRoomServers(ctx context.Context, tx *sql.Tx) error {
+func upRoomServers(ctx context.Context, tx *txn) error {
 	if _, err := tx.ExecContext(ctx, `CREATE TABLE room_servers (
 		room_id TEXT   NOT NULL,
 		server  TEXT   NOT NULL,
@@ -59,7 +60,7 @@ func upRoomServers(ctx context.Context, tx *sql.Tx) error {
 	return nil
 }
 
-func downRoomServers(ctx context.Context, tx *sql.Tx) error {
+func downRoomServers(ctx context.Context, tx *txn) error {
 	_, err := tx.ExecContext(ctx, `DROP TABLE room_servers`)
 	return err
 }
@@ -72,7 +73,7 @@ func serverOfUser(userID string) string {
 
 // rebuildRoomServers recounts a room's servers from its current state,
 // after the state was replaced wholesale.
-func rebuildRoomServers(ctx context.Context, tx *sql.Tx, roomID string) error {
+func rebuildRoomServers(ctx context.Context, tx *txn, roomID string) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM room_servers WHERE room_id = $1`, roomID); err != nil {
 		return fmt.Errorf("storage: room servers: %w", err)
 	}
@@ -105,7 +106,7 @@ func rebuildRoomServers(ctx context.Context, tx *sql.Tx, roomID string) error {
 
 // adjustRoomServers counts a member's change from membership before to
 // after in the room's servers.
-func adjustRoomServers(ctx context.Context, tx *sql.Tx, roomID, userID, before, after string) error {
+func adjustRoomServers(ctx context.Context, tx *txn, roomID, userID, before, after string) error {
 	server := serverOfUser(userID)
 	if server == "" || (before == "join") == (after == "join") {
 		return nil

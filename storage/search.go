@@ -83,7 +83,7 @@ func ensureSearchSchema(ctx context.Context, db *sql.DB, engine string) error {
 	}
 	rows.Close()
 	for _, e := range old {
-		if err := putSearchFTS(ctx, tx, e); err != nil {
+		if err := putSearchFTS(ctx, &txn{Tx: tx}, e); err != nil {
 			return err
 		}
 	}
@@ -106,7 +106,7 @@ func searchMeta(e search.Entry) string {
 	return searchToken("r", e.RoomID) + " " + searchToken("k", e.Key) + " " + searchToken("s", e.Sender)
 }
 
-func putSearchFTS(ctx context.Context, tx *sql.Tx, e search.Entry) error {
+func putSearchFTS(ctx context.Context, tx *txn, e search.Entry) error {
 	if _, err := tx.ExecContext(ctx, `INSERT INTO event_search_fts (rowid, value, meta) VALUES ($1, $2, $3)`, e.Pos, e.Value, searchMeta(e)); err != nil {
 		return fmt.Errorf("storage: put search entry: %w", err)
 	}
@@ -117,7 +117,7 @@ func putSearchFTS(ctx context.Context, tx *sql.Tx, e search.Entry) error {
 // entry only when the rooms package marked the event redacted (an
 // unauthorised redaction hides nothing).
 func (db *DB) UpdateSearchIndex(ctx context.Context, reader string, u search.Update, cursor int64) error {
-	return db.tx(ctx, "update_search_index", func(tx *sql.Tx) error {
+	return db.tx(ctx, "update_search_index", func(tx *txn) error {
 		for _, e := range u.Put {
 			res, err := tx.ExecContext(ctx, `INSERT INTO event_search (event_id, room_id, sender, key, value, stream_pos, origin_server_ts)
 				VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,

@@ -20,7 +20,7 @@ func (db *DB) StoreServerKeys(ctx context.Context, ks []keys.StoredKey) error {
 	if len(ks) == 0 {
 		return nil
 	}
-	return db.tx(ctx, "store_server_keys", func(tx *sql.Tx) error {
+	return db.tx(ctx, "store_server_keys", func(tx *txn) error {
 		for _, k := range ks {
 			expired := sql.NullInt64{Int64: k.ExpiredTS, Valid: k.ExpiredTS != 0}
 			_, err := tx.ExecContext(ctx, `INSERT INTO server_keys

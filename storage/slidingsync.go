@@ -85,7 +85,7 @@ func (db *DB) NewSlidingConnection(ctx context.Context, userID, deviceID, connID
 		return 0, fmt.Errorf("storage: sliding connection key: %w", err)
 	}
 	key := int64(binary.BigEndian.Uint64(b[:]) >> 1)
-	err := db.tx(ctx, "new_sliding_connection", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "new_sliding_connection", func(tx *txn) error {
 		// The oldest connections of the device beyond the limit go, with
 		// the one this replaces.
 		rows, err := tx.QueryContext(ctx, `SELECT conn_key, conn_id FROM sliding_sync_connections
@@ -129,7 +129,7 @@ func (db *DB) NewSlidingConnection(ctx context.Context, userID, deviceID, connID
 	return key, err
 }
 
-func dropSlidingConnection(ctx context.Context, tx *sql.Tx, key int64) error {
+func dropSlidingConnection(ctx context.Context, tx *txn, key int64) error {
 	for _, q := range []string{
 		`DELETE FROM sliding_sync_rooms WHERE conn_key = $1`,
 		`DELETE FROM sliding_sync_positions WHERE conn_key = $1`,
@@ -149,7 +149,7 @@ func dropSlidingConnection(ctx context.Context, tx *sql.Tx, key int64) error {
 func (db *DB) ResumeSlidingConnection(ctx context.Context, userID, deviceID, connID string, pos, nowMS int64) (int64, string, error) {
 	var key int64
 	var token string
-	err := db.tx(ctx, "resume_sliding_connection", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "resume_sliding_connection", func(tx *txn) error {
 		err := tx.QueryRowContext(ctx, `SELECT c.conn_key, p.token FROM sliding_sync_connections c
 			JOIN sliding_sync_positions p ON p.conn_key = c.conn_key AND p.pos = $4
 			WHERE c.user_id = $1 AND c.device_id = $2 AND c.conn_id = $3`, userID, deviceID, connID, pos).Scan(&key, &token)
@@ -214,7 +214,7 @@ func (db *DB) SlidingRooms(ctx context.Context, key, pos int64) (map[string]sync
 // token, with what the answer changed of its rooms.
 func (db *DB) SaveSlidingPos(ctx context.Context, key int64, token string, changed map[string]syncapi.SlidingRoomState) (int64, error) {
 	var pos int64
-	err := db.tx(ctx, "save_sliding_pos", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "save_sliding_pos", func(tx *txn) error {
 		if err := tx.QueryRowContext(ctx, `UPDATE sliding_sync_connections SET last_pos = last_pos + 1 WHERE conn_key = $1 RETURNING last_pos`, key).Scan(&pos); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return syncapi.ErrNotFound

@@ -27,12 +27,12 @@ var counterToDevice = string(stream.ToDevice)
 // handed out, even with several processes on PostgreSQL, so a reader that
 // has seen N never later finds N-1 committing. A rolled-back transaction
 // gives its position back.
-func nextStreamPos(ctx context.Context, tx *sql.Tx, name string) (int64, error) {
+func nextStreamPos(ctx context.Context, tx *txn, name string) (int64, error) {
 	return nextStreamBlock(ctx, tx, name, 1)
 }
 
 // nextStreamBlock takes n consecutive positions and returns the last.
-func nextStreamBlock(ctx context.Context, tx *sql.Tx, name string, n int64) (int64, error) {
+func nextStreamBlock(ctx context.Context, tx *txn, name string, n int64) (int64, error) {
 	var pos int64
 	err := tx.QueryRowContext(ctx, `INSERT INTO stream_counters (name, pos) VALUES ($1, $2)
 		ON CONFLICT (name) DO UPDATE SET pos = stream_counters.pos + $2 RETURNING pos`, name, n).Scan(&pos)

@@ -15,7 +15,7 @@ var _ todevice.Store = (*DB)(nil)
 
 func (db *DB) SendToDevice(ctx context.Context, s todevice.Send) ([]string, error) {
 	var users []string
-	err := db.tx(ctx, "send_to_device", func(tx *sql.Tx) error {
+	err := db.tx(ctx, "send_to_device", func(tx *txn) error {
 		users = users[:0]
 		res, err := tx.ExecContext(ctx, `INSERT INTO to_device_txns (user_id, scope, txn_id, created_ts) VALUES ($1, $2, $3, $4)
 			ON CONFLICT DO NOTHING`, s.Sender, s.Scope, s.TxnID, s.Now)

@@ -37,7 +37,7 @@ func (db *DB) UserDirectoryLocalMissing(ctx context.Context, limit int) ([]strin
 
 // UpdateUserDirectory implements userdir.Store.
 func (db *DB) UpdateUserDirectory(ctx context.Context, reader string, u userdir.Update, cursor int64) error {
-	return db.tx(ctx, "update_user_directory", func(tx *sql.Tx) error {
+	return db.tx(ctx, "update_user_directory", func(tx *txn) error {
 		for _, id := range u.Delete {
 			if err := deleteUserDirEntry(ctx, tx, id); err != nil {
 				return err
@@ -79,7 +79,7 @@ func (db *DB) UpdateUserDirectory(ctx context.Context, reader string, u userdir.
 	})
 }
 
-func deleteUserDirEntry(ctx context.Context, tx *sql.Tx, userID string) error {
+func deleteUserDirEntry(ctx context.Context, tx *txn, userID string) error {
 	for _, q := range []string{
 		`DELETE FROM user_directory_search WHERE user_id = $1`,
 		`DELETE FROM user_directory WHERE user_id = $1`,

@@ -35,6 +35,12 @@ type Reader struct {
 	Wake, Kick <-chan struct{}
 	// Poll, when set, steps at least this often even without a wake-up.
 	Poll time.Duration
+	// Spacing, when set, starts a step that follows a wake-up at least
+	// this long after the previous step started: under load, what
+	// arrives meanwhile is handled in one step (one transaction, one
+	// commit) instead of one step per event. After a quiet spell, or a
+	// step that reported More, the next step goes at once.
+	Spacing time.Duration
 	// Backoff gives the first wait after a failure and the cap; the wait
 	// doubles with each further failure. Read at each failure, so that it
 	// may change while the reader runs.
@@ -57,9 +63,11 @@ func (r *Reader) Run(ctx context.Context) {
 	var failedAt time.Time
 	var poll <-chan time.Time
 	started := r.Start == nil
+	var lastStep time.Time
 	for ctx.Err() == nil {
 		var p Progress
 		var err error
+		lastStep = time.Now()
 		if !started {
 			if err = r.Start(ctx); err == nil {
 				started = true
@@ -126,6 +134,14 @@ func (r *Reader) Run(ctx context.Context) {
 		}
 		if timer != nil {
 			timer.Stop()
+		}
+		if wait := r.Spacing - time.Since(lastStep); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
 		}
 	}
 }

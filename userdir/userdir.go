@@ -31,6 +31,9 @@ const (
 	// pollEvery bounds how long a new account with no room waits to be
 	// listed: registrations write no event to wake the reader.
 	pollEvery = 2 * time.Second
+	// stepSpacing spaces the reader's steps under load: a burst of
+	// events is read in one.
+	stepSpacing = 50 * time.Millisecond
 	// maxTokenBytes and maxTokens bound what one user adds to the index:
 	// a remote server chooses its users' display names, and PostgreSQL
 	// refuses index entries of a few kilobytes.
@@ -65,19 +68,10 @@ type Service struct {
 	run stream.Runner
 
 	// Owned by the reader's goroutine. A step that changes nothing (most
-	// events are messages) only moves the cursor in memory; it is stored
-	// with the next change, or once lazyCursorEvents events or
-	// lazyCursorAge have passed: after a crash the reader reads those
-	// events again and again finds nothing to do.
-	cursor, durable int64 // -1: read from the database first
-	durableAt       time.Time
-	lastLocalScan   time.Time
+	// events are messages) only moves the cursor in memory.
+	cursor        stream.LazyCursor
+	lastLocalScan time.Time
 }
-
-const (
-	lazyCursorEvents = 1000
-	lazyCursorAge    = 5 * time.Second
-)
 
 // New returns the directory; Start runs its reader.
 func New(store Store, cfg Config) *Service {
@@ -87,7 +81,7 @@ func New(store Store, cfg Config) *Service {
 	if cfg.Leaser == nil {
 		cfg.Leaser = stream.Local{}
 	}
-	s := &Service{cfg: cfg, store: store, log: cfg.Logger, cursor: -1}
+	s := &Service{cfg: cfg, store: store, log: cfg.Logger}
 	if cfg.Hub != nil {
 		s.wake = cfg.Hub.Wake(stream.Events)
 	}
@@ -98,10 +92,10 @@ func New(store Store, cfg Config) *Service {
 // of the log, so that a deployment's existing rooms are indexed.
 func (s *Service) Start() {
 	r := &stream.Reader{
-		Name: readerName, Step: s.step, Wake: s.wake, Poll: pollEvery,
+		Name: readerName, Step: s.step, Wake: s.wake, Poll: pollEvery, Spacing: stepSpacing,
 		// Each time this process takes the reader, another may have moved
 		// the cursor.
-		Start:   func(context.Context) error { s.cursor, s.lastLocalScan = -1, time.Time{}; return nil },
+		Start:   func(context.Context) error { s.cursor.Reset(); s.lastLocalScan = time.Time{}; return nil },
 		Backoff: func() (time.Duration, time.Duration) { return 100 * time.Millisecond, 30 * time.Second },
 		Log:     s.log, Metrics: s.cfg.Metrics,
 	}
@@ -119,14 +113,13 @@ func (s *Service) isLocal(userID string) bool {
 // they change and the users whose membership events they carry; then the
 // local users not yet listed (new registrations).
 func (s *Service) step(ctx context.Context) (stream.Progress, error) {
-	if s.cursor < 0 {
+	cursor, err := s.cursor.Get(ctx, func(ctx context.Context) (int64, error) {
 		c, _, err := s.store.ReaderCursor(ctx, readerName, stream.Events)
-		if err != nil {
-			return stream.Progress{}, err
-		}
-		s.cursor, s.durable, s.durableAt = c, c, time.Now()
+		return c, err
+	})
+	if err != nil {
+		return stream.Progress{}, err
 	}
-	cursor := s.cursor
 	evs, err := s.store.EventsAfter(ctx, cursor, batch)
 	if err != nil {
 		return stream.Progress{}, err
@@ -194,15 +187,16 @@ func (s *Service) step(ctx context.Context) (stream.Progress, error) {
 	}
 	changed := len(u.Put) > 0 || len(u.Delete) > 0 || len(u.Public) > 0
 	pos := max(cursor, next)
-	if changed || (next >= 0 && (pos-s.durable >= lazyCursorEvents || time.Since(s.durableAt) >= lazyCursorAge)) {
+	if changed || (next >= 0 && s.cursor.StoreDue(next)) {
 		if err := s.store.UpdateUserDirectory(ctx, readerName, u, next); err != nil {
 			return stream.Progress{}, err
 		}
 		if next >= 0 {
-			s.durable, s.durableAt = next, time.Now()
+			s.cursor.Stored(next)
 		}
+	} else if next >= 0 {
+		s.cursor.Moved(next)
 	}
-	s.cursor = pos
 	return stream.Progress{More: len(evs) == batch || len(missing) == batch, Pos: pos, Head: pos}, nil
 }
 
