@@ -280,6 +280,7 @@ var purgeByRoom = []string{
 }
 
 func (db *DB) PurgeRoom(ctx context.Context, roomID string) error {
+	defer db.unread.invalidate()
 	return db.tx(ctx, "purge_room", func(tx *txn) error {
 		if db.engine == SQLite {
 			// The full-text index is keyed by the entries' stream positions.
@@ -408,6 +409,7 @@ func (db *DB) PurgeHistory(ctx context.Context, roomID string, beforeDepth int64
 		deleted, _ = res.RowsAffected()
 		return nil
 	})
+	db.unread.invalidate()
 	return deleted, err
 }
 

@@ -67,6 +67,8 @@ type DB struct {
 	lock *os.File
 	// stopCheckpoints stops the SQLite checkpointer (nil without one).
 	stopCheckpoints func()
+	// unread keeps unread counts between syncs (see unreadCounts).
+	unread *unreadCache
 }
 
 // Open opens the database and applies pending migrations. It refuses a
@@ -138,7 +140,7 @@ func openPostgres(ctx context.Context, o Options) (*DB, error) {
 		c.Close()
 	}
 	gated := newPool(p, o.ReadConns, o.MaxConnWait)
-	return &DB{engine: Postgres, dsn: o.DSN, w: gated, r: gated, log: o.Logger}, nil
+	return &DB{engine: Postgres, dsn: o.DSN, w: gated, r: gated, log: o.Logger, unread: &unreadCache{}}, nil
 }
 
 func openSQLite(ctx context.Context, o Options) (*DB, error) {
@@ -153,7 +155,7 @@ func openSQLite(ctx context.Context, o Options) (*DB, error) {
 	w.SetConnMaxIdleTime(0)
 	writer := newPool(w, 1, o.MaxConnWait)
 	writer.cacheStatements()
-	db := &DB{engine: SQLite, w: writer, r: writer, log: o.Logger}
+	db := &DB{engine: SQLite, w: writer, r: writer, log: o.Logger, unread: &unreadCache{}}
 	if o.Path != ":memory:" {
 		// Several processes need PostgreSQL: their announcements and
 		// leases travel through it. Refuse a second one here.

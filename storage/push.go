@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"strings"
+	"sync"
 	"time"
 
 	"homeserver/push"
@@ -134,7 +136,7 @@ const noReceipt = math.MinInt64
 
 func (db *DB) UnreadCounts(ctx context.Context, userID, roomID string) (map[string]push.Counts, error) {
 	defer db.observe("unread_counts", time.Now())
-	return unreadCounts(ctx, db.r, userID, roomID)
+	return db.unreadCounts(ctx, userID, roomID)
 }
 
 // unreadCounts counts the user's unread notifications in the room by
@@ -142,7 +144,16 @@ func (db *DB) UnreadCounts(ctx context.Context, userID, roomID string) (map[stri
 // and then counts only the notifications after them, a range of the
 // (user_id, room_id, stream_pos) key, instead of checking every
 // notification of the room against the receipts as unreadCond does.
-func unreadCounts(ctx context.Context, q querier, userID, roomID string) (map[string]push.Counts, error) {
+//
+// The counts are kept in memory with the receipts they were made under
+// and the last notification counted: while the receipts stay the same,
+// only the notifications after it are counted and added (the evaluator
+// writes them in stream order), so a woken /sync costs the new
+// notifications, not all the unread ones. The database stays the truth:
+// a moved receipt, or notifications deleted by this process, counts
+// afresh.
+func (db *DB) unreadCounts(ctx context.Context, userID, roomID string) (map[string]push.Counts, error) {
+	q := db.r
 	rows, err := q.QueryContext(ctx, `SELECT r.thread_id, MAX(e.stream_pos) FROM receipts r
 		JOIN events e ON e.event_id = r.event_id
 		WHERE r.room_id = $1 AND r.receipt_type IN ('m.read', 'm.read.private') AND r.user_id = $2
@@ -170,10 +181,16 @@ func unreadCounts(ctx context.Context, q querier, userID, roomID string) (map[st
 	if err != nil {
 		return nil, fmt.Errorf("storage: unread counts: %w", err)
 	}
+	key := unreadKey{userID, roomID}
+	prev := db.unread.get(key, unthreaded, threads)
 	// A notification is unread when it is after the unthreaded receipt and
 	// after its own thread's: the thread receipts beyond the unthreaded one
 	// cut ranges out.
-	args := []any{userID, roomID, unthreaded}
+	from := unthreaded
+	if prev != nil {
+		from = max(from, prev.last)
+	}
+	args := []any{userID, roomID, from}
 	cond := `n.stream_pos > $3`
 	var excl []string
 	for t, pos := range threads {
@@ -187,25 +204,94 @@ func unreadCounts(ctx context.Context, q querier, userID, roomID string) (map[st
 	} else if len(excl) > 0 {
 		cond += ` AND ` + strings.Join(excl, ` AND `)
 	}
-	rows, err = q.QueryContext(ctx, `SELECT n.thread_id, COUNT(*), SUM(CASE WHEN n.highlight THEN 1 ELSE 0 END)
+	gen := db.unread.generation()
+	rows, err = q.QueryContext(ctx, `SELECT n.thread_id, COUNT(*), SUM(CASE WHEN n.highlight THEN 1 ELSE 0 END), MAX(n.stream_pos)
 		FROM push_notifications n WHERE n.user_id = $1 AND n.room_id = $2 AND `+cond+` GROUP BY n.thread_id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("storage: unread counts: %w", err)
 	}
 	defer rows.Close()
 	out := map[string]push.Counts{}
+	last := from
+	if prev != nil {
+		maps.Copy(out, prev.counts)
+	}
 	for rows.Next() {
 		var t string
 		var c push.Counts
-		if err := rows.Scan(&t, &c.Notifications, &c.Highlights); err != nil {
+		var pos int64
+		if err := rows.Scan(&t, &c.Notifications, &c.Highlights, &pos); err != nil {
 			return nil, fmt.Errorf("storage: unread counts: %w", err)
 		}
-		out[t] = c
+		o := out[t]
+		o.Notifications += c.Notifications
+		o.Highlights += c.Highlights
+		out[t] = o
+		last = max(last, pos)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("storage: unread counts: %w", err)
 	}
+	db.unread.put(key, &unreadEntry{unthreaded: unthreaded, threads: threads, last: last, counts: maps.Clone(out), gen: gen})
 	return out, nil
+}
+
+// unreadCache keeps each (user, room)'s unread counts as last made; see
+// unreadCounts.
+type unreadCache struct {
+	mu  sync.Mutex
+	m   map[unreadKey]*unreadEntry
+	gen uint64 // moved whenever this process deletes notifications
+}
+
+type unreadKey struct{ user, room string }
+
+type unreadEntry struct {
+	unthreaded int64
+	threads    map[string]int64
+	last       int64 // the last notification counted (or the range's start)
+	counts     map[string]push.Counts
+	gen        uint64
+}
+
+// maxUnreadEntries bounds the cache; it is emptied when full.
+const maxUnreadEntries = 100_000
+
+// get returns the entry made under the same receipts, if any.
+func (c *unreadCache) get(k unreadKey, unthreaded int64, threads map[string]int64) *unreadEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.m[k]
+	if e == nil || e.gen != c.gen || e.unthreaded != unthreaded || !maps.Equal(e.threads, threads) {
+		return nil
+	}
+	return e
+}
+
+func (c *unreadCache) generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+func (c *unreadCache) put(k unreadKey, e *unreadEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e.gen != c.gen {
+		return // notifications were deleted while counting
+	}
+	if c.m == nil || len(c.m) >= maxUnreadEntries {
+		c.m = map[unreadKey]*unreadEntry{}
+	}
+	c.m[k] = e
+}
+
+// invalidate forgets every count: notifications were deleted.
+func (c *unreadCache) invalidate() {
+	c.mu.Lock()
+	c.gen++
+	c.m = nil
+	c.mu.Unlock()
 }
 
 const notificationColumns = `n.id, n.user_id, n.room_id, n.event_id, n.stream_pos, n.ts, n.actions, n.highlight, n.thread_id`
@@ -388,7 +474,7 @@ func (db *DB) UnreadTotal(ctx context.Context, userID string) (int, error) {
 	}
 	total := 0
 	for _, roomID := range rooms {
-		counts, err := unreadCounts(ctx, db.r, userID, roomID)
+		counts, err := db.unreadCounts(ctx, userID, roomID)
 		if err != nil {
 			return 0, fmt.Errorf("storage: unread total: %w", err)
 		}

@@ -11,7 +11,8 @@ import (
 	"homeserver/storage"
 )
 
-// The unread counts read the receipts first and count a range after them;
+// The unread counts read the receipts first and count a range after them
+// (or after the last notification they counted, while the receipts stay);
 // on random notifications and receipts (unthreaded, main, and per thread,
 // some on events the server does not hold) they must equal the per-row
 // check they replace, per room and in total, on either engine.
@@ -27,21 +28,25 @@ func TestUnreadCountsMatchPerRowCheck(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var ns []push.Notification
-	for pos := int64(1); pos <= 300; pos++ {
-		room := roomIDs[rng.IntN(len(roomIDs))]
-		ev := fmt.Sprintf("$e%d", pos)
-		if err := storage.ExecRaw(ctx, db, `INSERT INTO events (stream_pos, event_id, room_id, type, sender, depth, origin_server_ts, state_group, json)
-			VALUES ($1, $2, $3, 'm.room.message', '@a:hs', $1, 0, 0, '{}')`, pos, ev, room); err != nil {
-			t.Fatal(err)
-		}
-		for _, u := range users {
-			if rng.IntN(3) > 0 {
-				ns = append(ns, push.Notification{UserID: u, RoomID: room, EventID: ev, Pos: pos, TS: pos,
-					Actions: []byte(`["notify"]`), Highlight: rng.IntN(5) == 0, ThreadID: threads[rng.IntN(len(threads))]})
+	events := func(from, to int64) []push.Notification {
+		var ns []push.Notification
+		for pos := from; pos <= to; pos++ {
+			room := roomIDs[rng.IntN(len(roomIDs))]
+			ev := fmt.Sprintf("$e%d", pos)
+			if err := storage.ExecRaw(ctx, db, `INSERT INTO events (stream_pos, event_id, room_id, type, sender, depth, origin_server_ts, state_group, json)
+				VALUES ($1, $2, $3, 'm.room.message', '@a:hs', $1, 0, 0, '{}')`, pos, ev, room); err != nil {
+				t.Fatal(err)
+			}
+			for _, u := range users {
+				if rng.IntN(3) > 0 {
+					ns = append(ns, push.Notification{UserID: u, RoomID: room, EventID: ev, Pos: pos, TS: pos,
+						Actions: []byte(`["notify"]`), Highlight: rng.IntN(5) == 0, ThreadID: threads[rng.IntN(len(threads))]})
+				}
 			}
 		}
+		return ns
 	}
+	ns := events(1, 300)
 	// In two calls, the second repeating some rows: duplicates are dropped.
 	if err := db.AddNotifications(ctx, "test", ns[:len(ns)/2+10], 1); err != nil {
 		t.Fatal(err)
@@ -76,11 +81,22 @@ func TestUnreadCountsMatchPerRowCheck(t *testing.T) {
 	}
 	check(0)
 	receiptPos := int64(1000)
+	last := int64(300)
 	for step := 1; step <= 60; step++ {
+		// New notifications between receipts: the counts kept from the
+		// last check are added to, and must still be right.
+		if rng.IntN(2) == 0 {
+			n := int64(1 + rng.IntN(5))
+			if err := db.AddNotifications(ctx, "test", events(last+1, last+n), last+n); err != nil {
+				t.Fatal(err)
+			}
+			last += n
+			check(step)
+		}
 		u, r := users[rng.IntN(len(users))], roomIDs[rng.IntN(len(roomIDs))]
 		typ := []string{"m.read", "m.read.private", "m.fully_read"}[rng.IntN(3)]
 		thread := append([]string{"", ""}, threads...)[rng.IntN(len(threads)+2)]
-		ev := fmt.Sprintf("$e%d", 1+rng.IntN(300))
+		ev := fmt.Sprintf("$e%d", 1+rng.IntN(int(last)))
 		if rng.IntN(10) == 0 {
 			ev = "$unknown" // a receipt on an event this server does not hold covers nothing
 		}
