@@ -292,7 +292,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		Sync: syncapi.New(syncapi.Deps{
 			Rooms: rms, Filters: db, AccountData: accountData, Receipts: rcpt, Typing: typ,
 			Presence: pres, Notifier: notifier, Push: pushSvc, Keys: keys, ToDevice: toDevice, Logger: log,
-			Limits: syncapi.Limits{PerUser: cfg.LongPolls.PerUser, Total: cfg.LongPolls.Max}, Heads: db, Sliding: db,
+			Limits: syncapi.Limits{PerUser: cfg.LongPolls.PerUser, Total: cfg.LongPolls.Max}, Heads: db, Sliding: db, Reads: db,
 		}),
 		AppServices: appservices, AppServiceQuerier: asQuery, Push: pushSvc,
 		Keys: keys, ToDevice: toDevice, KeyBackup: keybackup.New(db), RemoteProfiles: remoteProfiles(cfg, fed), Spaces: spc,

@@ -47,6 +47,7 @@ type Service struct {
 	toDevice *todevice.Service
 	polls    *admission
 	heads    StreamHeads
+	reads    ReadSnapshots
 	lazy     *lazyMembers
 	log      *slog.Logger
 
@@ -75,14 +76,23 @@ type Deps struct {
 	Heads StreamHeads
 	// Sliding, when set, keeps sliding sync connections.
 	Sliding SlidingStore
-	Logger  *slog.Logger
+	// Reads, when set, makes an answer's reads from one snapshot of the
+	// database.
+	Reads  ReadSnapshots
+	Logger *slog.Logger
+}
+
+// ReadSnapshots runs fn with its reads from one snapshot of the database
+// (storage).
+type ReadSnapshots interface {
+	ReadSnapshot(ctx context.Context, fn func(context.Context) error) error
 }
 
 // New returns the sync service.
 func New(d Deps) *Service {
 	return &Service{rooms: d.Rooms, filters: d.Filters, account: d.AccountData, receipts: d.Receipts,
 		typing: d.Typing, presence: d.Presence, notifier: d.Notifier, push: d.Push,
-		keys: d.Keys, toDevice: d.ToDevice, polls: newAdmission(d.Limits), heads: d.Heads, lazy: newLazyMembers(), log: d.Logger, sliding: d.Sliding}
+		keys: d.Keys, toDevice: d.ToDevice, polls: newAdmission(d.Limits), heads: d.Heads, reads: d.Reads, lazy: newLazyMembers(), log: d.Logger, sliding: d.Sliding}
 }
 
 // Request is one /sync call.
@@ -287,13 +297,13 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	var p *poll
 	defer func() { s.polls.release(p) }()
 	for {
-		memberships, w, now, err := s.snapshot(ctx, req.UserID)
+		var resp *Response
+		w, err := s.listenAndRead(ctx, req.UserID, func(ctx context.Context, memberships []rooms.Stored, now Token) error {
+			var err error
+			resp, err = s.build(ctx, req, since, now, memberships)
+			return err
+		})
 		if err != nil {
-			return nil, err
-		}
-		resp, err := s.build(ctx, req, since, now, memberships)
-		if err != nil {
-			w.Close()
 			return nil, err
 		}
 		if since == nil || req.FullState || !resp.empty() || timeout <= 0 {
@@ -324,13 +334,23 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 
 // snapshot starts an answer to the user: it listens for what concerns
 // them, snapshots every stream's position, and reads their memberships.
-// Listening comes before the snapshot and the memberships after it:
-// whatever commits in between either is in the answer or wakes the
-// waiter, which the caller closes.
-func (s *Service) snapshot(ctx context.Context, user string) ([]rooms.Stored, *Waiter, Token, error) {
+func (s *Service) snapshot(ctx context.Context, user string) (memberships []rooms.Stored, w *Waiter, now Token, err error) {
+	w, err = s.listenAndRead(ctx, user, func(_ context.Context, m []rooms.Stored, t Token) error {
+		memberships, now = m, t
+		return nil
+	})
+	return memberships, w, now, err
+}
+
+// listenAndRead listens for what concerns the user, then runs read with
+// every stream's position and the user's memberships, all from one
+// snapshot of the database. Listening comes before the snapshot: whatever
+// commits after it either is in the snapshot or wakes the waiter, which
+// the caller closes (on error it is closed here).
+func (s *Service) listenAndRead(ctx context.Context, user string, read func(ctx context.Context, memberships []rooms.Stored, now Token) error) (*Waiter, error) {
 	memberships, err := s.rooms.UserMembershipHeads(ctx, user)
 	if err != nil {
-		return nil, nil, Token{}, err
+		return nil, err
 	}
 	// Only the rooms the user is joined to concern them as rooms: a
 	// change of their own membership wakes them as a user, and what
@@ -343,14 +363,27 @@ func (s *Service) snapshot(ctx context.Context, user string) ([]rooms.Stored, *W
 		}
 	}
 	w := s.notifier.Listen(user, roomIDs)
-	now, err := s.Now(ctx)
+	err = s.readSnapshot(ctx, func(ctx context.Context) error {
+		now, err := s.Now(ctx)
+		if err != nil {
+			return err
+		}
+		memberships, err := s.rooms.UserMembershipHeads(ctx, user)
+		if err != nil {
+			return err
+		}
+		return read(ctx, memberships, now)
+	})
 	if err != nil {
 		w.Close()
-		return nil, nil, Token{}, err
+		return nil, err
 	}
-	if memberships, err = s.rooms.UserMembershipHeads(ctx, user); err != nil {
-		w.Close()
-		return nil, nil, Token{}, err
+	return w, nil
+}
+
+func (s *Service) readSnapshot(ctx context.Context, fn func(context.Context) error) error {
+	if s.reads == nil {
+		return fn(ctx)
 	}
-	return memberships, w, now, nil
+	return s.reads.ReadSnapshot(ctx, fn)
 }
