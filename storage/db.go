@@ -226,7 +226,7 @@ func sqliteDSN(path string, readOnly bool) string {
 	// A larger cache serves reads of many rooms (initial sync) instead.
 	q.Add("_pragma", "cache_size(-16384)")
 	// The checkpointer keeps the WAL short from a connection of its own;
-	// a commit that finds it this long (16 MB at 4 KiB pages) checkpoints
+	// a commit that finds it this long (40 MB at 4 KiB pages) checkpoints
 	// itself, as a safety net.
 	q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", walSafetyPages))
 	if path != ":memory:" {
@@ -453,11 +453,13 @@ func SchemaHash() string {
 
 // walSafetyPages is the WAL length past which a committing connection
 // checkpoints (SQLite's default is 1,000 pages).
-const walSafetyPages = 4_000
+const walSafetyPages = 10_000
 
 // checkpointEvery is how often the checkpointer copies the WAL back into
-// the database file.
-const checkpointEvery = time.Second
+// the database file: often enough that a busy second (sends in a room of
+// many members write thousands of pages a second) stays well under
+// walSafetyPages, past which every commit would checkpoint inline.
+const checkpointEvery = 250 * time.Millisecond
 
 // startCheckpoints runs SQLite's WAL checkpoints from a connection of
 // their own, in the background: with SQLite's default, the commit that

@@ -36,9 +36,23 @@ func main() {
 	// Once ctx is cancelled, restore the default handling, so that a second
 	// signal ends the process at once instead of waiting for a slow shutdown.
 	context.AfterFunc(ctx, stop)
+	setGCPercent()
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// defaultGCPercent is the garbage collector's target unless GOGC says
+// otherwise: the live heap is small (tens of MiB), so at Go's default of
+// 100 the collector ran every few hundred sends and took a quarter of a
+// send's CPU; at 200 sequential sends cost 25% less CPU, their p99 fell
+// from 4.6 to 3.6 ms, and the peak RSS grew by 4 MiB (BENCHMARKS.md).
+const defaultGCPercent = 200
+
+func setGCPercent() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 }
 
 // run is the whole command, minus the process: ctx ends a running server
