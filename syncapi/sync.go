@@ -269,20 +269,25 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 		if err != nil {
 			return nil, err
 		}
-		now, err := s.Now(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if t.after(now) {
-			return nil, mxhttp.InvalidParam("Sync token from the future")
-		}
-		if t.Typing > now.Typing {
-			t.Typing = 0 // typing is in memory: a restart starts it again
-		}
-		if t.Notifications < 0 {
-			t.Notifications = now.Notifications
-		}
 		since = &t
+	}
+	// The token is checked against the first answer's positions.
+	checked := since == nil
+	check := func(now Token) error {
+		if checked {
+			return nil
+		}
+		checked = true
+		if since.after(now) {
+			return mxhttp.InvalidParam("Sync token from the future")
+		}
+		if since.Typing > now.Typing {
+			since.Typing = 0 // typing is in memory: a restart starts it again
+		}
+		if since.Notifications < 0 {
+			since.Notifications = now.Notifications
+		}
+		return nil
 	}
 	if req.SetPresence != "offline" {
 		if err := s.presence.Touch(ctx, req.UserID, req.SetPresence); err != nil {
@@ -299,6 +304,9 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	for {
 		var resp *Response
 		w, err := s.listenAndRead(ctx, req.UserID, func(ctx context.Context, memberships []rooms.Stored, now Token) error {
+			if err := check(now); err != nil {
+				return err
+			}
 			var err error
 			resp, err = s.build(ctx, req, since, now, memberships)
 			return err
