@@ -126,11 +126,8 @@ func (p *pool) admit(ctx context.Context) error {
 func (p *pool) leave() { <-p.slots }
 
 func (p *pool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if r := p.pinned(ctx); r != nil {
-		if st := r.stmt(ctx, query); st != nil {
-			return st.QueryContext(ctx, args...)
-		}
-		return r.tx.QueryContext(ctx, query, args...)
+	if t := p.pinned(ctx); t != nil {
+		return t.QueryContext(ctx, query, args...)
 	}
 	if err := p.admit(ctx); err != nil {
 		return nil, err
@@ -143,11 +140,8 @@ func (p *pool) QueryContext(ctx context.Context, query string, args ...any) (*sq
 }
 
 func (p *pool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	if r := p.pinned(ctx); r != nil {
-		if st := r.stmt(ctx, query); st != nil {
-			return st.QueryRowContext(ctx, args...)
-		}
-		return r.tx.QueryRowContext(ctx, query, args...)
+	if t := p.pinned(ctx); t != nil {
+		return t.QueryRowContext(ctx, query, args...)
 	}
 	if err := p.admit(ctx); err != nil {
 		// Only database/sql can make a *sql.Row: it fails the query with
@@ -187,42 +181,14 @@ var closedChan = func() chan struct{} {
 func (c refusedContext) Done() <-chan struct{} { return closedChan }
 func (c refusedContext) Err() error            { return c.err }
 
-// readSnapshot is one read transaction of a pool that a context carries
-// (DB.ReadSnapshot): the pool's queries under that context run in it.
-type readSnapshot struct {
-	p  *pool
-	tx *sql.Tx
-
-	mu     sync.Mutex
-	missed []string
-}
-
 type readSnapshotKey struct{}
 
-// pinned returns the read transaction ctx carries for this pool, if any.
-func (p *pool) pinned(ctx context.Context) *readSnapshot {
-	r, _ := ctx.Value(readSnapshotKey{}).(*readSnapshot)
-	if r == nil || r.p != p {
+// pinned returns the read transaction ctx carries for this pool, if any
+// (DB.ReadSnapshot).
+func (p *pool) pinned(ctx context.Context) *txn {
+	t, _ := ctx.Value(readSnapshotKey{}).(*txn)
+	if t == nil || t.p != p {
 		return nil
 	}
-	return r
-}
-
-// stmt is the transaction's form of the pool's prepared statement, as
-// txn.stmt: a statement not prepared yet is prepared after the
-// transaction, since preparing needs a free connection of the pool and
-// every one may be held by a snapshot.
-func (r *readSnapshot) stmt(ctx context.Context, query string) *sql.Stmt {
-	st, ok := r.p.cachedStmt(query)
-	if st != nil {
-		return r.tx.StmtContext(ctx, st)
-	}
-	if ok {
-		r.mu.Lock()
-		if len(r.missed) < 32 {
-			r.missed = append(r.missed, query)
-		}
-		r.mu.Unlock()
-	}
-	return nil
+	return t
 }
