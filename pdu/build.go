@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -145,23 +146,74 @@ func build(p Proto, version string, prevEvents []string, depth int64, state Auth
 		if ts == 0 {
 			ts = time.Now().UnixMilli()
 		}
-		built, err := eb.Build(time.UnixMilli(ts), spec.ServerName(key.ServerName), gmsl.KeyID(key.KeyID), key.Private)
-		if err != nil {
-			return nil, fmt.Errorf("pdu: building %s event: %w", p.Type, err)
+		var o object
+		if r.eventID == eventIDRandom {
+			// v1 and v2: GMSL lays out the references as [ID, hashes]
+			// pairs and picks the random event ID.
+			built, err := eb.Build(time.UnixMilli(ts), spec.ServerName(key.ServerName), gmsl.KeyID(key.KeyID), key.Private)
+			if err != nil {
+				return nil, fmt.Errorf("pdu: building %s event: %w", p.Type, err)
+			}
+			if o, err = parseObject(built.JSON(), r.inputMode()); err != nil {
+				return nil, err
+			}
+			o = o.without("signatures", "hashes")
+		} else {
+			authIDs, ok := eb.AuthEvents.([]string)
+			if !ok && eb.AuthEvents != nil {
+				return nil, fmt.Errorf("pdu: building %s event: auth events of type %T", p.Type, eb.AuthEvents)
+			}
+			o = protoObject(eb, authIDs, ts, key.ServerName)
 		}
-
-		// GMSL has laid out the event's fields for the room version. The
-		// hash, signature and ID are redone here so that they come from the
-		// spec-exact canonical JSON and redaction in this package.
-		o, err := parseObject(built.JSON(), r.inputMode())
+		// The hash, signature and ID come from the spec-exact canonical
+		// JSON and redaction in this package.
+		o, err = hashAndSignEvent(r, o, key)
 		if err != nil {
-			return nil, err
-		}
-		if o, err = hashAndSignEvent(r, o.without("signatures", "hashes"), key); err != nil {
 			return nil, err
 		}
 		return parseSigned(r, o)
 	})
+}
+
+// protoObject lays out an unsigned event of room version 3 or later as
+// GMSL's builder does (the same members, "origin" and, for state events,
+// the empty "prev_state" Synapse still expects), from the builder's fields
+// once it has chosen the auth events.
+func protoObject(eb *gmsl.EventBuilder, authIDs []string, ts int64, origin string) object {
+	o := object{
+		"sender":           appendString(nil, eb.SenderID),
+		"type":             appendString(nil, eb.Type),
+		"prev_events":      stringArray(eb.PrevEvents),
+		"auth_events":      stringArray(authIDs),
+		"depth":            strconv.AppendInt(nil, eb.Depth, 10),
+		"content":          json.RawMessage(eb.Content),
+		"origin_server_ts": strconv.AppendInt(nil, ts, 10),
+		"origin":           appendString(nil, origin),
+	}
+	if eb.RoomID != "" {
+		o["room_id"] = appendString(nil, eb.RoomID)
+	}
+	if eb.StateKey != nil {
+		o["state_key"] = appendString(nil, *eb.StateKey)
+		o["prev_state"] = json.RawMessage("[]")
+	}
+	if eb.Redacts != "" {
+		o["redacts"] = appendString(nil, eb.Redacts)
+	}
+	return o
+}
+
+// stringArray is a JSON array of strings, canonical ([] for none).
+func stringArray(v any) json.RawMessage {
+	ss, _ := v.([]string)
+	out := []byte{'['}
+	for i, s := range ss {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = appendString(out, s)
+	}
+	return append(out, ']')
 }
 
 // checkProto catches mistakes that would otherwise produce an event no

@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
+	"sync"
 	"time"
 
 	"homeserver/accountdata"
@@ -48,6 +50,7 @@ type Service struct {
 	polls    *admission
 	heads    StreamHeads
 	reads    ReadSnapshots
+	joined   joinedCache
 	lazy     *lazyMembers
 	log      *slog.Logger
 
@@ -301,20 +304,45 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	// wake-ups that bring nothing for the user.
 	var p *poll
 	defer func() { s.polls.release(p) }()
-	for {
+	// answer reads and builds an answer. With skipUnchanged, a long-poll
+	// whose token is every stream's present position builds nothing (nil):
+	// nothing can have happened for it. That is every long-poll coming
+	// back after an answer, and most of what woken clients ask.
+	answer := func(skipUnchanged bool) (*Response, *Waiter, error) {
 		var resp *Response
 		w, err := s.listenAndRead(ctx, req.UserID, func(ctx context.Context, memberships []rooms.Stored, now Token) error {
 			if err := check(now); err != nil {
 				return err
 			}
+			if skipUnchanged && since != nil && *since == now {
+				return nil
+			}
 			var err error
 			resp, err = s.build(ctx, req, since, now, memberships)
 			return err
 		})
+		return resp, w, err
+	}
+	// last answers a long-poll that ends without news: built in full
+	// when the last look skipped building.
+	last := func(resp *Response) (*Response, error) {
+		if resp != nil {
+			return resp, nil
+		}
+		resp, w, err := answer(false)
 		if err != nil {
 			return nil, err
 		}
-		if since == nil || req.FullState || !resp.empty() || timeout <= 0 {
+		w.Close()
+		return resp, nil
+	}
+	for {
+		wait := since != nil && !req.FullState && timeout > 0
+		resp, w, err := answer(wait)
+		if err != nil {
+			return nil, err
+		}
+		if !wait || (resp != nil && !resp.empty()) {
 			w.Close()
 			return resp, nil
 		}
@@ -329,13 +357,17 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 			w.Close()
 		case <-deadline.C:
 			w.Close()
-			return resp, nil
+			return last(resp)
 		case <-ctx.Done():
 			w.Close()
+			if resp == nil {
+				// The client has gone: it reads no answer.
+				return &Response{NextBatch: since.String()}, nil
+			}
 			return resp, nil
 		case <-p.evicted:
 			w.Close()
-			return resp, nil
+			return last(resp)
 		}
 	}
 }
@@ -354,39 +386,86 @@ func (s *Service) snapshot(ctx context.Context, user string) (memberships []room
 // every stream's position and the user's memberships, all from one
 // snapshot of the database. Listening comes before the snapshot: whatever
 // commits after it either is in the snapshot or wakes the waiter, which
-// the caller closes (on error it is closed here).
+// the caller closes (on error it is closed here). The rooms listened to
+// are those the user was joined to at their last answer; when the
+// snapshot finds others, it is taken again listening to those.
 func (s *Service) listenAndRead(ctx context.Context, user string, read func(ctx context.Context, memberships []rooms.Stored, now Token) error) (*Waiter, error) {
-	memberships, err := s.rooms.UserMembershipHeads(ctx, user)
-	if err != nil {
-		return nil, err
-	}
-	// Only the rooms the user is joined to concern them as rooms: a
-	// change of their own membership wakes them as a user, and what
-	// happens in rooms they left, or are only invited to, is not theirs
-	// to see.
-	var roomIDs []string
-	for _, m := range memberships {
-		if m.Membership == "join" {
-			roomIDs = append(roomIDs, m.RoomID)
-		}
-	}
-	w := s.notifier.Listen(user, roomIDs)
-	err = s.readSnapshot(ctx, func(ctx context.Context) error {
-		now, err := s.Now(ctx)
-		if err != nil {
-			return err
-		}
+	roomIDs, known := s.joined.get(user)
+	if !known {
 		memberships, err := s.rooms.UserMembershipHeads(ctx, user)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		return read(ctx, memberships, now)
-	})
-	if err != nil {
-		w.Close()
-		return nil, err
+		roomIDs = joinedRooms(memberships)
 	}
-	return w, nil
+	for {
+		w := s.notifier.Listen(user, roomIDs)
+		moved := false
+		err := s.readSnapshot(ctx, func(ctx context.Context) error {
+			now, err := s.Now(ctx)
+			if err != nil {
+				return err
+			}
+			memberships, err := s.rooms.UserMembershipHeads(ctx, user)
+			if err != nil {
+				return err
+			}
+			if joined := joinedRooms(memberships); !slices.Equal(joined, roomIDs) {
+				roomIDs, moved = joined, true
+				return nil
+			}
+			return read(ctx, memberships, now)
+		})
+		if err != nil {
+			w.Close()
+			return nil, err
+		}
+		s.joined.put(user, roomIDs)
+		if !moved {
+			return w, nil
+		}
+		w.Close()
+	}
+}
+
+// joinedRooms are the rooms of memberships the user is joined to, in the
+// memberships' order (by room ID). Only those concern the user as rooms:
+// a change of their own membership wakes them as a user, and what happens
+// in rooms they left, or are only invited to, is not theirs to see.
+func joinedRooms(memberships []rooms.Stored) []string {
+	var out []string
+	for _, m := range memberships {
+		if m.Membership == "join" {
+			out = append(out, m.RoomID)
+		}
+	}
+	return out
+}
+
+// joinedCache keeps the rooms each user was joined to at their last
+// answer, which the next one listens to before reading (and checks).
+type joinedCache struct {
+	mu sync.Mutex
+	m  map[string][]string
+}
+
+// maxJoinedCached bounds the cache; it is emptied when full.
+const maxJoinedCached = 100_000
+
+func (c *joinedCache) get(user string) ([]string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.m[user]
+	return r, ok
+}
+
+func (c *joinedCache) put(user string, roomIDs []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxJoinedCached {
+		c.m = map[string][]string{}
+	}
+	c.m[user] = roomIDs
 }
 
 func (s *Service) readSnapshot(ctx context.Context, fn func(context.Context) error) error {
