@@ -134,6 +134,9 @@ type Store interface {
 	// StateGroupAt is the room's state group after the last event at or
 	// before pos (0 when there is none).
 	StateGroupAt(ctx context.Context, roomID string, pos int64) (int64, error)
+	// StateGroupAtCurrent is StateGroupAt, and whether that group is the
+	// room's current state (then held in current_state too).
+	StateGroupAtCurrent(ctx context.Context, roomID string, pos int64) (group int64, current bool, err error)
 
 	CreateAlias(ctx context.Context, alias, roomID, creator string) error
 	ResolveAlias(ctx context.Context, alias string) (roomID, creator string, err error)

@@ -107,11 +107,22 @@ func (s *Service) historyBeforeLog(ctx context.Context, v *viewer, roomID string
 
 // StateAfter returns the room's state just after position pos.
 func (s *Service) StateAfter(ctx context.Context, roomID string, pos int64) ([]Stored, error) {
-	group, err := s.store.StateGroupAt(ctx, roomID, pos)
+	return s.stateAfterPos(ctx, roomID, pos, nil)
+}
+
+// stateAfterPos reads the room's state just after pos (only keys', unless
+// nil). When that is the current state (no state changed since, the
+// common case for /sync), it is read from current_state: one indexed
+// read instead of walking the state groups' chain.
+func (s *Service) stateAfterPos(ctx context.Context, roomID string, pos int64, keys []pdu.StateKey) ([]Stored, error) {
+	group, current, err := s.store.StateGroupAtCurrent(ctx, roomID, pos)
 	if err != nil {
 		return nil, err
 	}
-	return s.stateOfGroup(ctx, group, nil)
+	if current {
+		return s.store.CurrentState(ctx, roomID, keys)
+	}
+	return s.stateOfGroup(ctx, group, keys)
 }
 
 // StateAfterKeys returns the events of the given keys in the room's state
@@ -121,11 +132,7 @@ func (s *Service) StateAfterKeys(ctx context.Context, roomID string, pos int64, 
 	if len(keys) == 0 {
 		return nil, nil
 	}
-	group, err := s.store.StateGroupAt(ctx, roomID, pos)
-	if err != nil {
-		return nil, err
-	}
-	return s.stateOfGroup(ctx, group, keys)
+	return s.stateAfterPos(ctx, roomID, pos, keys)
 }
 
 // StateAfterFunc returns the room's state just after position pos, limited

@@ -509,6 +509,20 @@ func (db *DB) StateGroupAt(ctx context.Context, roomID string, pos int64) (int64
 	return g, nil
 }
 
+func (db *DB) StateGroupAtCurrent(ctx context.Context, roomID string, pos int64) (int64, bool, error) {
+	defer db.observe("state_group_at_current", time.Now())
+	var g, current int64
+	err := db.r.QueryRowContext(ctx, `SELECT e.state_group, r.state_group FROM events e JOIN rooms r ON r.room_id = e.room_id
+		WHERE e.room_id = $1 AND e.stream_pos <= $2 ORDER BY e.stream_pos DESC LIMIT 1`, roomID, pos).Scan(&g, &current)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("storage: state group at: %w", err)
+	}
+	return g, g != 0 && g == current, nil
+}
+
 func (db *DB) CreateAlias(ctx context.Context, alias, roomID, creator string) error {
 	_, err := db.exec(ctx, "create_alias", `INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3)`, alias, roomID, creator)
 	if isUniqueViolation(err) {
