@@ -70,6 +70,8 @@ type DB struct {
 	stopCheckpoints func()
 	// unread keeps unread counts between syncs (see unreadCounts).
 	unread *unreadCache
+	// snapshots bounds the read snapshots held at once (SQLite).
+	snapshots chan struct{}
 }
 
 // Open opens the database and applies pending migrations. It refuses a
@@ -190,6 +192,7 @@ func openSQLite(ctx context.Context, o Options) (*DB, error) {
 		reader := newPool(r, o.ReadConns, o.MaxConnWait)
 		reader.cacheStatements()
 		db.r = reader
+		db.snapshots = make(chan struct{}, max(1, o.ReadConns/2))
 		if err := db.startCheckpoints(o.Path); err != nil {
 			db.Close()
 			return nil, err
@@ -408,9 +411,18 @@ func (db *DB) WriterReads() *DB {
 // of one per query (a woken /sync makes a dozen small queries). The
 // transaction starts with fn's first read and ends with fn; writes are
 // not part of it. fn must not wait on anything but the database. With
-// PostgreSQL fn simply runs.
+// PostgreSQL fn simply runs; so it does when half the readers' connections
+// already hold a snapshot: a snapshot keeps its connection for all of fn
+// (a long initial /sync), and the others must stay free for everyone
+// else's reads.
 func (db *DB) ReadSnapshot(ctx context.Context, fn func(context.Context) error) error {
 	if db.engine != SQLite || db.r == db.w || db.r.pinned(ctx) != nil {
+		return fn(ctx)
+	}
+	select {
+	case db.snapshots <- struct{}{}:
+		defer func() { <-db.snapshots }()
+	default:
 		return fn(ctx)
 	}
 	if err := db.r.admit(ctx); err != nil {
