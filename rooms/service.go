@@ -75,6 +75,10 @@ type Service struct {
 	// write serialises event creation so that stream positions are
 	// allocated in commit order and each room has one writer.
 	write sync.Mutex
+	// queue holds the batchable events waiting for the write lock; the
+	// one that takes it writes them all (writeBatch).
+	queueMu sync.Mutex
+	queue   []*queuedEvent
 
 	mu        sync.Mutex
 	listeners []func(Persisted)
@@ -152,10 +156,14 @@ func (s *Service) ServerName() string { return s.server }
 
 // submit is the one path by which events enter a room: build, authorise,
 // persist, announce. It returns the event ID (the original one for a
-// retried transaction).
+// retried transaction). Events that change no state share their commit
+// with the others waiting for the write lock meanwhile (writeBatch).
 func (s *Service) submit(ctx context.Context, p pdu.Proto, ne NewEvent) (*pdu.Event, error) {
 	if err := checkProto(p); err != nil {
 		return nil, err
+	}
+	if batchable(p, ne) {
+		return s.submitBatched(ctx, p, ne)
 	}
 	s.write.Lock()
 	// The room's extremities, state and the event's persistence must not
@@ -179,15 +187,8 @@ func (s *Service) submit(ctx context.Context, p pdu.Proto, ne NewEvent) (*pdu.Ev
 
 func (s *Service) submitLocked(ctx context.Context, p pdu.Proto, ne NewEvent) (*pdu.Event, int64, error) {
 	if ne.Txn != nil {
-		if id, err := s.wstore.TxnEvent(ctx, *ne.Txn); err == nil {
-			st, err := s.wstore.GetEvent(ctx, id)
-			if err != nil {
-				return nil, 0, err
-			}
-			ev, err := s.parse(ctx, st)
+		if ev, ok, err := s.txnEvent(ctx, *ne.Txn); ok || err != nil {
 			return ev, 0, err
-		} else if !errors.Is(err, ErrNotFound) {
-			return nil, 0, err
 		}
 	}
 	version := s.version
@@ -197,46 +198,17 @@ func (s *Service) submitLocked(ctx context.Context, p pdu.Proto, ne NewEvent) (*
 	if ne.Room != nil {
 		version = ne.Room.Version
 	} else {
-		room, err := s.wstore.GetRoom(ctx, p.RoomID)
-		if errors.Is(err, ErrNotFound) {
-			// As reads answer: whether a room exists is not told to
-			// those outside it (Synapse too answers 403 here).
-			return nil, 0, mxhttp.Forbidden("Unknown room %s", p.RoomID)
-		}
-		if err != nil {
+		var err error
+		if version, prevs, depth, err = s.roomHead(ctx, p.RoomID); err != nil {
 			return nil, 0, err
 		}
-		version = room.Version
-		if prevs, depth, err = s.wstore.Extremities(ctx, p.RoomID); err != nil {
-			return nil, 0, err
-		}
-		keys, err := pdu.NeededForAuth(p, version)
-		if err != nil {
-			return nil, 0, mxhttp.BadJSON("%v", err)
-		}
-		if state, err = s.loadAuthStateFrom(ctx, s.wstore, p.RoomID, version, keys); err != nil {
+		if state, err = s.authStateFor(ctx, p, version); err != nil {
 			return nil, 0, err
 		}
 	}
-	if p.OriginTS == 0 {
-		p.OriginTS = s.now().UnixMilli()
-	}
-	ev, err := pdu.Build(p, version, prevs, depth+1, state, s.key)
+	ev, err := s.buildAllowed(p, version, prevs, depth+1, state)
 	if err != nil {
-		if tooLarge(p, version, prevs, depth+1, state, s.key) {
-			return nil, 0, mxhttp.TooLarge("Event is larger than %d bytes", pdu.MaxPDUSize)
-		}
-		return nil, 0, mxhttp.BadJSON("Cannot build event: %v", err)
-	}
-	if len(ev.JSON()) > pdu.MaxPDUSize {
-		return nil, 0, mxhttp.TooLarge("Event is larger than %d bytes", pdu.MaxPDUSize)
-	}
-	if err := pdu.Allowed(ev, state); err != nil {
-		var na *pdu.NotAllowedError
-		if errors.As(err, &na) {
-			return nil, 0, mxhttp.Forbidden("%s", na.Message)
-		}
-		return nil, 0, mxhttp.BadJSON("Event rejected: %v", err)
+		return nil, 0, err
 	}
 	if ne.Room != nil {
 		ne.Room.RoomID = ev.RoomID()
@@ -245,21 +217,83 @@ func (s *Service) submitLocked(ctx context.Context, p pdu.Proto, ne NewEvent) (*
 	pos, err := s.store.PersistEvent(ctx, ne)
 	if errors.Is(err, ErrDuplicateTxn) {
 		// Cannot happen under the write lock; answer like a retry anyway.
-		id, err := s.store.TxnEvent(ctx, *ne.Txn)
-		if err != nil {
-			return nil, 0, err
-		}
-		st, err := s.store.GetEvent(ctx, id)
-		if err != nil {
-			return nil, 0, err
-		}
-		ev, err := s.parse(ctx, st)
+		ev, _, err := s.txnEvent(ctx, *ne.Txn)
 		return ev, 0, err
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("rooms: persisting %s: %w", ev.ID(), err)
 	}
 	return ev, pos, nil
+}
+
+// txnEvent returns the event a client's transaction already sent, if any.
+func (s *Service) txnEvent(ctx context.Context, txn TxnRef) (*pdu.Event, bool, error) {
+	id, err := s.wstore.TxnEvent(ctx, txn)
+	if errors.Is(err, ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	st, err := s.wstore.GetEvent(ctx, id)
+	if err != nil {
+		return nil, false, err
+	}
+	ev, err := s.parse(ctx, st)
+	return ev, true, err
+}
+
+// roomHead reads what a new event of the room builds on: the room's
+// version, its forward extremities and their depth.
+func (s *Service) roomHead(ctx context.Context, roomID string) (version string, prevs []string, depth int64, err error) {
+	room, err := s.wstore.GetRoom(ctx, roomID)
+	if errors.Is(err, ErrNotFound) {
+		// As reads answer: whether a room exists is not told to those
+		// outside it (Synapse too answers 403 here).
+		return "", nil, 0, mxhttp.Forbidden("Unknown room %s", roomID)
+	}
+	if err != nil {
+		return "", nil, 0, err
+	}
+	if prevs, depth, err = s.wstore.Extremities(ctx, roomID); err != nil {
+		return "", nil, 0, err
+	}
+	return room.Version, prevs, depth, nil
+}
+
+// authStateFor reads the room's current state that authorises p.
+func (s *Service) authStateFor(ctx context.Context, p pdu.Proto, version string) (authState, error) {
+	keys, err := pdu.NeededForAuth(p, version)
+	if err != nil {
+		return nil, mxhttp.BadJSON("%v", err)
+	}
+	return s.loadAuthStateFrom(ctx, s.wstore, p.RoomID, version, keys)
+}
+
+// buildAllowed builds and signs the event and checks it against the auth
+// rules, with the errors a client is told.
+func (s *Service) buildAllowed(p pdu.Proto, version string, prevs []string, depth int64, state authState) (*pdu.Event, error) {
+	if p.OriginTS == 0 {
+		p.OriginTS = s.now().UnixMilli()
+	}
+	ev, err := pdu.Build(p, version, prevs, depth, state, s.key)
+	if err != nil {
+		if tooLarge(p, version, prevs, depth, state, s.key) {
+			return nil, mxhttp.TooLarge("Event is larger than %d bytes", pdu.MaxPDUSize)
+		}
+		return nil, mxhttp.BadJSON("Cannot build event: %v", err)
+	}
+	if len(ev.JSON()) > pdu.MaxPDUSize {
+		return nil, mxhttp.TooLarge("Event is larger than %d bytes", pdu.MaxPDUSize)
+	}
+	if err := pdu.Allowed(ev, state); err != nil {
+		var na *pdu.NotAllowedError
+		if errors.As(err, &na) {
+			return nil, mxhttp.Forbidden("%s", na.Message)
+		}
+		return nil, mxhttp.BadJSON("Event rejected: %v", err)
+	}
+	return ev, nil
 }
 
 // tooLarge tells whether Build failed because the event would exceed the

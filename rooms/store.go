@@ -95,6 +95,9 @@ type Store interface {
 	// forward extremities, the transaction ID and indexes atomically and
 	// returns its stream position. A duplicate Txn returns ErrDuplicateTxn.
 	PersistEvent(ctx context.Context, ne NewEvent) (int64, error)
+	// PersistEvents writes several events as PersistEvent would, in one
+	// transaction, in order.
+	PersistEvents(ctx context.Context, nes []NewEvent) ([]int64, error)
 
 	GetRoom(ctx context.Context, roomID string) (Room, error)
 	// Extremities returns the forward extremities and the greatest depth.

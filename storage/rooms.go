@@ -61,9 +61,37 @@ func collectStored(rows *sql.Rows, err error) ([]rooms.Stored, error) {
 }
 
 func (db *DB) PersistEvent(ctx context.Context, ne rooms.NewEvent) (int64, error) {
+	ps, err := db.PersistEvents(ctx, []rooms.NewEvent{ne})
+	if err != nil {
+		return 0, err
+	}
+	return ps[0], nil
+}
+
+// PersistEvents writes events in one transaction, in order, each as
+// PersistEvent would: one commit for several senders' events.
+func (db *DB) PersistEvents(ctx context.Context, nes []rooms.NewEvent) ([]int64, error) {
+	out := make([]int64, len(nes))
+	err := db.tx(ctx, "persist_event", func(tx *txn) error {
+		for i, ne := range nes {
+			pos, err := persistEvent(ctx, tx, ne)
+			if err != nil {
+				return err
+			}
+			out[i] = pos
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func persistEvent(ctx context.Context, tx *txn, ne rooms.NewEvent) (int64, error) {
 	ev := ne.Event
 	var pos int64
-	err := db.tx(ctx, "persist_event", func(tx *txn) error {
+	err := func() error {
 		if t := ne.Txn; t != nil {
 			var existing string
 			err := tx.QueryRowContext(ctx, `SELECT event_id FROM event_txns WHERE user_id = $1 AND scope = $2 AND path = $3 AND txn_id = $4`,
@@ -197,7 +225,7 @@ func (db *DB) PersistEvent(ctx context.Context, ne rooms.NewEvent) (int64, error
 			}
 		}
 		return nil
-	})
+	}()
 	return pos, err
 }
 
