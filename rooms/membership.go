@@ -373,19 +373,8 @@ func (s *Service) buildChecked(ctx context.Context, p pdu.Proto) (*pdu.Event, er
 	if err != nil {
 		return nil, err
 	}
-	p.OriginTS = s.now().UnixMilli()
-	ev, err := pdu.Build(p, room.Version, prevs, depth+1, state, s.key)
-	if err != nil {
-		return nil, mxhttp.BadJSON("Cannot build event: %v", err)
-	}
-	if err := pdu.Allowed(ev, state); err != nil {
-		var na *pdu.NotAllowedError
-		if errors.As(err, &na) {
-			return nil, mxhttp.Forbidden("%s", na.Message)
-		}
-		return nil, mxhttp.BadJSON("Event rejected: %v", err)
-	}
-	return ev, nil
+	p.OriginTS = 0 // stamped now: an invite carries no client-chosen time
+	return s.buildAllowed(p, room.Version, prevs, depth+1, state)
 }
 
 // checkInvitee checks that target is a user who can be invited.
