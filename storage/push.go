@@ -182,7 +182,10 @@ func (db *DB) unreadCounts(ctx context.Context, userID, roomID string) (map[stri
 		return nil, fmt.Errorf("storage: unread counts: %w", err)
 	}
 	key := unreadKey{userID, roomID}
-	prev := db.unread.get(key, unthreaded, threads)
+	// The generation is read first: notifications deleted from here on
+	// make both the entry read and the one written stale.
+	gen := db.unread.generation()
+	prev := db.unread.get(key, gen, unthreaded, threads)
 	// A notification is unread when it is after the unthreaded receipt and
 	// after its own thread's: the thread receipts beyond the unthreaded one
 	// cut ranges out.
@@ -204,7 +207,6 @@ func (db *DB) unreadCounts(ctx context.Context, userID, roomID string) (map[stri
 	} else if len(excl) > 0 {
 		cond += ` AND ` + strings.Join(excl, ` AND `)
 	}
-	gen := db.unread.generation()
 	rows, err = q.QueryContext(ctx, `SELECT n.thread_id, COUNT(*), SUM(CASE WHEN n.highlight THEN 1 ELSE 0 END), MAX(n.stream_pos)
 		FROM push_notifications n WHERE n.user_id = $1 AND n.room_id = $2 AND `+cond+` GROUP BY n.thread_id`, args...)
 	if err != nil {
@@ -257,12 +259,13 @@ type unreadEntry struct {
 // maxUnreadEntries bounds the cache; it is emptied when full.
 const maxUnreadEntries = 100_000
 
-// get returns the entry made under the same receipts, if any.
-func (c *unreadCache) get(k unreadKey, unthreaded int64, threads map[string]int64) *unreadEntry {
+// get returns the entry made under the same receipts and in generation
+// gen, if any.
+func (c *unreadCache) get(k unreadKey, gen uint64, unthreaded int64, threads map[string]int64) *unreadEntry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.m[k]
-	if e == nil || e.gen != c.gen || e.unthreaded != unthreaded || !maps.Equal(e.threads, threads) {
+	if e == nil || e.gen != gen || gen != c.gen || e.unthreaded != unthreaded || !maps.Equal(e.threads, threads) {
 		return nil
 	}
 	return e
