@@ -379,7 +379,8 @@ var roomTables = map[string]string{
 	"event_search":                 `SELECT COUNT(*) FROM event_search WHERE room_id = $1`,
 	"receipts":                     `SELECT COUNT(*) FROM receipts WHERE room_id = $1`,
 	"account_data":                 `SELECT COUNT(*) FROM account_data WHERE room_id = $1`,
-	"push_notifications":           `SELECT COUNT(*) FROM push_notifications WHERE room_id = $1`,
+	"push_event_notifications":     `SELECT COUNT(*) FROM push_event_notifications WHERE room_id = $1`,
+	"push_room_slots":              `SELECT COUNT(*) FROM push_room_slots WHERE room_id = $1`,
 	"room_aliases":                 `SELECT COUNT(*) FROM room_aliases WHERE room_id = $1`,
 	"room_servers":                 `SELECT COUNT(*) FROM room_servers WHERE room_id = $1`,
 	"forgotten_rooms":              `SELECT COUNT(*) FROM forgotten_rooms WHERE room_id = $1`,
@@ -410,9 +411,9 @@ func TestAdminRoomDelete(t *testing.T) {
 	// The search index and push notifications fill in the background.
 	deadline := time.Now().Add(10 * time.Second)
 	for roomCount(t, db, `SELECT COUNT(*) FROM event_search WHERE room_id = $1`, doomed) == 0 ||
-		roomCount(t, db, `SELECT COUNT(*) FROM push_notifications WHERE room_id = $1`, doomed) == 0 ||
+		roomCount(t, db, `SELECT COUNT(*) FROM push_event_notifications WHERE room_id = $1`, doomed) == 0 ||
 		roomCount(t, db, `SELECT COUNT(*) FROM event_search WHERE event_id = $1`, keepEvent) == 0 ||
-		roomCount(t, db, `SELECT COUNT(*) FROM push_notifications WHERE event_id = $1`, keepEvent) == 0 {
+		roomCount(t, db, `SELECT COUNT(*) FROM push_event_notifications WHERE event_id = $1`, keepEvent) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("search index or notifications never filled")
 		}
@@ -420,7 +421,7 @@ func TestAdminRoomDelete(t *testing.T) {
 	}
 	// The room's rows are there to go.
 	for _, table := range []string{"rooms", "events", "current_state", "state_groups", "forward_extremities", "event_relations", "event_search",
-		"receipts", "account_data", "push_notifications", "room_aliases", "room_servers"} {
+		"receipts", "account_data", "push_event_notifications", "push_room_slots", "room_aliases", "room_servers"} {
 		if roomCount(t, db, roomTables[table], doomed) == 0 {
 			t.Fatalf("%s holds no rows of the room before its deletion", table)
 		}

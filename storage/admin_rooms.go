@@ -274,13 +274,14 @@ var purgeByEvent = []struct{ table, col string }{
 // foreign keys allow (events and aliases before rooms, last).
 var purgeByRoom = []string{
 	"current_state", "forward_extremities", "backward_extremities", "event_relations", "event_search",
-	"receipts", "account_data", "push_notifications", "key_backup_keys", "invite_stripped_state",
+	"receipts", "account_data", "push_event_notifications", "push_room_slots", "key_backup_keys", "invite_stripped_state",
 	"rejected_events", "appservice_room_list", "user_directory_public_rooms", "room_servers",
 	"forgotten_rooms", "federation_destination_rooms", "sliding_sync_rooms", "room_aliases", "events", "rooms",
 }
 
 func (db *DB) PurgeRoom(ctx context.Context, roomID string) error {
 	defer db.unread.invalidate()
+	defer db.slots.forget(roomID)
 	return db.tx(ctx, "purge_room", func(tx *txn) error {
 		if db.engine == SQLite {
 			// The full-text index is keyed by the entries' stream positions.
@@ -397,7 +398,7 @@ func (db *DB) PurgeHistory(ctx context.Context, roomID string, beforeDepth int64
 				return fmt.Errorf("storage: purge history: event_search_fts: %w", err)
 			}
 		}
-		for _, table := range []string{"event_relations", "event_search", "push_notifications", "event_txns", "federation_outbox"} {
+		for _, table := range []string{"event_relations", "event_search", "push_event_notifications", "event_txns", "federation_outbox"} {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE event_id IN (`+sel+`)`, args...); err != nil {
 				return fmt.Errorf("storage: purge history: %s: %w", table, err)
 			}

@@ -1,12 +1,14 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"maps"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -54,78 +56,70 @@ func (db *DB) SetPushRules(ctx context.Context, userID string, data []byte) erro
 // notificationRowsPerInsert bounds the rows of one multi-row INSERT on
 // PostgreSQL, where each statement is a round trip: 200 rows of 9 values
 // stay far below its bound-parameter limit. SQLite has no round trips but
-// parses every statement text afresh (its driver keeps no statement cache),
-// and parsing a long VALUES list costs more than the rows' inserts; one
-// single-row statement, prepared once per transaction, is cheapest there.
+// parses every statement text afresh for a new length, and parsing a long
+// VALUES list costs more than the rows' inserts; one single-row statement,
+// from the statement cache, is cheapest there.
 const notificationRowsPerInsert = 200
 
+// AddNotifications stores each event's notifications as one row (see
+// push_slots.go); ns lists them event by event, as the evaluator makes them.
 func (db *DB) AddNotifications(ctx context.Context, reader string, ns []push.Notification, cursor int64) error {
 	rowsPer := notificationRowsPerInsert
 	if db.engine != Postgres {
 		rowsPer = 1
 	}
-	return db.tx(ctx, "add_notifications", func(tx *txn) error {
-		if len(ns) > 0 {
-			last, err := nextStreamBlock(ctx, tx, string(stream.Notifications), int64(len(ns)))
-			if err != nil {
-				return err
+	events := groupByEvent(ns)
+	var given map[string]map[string]int
+	err := db.tx(ctx, "add_notifications", func(tx *txn) error {
+		if len(events) == 0 {
+			return setReaderCursor(ctx, tx, reader, stream.Events, cursor)
+		}
+		slots, g, err := giveSlots(ctx, tx, db.slots, events)
+		if err != nil {
+			return err
+		}
+		given = g
+		last, err := nextStreamBlock(ctx, tx, string(stream.Notifications), int64(len(events)))
+		if err != nil {
+			return err
+		}
+		next := last - int64(len(events)) + 1
+		args := make([]any, 0, 9*min(len(events), rowsPer))
+		for start := 0; start < len(events); start += rowsPer {
+			chunk := events[start:min(start+rowsPer, len(events))]
+			args = args[:0]
+			for _, ev := range chunk {
+				room := slots[ev[0].RoomID]
+				row, err := eventRow(ev, func(u string) int { return room[u] })
+				if err != nil {
+					return err
+				}
+				args = append(args, next, row.roomID, row.eventID, row.pos, row.ts, row.threadID, row.notified, row.highlighted, row.actions)
+				next++
 			}
-			next := last - int64(len(ns)) + 1
-			// At most two statement shapes: full chunks and the rest.
-			stmts := map[int]*sql.Stmt{}
-			defer func() {
-				for _, st := range stmts {
-					st.Close()
-				}
-			}()
-			args := make([]any, 0, 9*min(len(ns), rowsPer))
-			for start := 0; start < len(ns); start += rowsPer {
-				chunk := ns[start:min(start+rowsPer, len(ns))]
-				st, ok := stmts[len(chunk)]
-				if !ok {
-					if st, err = tx.PrepareContext(ctx, insertNotificationsSQL(len(chunk))); err != nil {
-						return fmt.Errorf("storage: add notifications: %w", err)
-					}
-					stmts[len(chunk)] = st
-				}
-				args = args[:0]
-				for _, n := range chunk {
-					args = append(args, next, n.UserID, n.RoomID, n.EventID, n.Pos, n.TS, string(n.Actions), n.Highlight, n.ThreadID)
-					next++
-				}
-				if _, err := st.ExecContext(ctx, args...); err != nil {
-					return fmt.Errorf("storage: add notifications: %w", err)
-				}
+			if _, err := tx.ExecContext(ctx, insertEventNotificationsSQL(len(chunk)), args...); err != nil {
+				return fmt.Errorf("storage: add notifications: %w", err)
 			}
 		}
 		return setReaderCursor(ctx, tx, reader, stream.Events, cursor)
 	})
-}
-
-// insertNotificationsSQL is the INSERT of rows notifications.
-func insertNotificationsSQL(rows int) string {
-	var q strings.Builder
-	q.WriteString(`INSERT INTO push_notifications
-		(id, user_id, room_id, event_id, stream_pos, ts, actions, highlight, thread_id) VALUES `)
-	for i := range rows {
-		if i > 0 {
-			q.WriteString(", ")
-		}
-		b := 9 * i
-		fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", b+1, b+2, b+3, b+4, b+5, b+6, b+7, b+8, b+9)
+	if err != nil {
+		return err
 	}
-	// An event's stream position stands for it: the unique key (user_id,
-	// room_id, stream_pos) is also the unread counts' index.
-	q.WriteString(` ON CONFLICT (user_id, room_id, stream_pos) DO NOTHING`)
-	return q.String()
+	for room, s := range given {
+		db.slots.put(room, s)
+	}
+	return nil
 }
 
-// unreadCond holds for notification n when no read receipt of its user in
-// its room covers it: an unthreaded receipt, or one of its thread, at or
-// after its event.
-const unreadCond = `NOT EXISTS (SELECT 1 FROM receipts r JOIN events e ON e.event_id = r.event_id
-	WHERE r.room_id = n.room_id AND r.user_id = n.user_id AND r.receipt_type IN ('m.read', 'm.read.private')
+// unreadCondFor holds for the event row n when no read receipt of the user
+// (an SQL expression) in its room covers it: an unthreaded receipt, or one
+// of its thread, at or after its event.
+func unreadCondFor(user string) string {
+	return `NOT EXISTS (SELECT 1 FROM receipts r JOIN events e ON e.event_id = r.event_id
+	WHERE r.room_id = n.room_id AND r.user_id = ` + user + ` AND r.receipt_type IN ('m.read', 'm.read.private')
 	AND (r.thread_id = '' OR r.thread_id = n.thread_id) AND e.stream_pos >= n.stream_pos)`
+}
 
 // maxThreadExclusions bounds the thread receipts UnreadCounts turns into
 // range exclusions; beyond it the per-row receipts check is used instead.
@@ -141,19 +135,22 @@ func (db *DB) UnreadCounts(ctx context.Context, userID, roomID string) (map[stri
 
 // unreadCounts counts the user's unread notifications in the room by
 // thread. It reads the user's read receipts in the room first (a few rows)
-// and then counts only the notifications after them, a range of the
-// (user_id, room_id, stream_pos) key, instead of checking every
-// notification of the room against the receipts as unreadCond does.
+// and then tests only the room's notification rows after them, a range of
+// the (room_id, stream_pos) key, for the user's slot, instead of checking
+// every row against the receipts as unreadCondFor does.
 //
 // The counts are kept in memory with the receipts they were made under
-// and the last notification counted: while the receipts stay the same,
-// only the notifications after it are counted and added (the evaluator
-// writes them in stream order), so a woken /sync costs the new
-// notifications, not all the unread ones. The database stays the truth:
-// a moved receipt, or notifications deleted by this process, counts
-// afresh.
+// and the last row tested: while the receipts stay the same, only the rows
+// after it are tested and added (the evaluator writes them in stream
+// order), so a woken /sync costs the new notifications, not all the unread
+// ones. The database stays the truth: a moved receipt, or notifications
+// deleted by this process, counts afresh.
 func (db *DB) unreadCounts(ctx context.Context, userID, roomID string) (map[string]push.Counts, error) {
 	q := db.r
+	slot, ok, err := db.slotOf(ctx, q, roomID, userID)
+	if err != nil || !ok {
+		return map[string]push.Counts{}, err // never notified in the room
+	}
 	rows, err := q.QueryContext(ctx, `SELECT r.thread_id, MAX(e.stream_pos) FROM receipts r
 		JOIN events e ON e.event_id = r.event_id
 		WHERE r.room_id = $1 AND r.receipt_type IN ('m.read', 'm.read.private') AND r.user_id = $2
@@ -193,8 +190,8 @@ func (db *DB) unreadCounts(ctx context.Context, userID, roomID string) (map[stri
 	if prev != nil {
 		from = max(from, prev.last)
 	}
-	args := []any{userID, roomID, from}
-	cond := `n.stream_pos > $3`
+	args := []any{roomID, from, slot}
+	cond := `n.stream_pos > $2`
 	var excl []string
 	for t, pos := range threads {
 		if pos > unthreaded {
@@ -203,12 +200,18 @@ func (db *DB) unreadCounts(ctx context.Context, userID, roomID string) (map[stri
 		}
 	}
 	if len(excl) > maxThreadExclusions {
-		args, cond = args[:3], cond+` AND `+unreadCond
+		args = append(args[:3], userID)
+		cond += ` AND ` + unreadCondFor(`$4`)
 	} else if len(excl) > 0 {
 		cond += ` AND ` + strings.Join(excl, ` AND `)
 	}
-	rows, err = q.QueryContext(ctx, `SELECT n.thread_id, COUNT(*), SUM(CASE WHEN n.highlight THEN 1 ELSE 0 END), MAX(n.stream_pos)
-		FROM push_notifications n WHERE n.user_id = $1 AND n.room_id = $2 AND `+cond+` GROUP BY n.thread_id`, args...)
+	// Every row in range is read, notifying the user or not, so that the
+	// next count starts after the last of them.
+	rows, err = q.QueryContext(ctx, `SELECT n.thread_id,
+			SUM(CASE WHEN `+slotBitCond(`n.notified`, `CAST($3 AS INTEGER)`)+` THEN 1 ELSE 0 END),
+			SUM(CASE WHEN `+slotBitCond(`n.highlighted`, `CAST($3 AS INTEGER)`)+` THEN 1 ELSE 0 END),
+			MAX(n.stream_pos)
+		FROM push_event_notifications n WHERE n.room_id = $1 AND `+cond+` GROUP BY n.thread_id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("storage: unread counts: %w", err)
 	}
@@ -225,11 +228,14 @@ func (db *DB) unreadCounts(ctx context.Context, userID, roomID string) (map[stri
 		if err := rows.Scan(&t, &c.Notifications, &c.Highlights, &pos); err != nil {
 			return nil, fmt.Errorf("storage: unread counts: %w", err)
 		}
+		last = max(last, pos)
+		if c.Notifications == 0 {
+			continue
+		}
 		o := out[t]
 		o.Notifications += c.Notifications
 		o.Highlights += c.Highlights
 		out[t] = o
-		last = max(last, pos)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("storage: unread counts: %w", err)
@@ -297,18 +303,23 @@ func (c *unreadCache) invalidate() {
 	c.mu.Unlock()
 }
 
-const notificationColumns = `n.id, n.user_id, n.room_id, n.event_id, n.stream_pos, n.ts, n.actions, n.highlight, n.thread_id`
+// notificationColumns are the event row's columns a user's notification
+// is made of, with the user's slot last.
+const notificationColumns = `n.id, n.room_id, n.event_id, n.stream_pos, n.ts, n.actions, n.highlighted, n.thread_id`
 
-func (db *DB) scanNotifications(rows *sql.Rows, err error, withRead bool) ([]push.Notification, error) {
+// scanNotifications reads the user's notifications from rows of
+// notificationColumns, the slot, and with withRead whether it is unread.
+func scanNotifications(rows *sql.Rows, err error, userID string, withRead bool) ([]push.Notification, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: notifications: %w", err)
 	}
 	defer rows.Close()
 	var out []push.Notification
 	for rows.Next() {
-		var n push.Notification
-		var actions string
-		dest := []any{&n.ID, &n.UserID, &n.RoomID, &n.EventID, &n.Pos, &n.TS, &actions, &n.Highlight, &n.ThreadID}
+		n := push.Notification{UserID: userID}
+		var actions, highlighted string
+		var slot int
+		dest := []any{&n.ID, &n.RoomID, &n.EventID, &n.Pos, &n.TS, &actions, &highlighted, &n.ThreadID, &slot}
 		var unread bool
 		if withRead {
 			dest = append(dest, &unread)
@@ -316,29 +327,69 @@ func (db *DB) scanNotifications(rows *sql.Rows, err error, withRead bool) ([]pus
 		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("storage: notifications: %w", err)
 		}
-		n.Actions, n.Read = []byte(actions), withRead && !unread
+		n.Actions, n.Highlight, n.Read = actionsOf(actions, slot), slotIn(highlighted, slot), withRead && !unread
 		out = append(out, n)
 	}
 	return out, rows.Err()
 }
 
-func (db *DB) Notifications(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]push.Notification, error) {
-	defer db.observe("notifications", time.Now())
-	q := `SELECT ` + notificationColumns + `, CASE WHEN ` + unreadCond + ` THEN TRUE ELSE FALSE END
-		FROM push_notifications n WHERE n.user_id = $1 AND ($2 = 0 OR n.id < $2)`
-	if onlyHighlight {
-		q += ` AND n.highlight`
+// userSlots lists the rooms the user has a notification slot in.
+func (db *DB) userSlots(ctx context.Context, userID string) (map[string]int, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT room_id, slot FROM push_room_slots WHERE user_id = $1`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("storage: notification slots: %w", err)
 	}
-	q += ` ORDER BY n.id DESC LIMIT $3`
-	rows, err := db.r.QueryContext(ctx, q, userID, before, limit)
-	return db.scanNotifications(rows, err, true)
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var r string
+		var s int
+		if err := rows.Scan(&r, &s); err != nil {
+			return nil, fmt.Errorf("storage: notification slots: %w", err)
+		}
+		out[r] = s
+	}
+	return out, rows.Err()
 }
 
+// Notifications pages each room the user has a slot in backwards and
+// merges the pages: a scan of every event row newest first would cross
+// all the server's rooms to find a user of a quiet one.
+func (db *DB) Notifications(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]push.Notification, error) {
+	defer db.observe("notifications", time.Now())
+	slots, err := db.userSlots(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	col := `n.notified`
+	if onlyHighlight {
+		col = `n.highlighted`
+	}
+	q := `SELECT ` + notificationColumns + `, CAST($4 AS INTEGER), CASE WHEN ` + unreadCondFor(`$1`) + ` THEN TRUE ELSE FALSE END
+		FROM push_event_notifications n WHERE n.room_id = $2 AND ($3 = 0 OR n.id < $3) AND ` + slotBitCond(col, `CAST($4 AS INTEGER)`) + `
+		ORDER BY n.id DESC LIMIT $5`
+	var out []push.Notification
+	for room, slot := range slots {
+		rows, err := db.r.QueryContext(ctx, q, userID, room, before, slot, limit)
+		got, err := scanNotifications(rows, err, userID, true)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, got...)
+	}
+	slices.SortFunc(out, func(a, b push.Notification) int { return cmp.Compare(b.ID, a.ID) })
+	return out[:min(len(out), limit)], nil
+}
+
+// NotificationsAfter reads the event rows after the given ID, which are
+// few when a pusher keeps up, joined to the user's slots.
 func (db *DB) NotificationsAfter(ctx context.Context, userID string, after int64, limit int) ([]push.Notification, error) {
 	defer db.observe("notifications_after", time.Now())
-	rows, err := db.r.QueryContext(ctx, `SELECT `+notificationColumns+` FROM push_notifications n
-		WHERE n.user_id = $1 AND n.id > $2 ORDER BY n.id LIMIT $3`, userID, after, limit)
-	return db.scanNotifications(rows, err, false)
+	rows, err := db.r.QueryContext(ctx, `SELECT `+notificationColumns+`, s.slot
+		FROM push_event_notifications n CROSS JOIN push_room_slots s
+		WHERE n.id > $2 AND s.room_id = n.room_id AND s.user_id = $1 AND `+slotBitCond(`n.notified`, `s.slot`)+`
+		ORDER BY n.id LIMIT $3`, userID, after, limit)
+	return scanNotifications(rows, err, userID, false)
 }
 
 func (db *DB) MaxNotificationID(ctx context.Context) (int64, error) {
@@ -347,7 +398,11 @@ func (db *DB) MaxNotificationID(ctx context.Context) (int64, error) {
 
 func (db *DB) RoomsNotifiedBetween(ctx context.Context, userID string, from, to int64) ([]string, error) {
 	defer db.observe("rooms_notified_between", time.Now())
-	return queryStrings(ctx, db.r, `SELECT DISTINCT room_id FROM push_notifications WHERE user_id = $1 AND id > $2 AND id <= $3`, userID, from, to)
+	// The rows between two syncs are few; the user's slots are probed
+	// for each.
+	return queryStrings(ctx, db.r, `SELECT DISTINCT n.room_id FROM push_event_notifications n CROSS JOIN push_room_slots s
+		WHERE n.id > $2 AND n.id <= $3 AND s.room_id = n.room_id AND s.user_id = $1 AND `+slotBitCond(`n.notified`, `s.slot`),
+		userID, from, to)
 }
 
 const pusherColumns = `id, user_id, app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data, pushkey_ts, device_id`
@@ -463,18 +518,13 @@ func (db *DB) DeletePushersOfOtherDevices(ctx context.Context, userID, keep stri
 
 func (db *DB) UnreadTotal(ctx context.Context, userID string) (int, error) {
 	defer db.observe("unread_total", time.Now())
-	// The rooms the user has notifications in, one index probe each (a
-	// loose index scan: neither engine skips through an index by itself),
-	// then each room's count as UnreadCounts makes it.
-	rooms, err := queryStrings(ctx, db.r, `WITH RECURSIVE rs (room_id) AS (
-			SELECT MIN(room_id) FROM push_notifications WHERE user_id = $1
-			UNION ALL
-			SELECT (SELECT MIN(n.room_id) FROM push_notifications n WHERE n.user_id = $1 AND n.room_id > rs.room_id)
-			FROM rs WHERE rs.room_id IS NOT NULL)
-		SELECT room_id FROM rs WHERE room_id IS NOT NULL`, userID)
+	// Each room the user was ever notified in, counted as UnreadCounts
+	// counts it.
+	slots, err := db.userSlots(ctx, userID)
 	if err != nil {
 		return 0, fmt.Errorf("storage: unread total: %w", err)
 	}
+	rooms := slices.Sorted(maps.Keys(slots))
 	total := 0
 	for _, roomID := range rooms {
 		counts, err := db.unreadCounts(ctx, userID, roomID)

@@ -8,9 +8,9 @@ import (
 	"homeserver/push"
 )
 
-// Migration 29 rebuilds push_notifications under new keys: the rows
-// written before it are kept, counted and paged as before, and new rows
-// still drop duplicates.
+// Migration 29 rebuilds push_notifications under new keys, and migration
+// 37 regroups them by event: the rows written before them are kept,
+// counted and paged as before, and new rows still drop duplicates.
 func TestMigratePushNotificationKeys(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "homeserver.db")
@@ -49,16 +49,19 @@ func TestMigratePushNotificationKeys(t *testing.T) {
 	if err != nil || len(ns) != 3 || ns[0].ID != 3 || !ns[2].Read || ns[1].Read {
 		t.Fatalf("notifications after migration: %+v, %v", ns, err)
 	}
-	// The same notification again is dropped; a new one is kept.
+	// An event stored already is dropped whole (an event is evaluated
+	// once); a new one is kept.
 	err = db.AddNotifications(ctx, "test", []push.Notification{
 		{UserID: "@b:x", RoomID: "!r:x", EventID: "$e12", Pos: 12, Actions: []byte(`[]`), ThreadID: "$t"},
 		{UserID: "@c:x", RoomID: "!r:x", EventID: "$e12", Pos: 12, Actions: []byte(`[]`), ThreadID: "$t"},
-	}, 12)
+		{UserID: "@b:x", RoomID: "!r:x", EventID: "$e13", Pos: 13, Actions: []byte(`["notify"]`), ThreadID: "main"},
+		{UserID: "@c:x", RoomID: "!r:x", EventID: "$e13", Pos: 13, Actions: []byte(`["notify"]`), ThreadID: "main", Highlight: true},
+	}, 13)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if total, err := db.UnreadTotal(ctx, "@b:x"); err != nil || total != 2 {
-		t.Fatalf("total %d, %v; want 2", total, err)
+	if total, err := db.UnreadTotal(ctx, "@b:x"); err != nil || total != 3 {
+		t.Fatalf("total %d, %v; want 3", total, err)
 	}
 	if total, err := db.UnreadTotal(ctx, "@c:x"); err != nil || total != 1 {
 		t.Fatalf("total %d, %v; want 1", total, err)

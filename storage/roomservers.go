@@ -19,11 +19,14 @@ import (
 
 // goMigrations are the migrations a portable SQL file cannot express:
 // room_servers is filled from the server part of member state keys, which
-// SQLite and PostgreSQL extract with different functions.
+// SQLite and PostgreSQL extract with different functions (30), and
+// notifications are regrouped by event (37, push_slots_migrate.go).
 func goMigrations() []*goose.Migration {
 	return []*goose.Migration{
 		goose.NewGoMigration(30, &goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error { return upRoomServers(ctx, &txn{Tx: tx}) }},
 			&goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error { return downRoomServers(ctx, &txn{Tx: tx}) }}),
+		goose.NewGoMigration(37, &goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error { return upEventNotifications(ctx, &txn{Tx: tx}) }},
+			&goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error { return downEventNotifications(ctx, &txn{Tx: tx}) }}),
 	}
 }
 

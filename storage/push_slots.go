@@ -1,0 +1,301 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"homeserver/push"
+)
+
+// Notifications are stored one row per event, not one per member: a
+// message in a room of N members was N rows and 3N B-tree inserts, the
+// most of a big room's send cost. Each local user who was ever notified in
+// a room gets a slot there (push_room_slots, fixed once given), and an
+// event's row holds the slots it notified and highlighted as bit sets,
+// with each distinct set of actions and the slots it was for. A user's
+// unread count in a room is then a range of the room's rows tested for
+// one bit, in SQL (slotBitCond).
+//
+// A slot set is written as lowercase hex: digit i holds slots 4i..4i+3,
+// slot 4i+b in the digit's bit b, so both engines can test a bit with
+// substr and LIKE.
+
+// slotSet is a set of slots as nibbles, one per hex digit.
+type slotSet []byte
+
+func (s *slotSet) add(slot int) {
+	for len(*s) <= slot/4 {
+		*s = append(*s, 0)
+	}
+	(*s)[slot/4] |= 1 << (slot % 4)
+}
+
+func (s slotSet) String() string {
+	const digits = "0123456789abcdef"
+	b := make([]byte, len(s))
+	for i, n := range s {
+		b[i] = digits[n]
+	}
+	return string(b)
+}
+
+// slotIn reports whether a slot set written by slotSet.String holds slot.
+func slotIn(set string, slot int) bool {
+	if slot < 0 || slot/4 >= len(set) {
+		return false
+	}
+	c := set[slot/4]
+	var n byte
+	switch {
+	case c >= '0' && c <= '9':
+		n = c - '0'
+	case c >= 'a' && c <= 'f':
+		n = c - 'a' + 10
+	default:
+		return false
+	}
+	return n&(1<<(slot%4)) != 0
+}
+
+// slotDigits are the hex digits with bit b set, for b = 0..3.
+var slotDigits = [4]string{"13579bdf", "2367abef", "4567cdef", "89abcdef"}
+
+// slotBitCond is SQL that holds when the slot set in column col holds the
+// slot that the integer expression slot names.
+func slotBitCond(col, slot string) string {
+	return `(length(` + col + `) > (` + slot + `) / 4 AND (CASE (` + slot + `) % 4 WHEN 0 THEN '` + slotDigits[0] +
+		`' WHEN 1 THEN '` + slotDigits[1] + `' WHEN 2 THEN '` + slotDigits[2] + `' ELSE '` + slotDigits[3] +
+		`' END) LIKE '%' || substr(` + col + `, (` + slot + `) / 4 + 1, 1) || '%')`
+}
+
+// actionGroup is one set of actions of an event's notifications and the
+// slots it was for.
+type actionGroup struct {
+	Actions json.RawMessage `json:"actions"`
+	Slots   string          `json:"slots"`
+}
+
+// eventNotifications is the row of one event's notifications.
+type eventNotifications struct {
+	roomID, eventID, threadID string
+	pos, ts                   int64
+	notified, highlighted     string
+	actions                   string
+}
+
+// eventRow folds one event's notifications (all of the same event) into
+// its row, with slotOf giving each user's slot.
+func eventRow(ns []push.Notification, slotOf func(userID string) int) (eventNotifications, error) {
+	first := ns[0]
+	row := eventNotifications{roomID: first.RoomID, eventID: first.EventID, threadID: first.ThreadID, pos: first.Pos, ts: first.TS}
+	var notified, highlighted slotSet
+	groups := map[string]*slotSet{}
+	var order []string
+	for _, n := range ns {
+		slot := slotOf(n.UserID)
+		notified.add(slot)
+		if n.Highlight {
+			highlighted.add(slot)
+		}
+		a := string(n.Actions)
+		if a == "" {
+			a = "[]"
+		}
+		g := groups[a]
+		if g == nil {
+			g = &slotSet{}
+			groups[a] = g
+			order = append(order, a)
+		}
+		g.add(slot)
+	}
+	list := make([]actionGroup, len(order))
+	for i, a := range order {
+		list[i] = actionGroup{Actions: json.RawMessage(a), Slots: groups[a].String()}
+	}
+	b, err := json.Marshal(list)
+	if err != nil {
+		return row, fmt.Errorf("storage: notification actions: %w", err)
+	}
+	row.notified, row.highlighted, row.actions = notified.String(), highlighted.String(), string(b)
+	return row, nil
+}
+
+// actionsOf returns the actions of slot in an event's action groups.
+func actionsOf(groups string, slot int) json.RawMessage {
+	var list []actionGroup
+	if json.Unmarshal([]byte(groups), &list) != nil {
+		return json.RawMessage(`[]`)
+	}
+	for _, g := range list {
+		if slotIn(g.Slots, slot) {
+			return g.Actions
+		}
+	}
+	return json.RawMessage(`[]`)
+}
+
+// groupByEvent splits notifications, which the evaluator lists event by
+// event, into each event's run.
+func groupByEvent(ns []push.Notification) [][]push.Notification {
+	var out [][]push.Notification
+	for start := 0; start < len(ns); {
+		end := start + 1
+		for end < len(ns) && ns[end].RoomID == ns[start].RoomID && ns[end].Pos == ns[start].Pos {
+			end++
+		}
+		out = append(out, ns[start:end])
+		start = end
+	}
+	return out
+}
+
+// slotCache remembers slots given, by room and user. A slot never changes
+// once given, so an entry read from a committed row stays true; a user
+// missing here is looked up.
+type slotCache struct {
+	mu sync.Mutex
+	m  map[string]map[string]int
+	n  int
+}
+
+// maxSlotEntries bounds the cache; it is emptied when full.
+const maxSlotEntries = 1_000_000
+
+func (c *slotCache) get(roomID, userID string) (int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ok := c.m[roomID][userID]
+	return s, ok
+}
+
+func (c *slotCache) put(roomID string, slots map[string]int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || c.n+len(slots) > maxSlotEntries {
+		c.m, c.n = map[string]map[string]int{}, 0
+	}
+	r := c.m[roomID]
+	if r == nil {
+		r = map[string]int{}
+		c.m[roomID] = r
+	}
+	for u, s := range slots {
+		if _, ok := r[u]; !ok {
+			c.n++
+		}
+		r[u] = s
+	}
+}
+
+// forget drops a purged room's slots.
+func (c *slotCache) forget(roomID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n -= len(c.m[roomID])
+	delete(c.m, roomID)
+}
+
+// slotOf returns the user's slot in the room, if the user has one.
+func (db *DB) slotOf(ctx context.Context, q querier, roomID, userID string) (int, bool, error) {
+	if s, ok := db.slots.get(roomID, userID); ok {
+		return s, true, nil
+	}
+	rows, err := q.QueryContext(ctx, `SELECT slot FROM push_room_slots WHERE room_id = $1 AND user_id = $2`, roomID, userID)
+	if err != nil {
+		return 0, false, fmt.Errorf("storage: notification slot: %w", err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return 0, false, rows.Err()
+	}
+	var s int
+	if err := rows.Scan(&s); err != nil {
+		return 0, false, fmt.Errorf("storage: notification slot: %w", err)
+	}
+	db.slots.put(roomID, map[string]int{userID: s})
+	return s, true, nil
+}
+
+// giveSlots returns the slots of the users of events in their rooms, giving
+// slots to those without, in tx. given holds the slots given, to be cached
+// once tx commits.
+func giveSlots(ctx context.Context, tx *txn, cache *slotCache, events [][]push.Notification) (slots map[string]map[string]int, given map[string]map[string]int, err error) {
+	slots, given = map[string]map[string]int{}, map[string]map[string]int{}
+	need := map[string][]string{}
+	for _, ev := range events {
+		room := ev[0].RoomID
+		if slots[room] == nil {
+			slots[room] = map[string]int{}
+		}
+		for _, n := range ev {
+			if _, ok := slots[room][n.UserID]; ok {
+				continue
+			}
+			if s, ok := cache.get(room, n.UserID); ok {
+				slots[room][n.UserID] = s
+			} else {
+				slots[room][n.UserID] = -1
+				need[room] = append(need[room], n.UserID)
+			}
+		}
+	}
+	for room, users := range need {
+		// The room's slots as stored: the next slot follows the greatest.
+		rows, err := tx.QueryContext(ctx, `SELECT user_id, slot FROM push_room_slots WHERE room_id = $1`, room)
+		if err != nil {
+			return nil, nil, fmt.Errorf("storage: notification slots: %w", err)
+		}
+		stored, next := map[string]int{}, 0
+		for rows.Next() {
+			var u string
+			var s int
+			if err := rows.Scan(&u, &s); err != nil {
+				rows.Close()
+				return nil, nil, fmt.Errorf("storage: notification slots: %w", err)
+			}
+			stored[u], next = s, max(next, s+1)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, nil, fmt.Errorf("storage: notification slots: %w", err)
+		}
+		given[room] = stored
+		slices.Sort(users)
+		for _, u := range users {
+			s, ok := stored[u]
+			if !ok {
+				s = next
+				next++
+				if _, err := tx.ExecContext(ctx, `INSERT INTO push_room_slots (room_id, user_id, slot) VALUES ($1, $2, $3)`, room, u, s); err != nil {
+					return nil, nil, fmt.Errorf("storage: notification slots: %w", err)
+				}
+				stored[u] = s
+			}
+			slots[room][u] = s
+		}
+	}
+	return slots, given, nil
+}
+
+// insertEventNotificationsSQL is the INSERT of rows events' notifications.
+func insertEventNotificationsSQL(rows int) string {
+	var q strings.Builder
+	q.WriteString(`INSERT INTO push_event_notifications
+		(id, room_id, event_id, stream_pos, ts, thread_id, notified, highlighted, actions) VALUES `)
+	for i := range rows {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		b := 9 * i
+		fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", b+1, b+2, b+3, b+4, b+5, b+6, b+7, b+8, b+9)
+	}
+	// An event is evaluated once, with its cursor move: one stored
+	// already is the same outcome.
+	q.WriteString(` ON CONFLICT (room_id, stream_pos) DO NOTHING`)
+	return q.String()
+}
