@@ -366,8 +366,11 @@ func (db *DB) Notifications(ctx context.Context, userID string, before int64, li
 		col = `n.highlighted`
 	}
 	q := `SELECT ` + notificationColumns + `, CAST($4 AS INTEGER), CASE WHEN ` + unreadCondFor(`$1`) + ` THEN TRUE ELSE FALSE END
-		FROM push_event_notifications n WHERE n.room_id = $2 AND ($3 = 0 OR n.id < $3) AND ` + slotBitCond(col, `CAST($4 AS INTEGER)`) + `
+		FROM push_event_notifications n WHERE n.room_id = $2 AND n.id < $3 AND ` + slotBitCond(col, `CAST($4 AS INTEGER)`) + `
 		ORDER BY n.id DESC LIMIT $5`
+	if before == 0 {
+		before = math.MaxInt64
+	}
 	var out []push.Notification
 	for room, slot := range slots {
 		rows, err := db.r.QueryContext(ctx, q, userID, room, before, slot, limit)
