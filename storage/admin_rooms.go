@@ -281,7 +281,6 @@ var purgeByRoom = []string{
 
 func (db *DB) PurgeRoom(ctx context.Context, roomID string) error {
 	defer db.unread.invalidate()
-	defer db.slots.forget(roomID)
 	return db.tx(ctx, "purge_room", func(tx *txn) error {
 		if db.engine == SQLite {
 			// The full-text index is keyed by the entries' stream positions.

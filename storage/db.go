@@ -70,8 +70,6 @@ type DB struct {
 	stopCheckpoints func()
 	// unread keeps unread counts between syncs (see unreadCounts).
 	unread *unreadCache
-	// slots remembers users' notification slots (see push_slots.go).
-	slots *slotCache
 	// snapshots bounds the read snapshots held at once (SQLite).
 	snapshots chan struct{}
 }
@@ -145,7 +143,7 @@ func openPostgres(ctx context.Context, o Options) (*DB, error) {
 		c.Close()
 	}
 	gated := newPool(p, o.ReadConns, o.MaxConnWait)
-	return &DB{engine: Postgres, dsn: o.DSN, w: gated, r: gated, log: o.Logger, unread: &unreadCache{}, slots: &slotCache{}}, nil
+	return &DB{engine: Postgres, dsn: o.DSN, w: gated, r: gated, log: o.Logger, unread: &unreadCache{}}, nil
 }
 
 func openSQLite(ctx context.Context, o Options) (*DB, error) {
@@ -160,7 +158,7 @@ func openSQLite(ctx context.Context, o Options) (*DB, error) {
 	w.SetConnMaxIdleTime(0)
 	writer := newPool(w, 1, o.MaxConnWait)
 	writer.cacheStatements()
-	db := &DB{engine: SQLite, w: writer, r: writer, log: o.Logger, unread: &unreadCache{}, slots: &slotCache{}}
+	db := &DB{engine: SQLite, w: writer, r: writer, log: o.Logger, unread: &unreadCache{}}
 	if o.Path != ":memory:" {
 		// Several processes need PostgreSQL: their announcements and
 		// leases travel through it. Refuse a second one here.

@@ -69,16 +69,14 @@ func (db *DB) AddNotifications(ctx context.Context, reader string, ns []push.Not
 		rowsPer = 1
 	}
 	events := groupByEvent(ns)
-	var given map[string]map[string]int
-	err := db.tx(ctx, "add_notifications", func(tx *txn) error {
+	return db.tx(ctx, "add_notifications", func(tx *txn) error {
 		if len(events) == 0 {
 			return setReaderCursor(ctx, tx, reader, stream.Events, cursor)
 		}
-		slots, g, err := giveSlots(ctx, tx, db.slots, events)
+		slots, err := giveSlots(ctx, tx, events)
 		if err != nil {
 			return err
 		}
-		given = g
 		last, err := nextStreamBlock(ctx, tx, string(stream.Notifications), int64(len(events)))
 		if err != nil {
 			return err
@@ -103,13 +101,6 @@ func (db *DB) AddNotifications(ctx context.Context, reader string, ns []push.Not
 		}
 		return setReaderCursor(ctx, tx, reader, stream.Events, cursor)
 	})
-	if err != nil {
-		return err
-	}
-	for room, s := range given {
-		db.slots.put(room, s)
-	}
-	return nil
 }
 
 // unreadCondFor holds for the event row n when no read receipt of the user
@@ -147,10 +138,6 @@ func (db *DB) UnreadCounts(ctx context.Context, userID, roomID string) (map[stri
 // deleted by this process, counts afresh.
 func (db *DB) unreadCounts(ctx context.Context, userID, roomID string) (map[string]push.Counts, error) {
 	q := db.r
-	slot, ok, err := db.slotOf(ctx, q, roomID, userID)
-	if err != nil || !ok {
-		return map[string]push.Counts{}, err // never notified in the room
-	}
 	rows, err := q.QueryContext(ctx, `SELECT r.thread_id, MAX(e.stream_pos) FROM receipts r
 		JOIN events e ON e.event_id = r.event_id
 		WHERE r.room_id = $1 AND r.receipt_type IN ('m.read', 'm.read.private') AND r.user_id = $2
@@ -190,7 +177,7 @@ func (db *DB) unreadCounts(ctx context.Context, userID, roomID string) (map[stri
 	if prev != nil {
 		from = max(from, prev.last)
 	}
-	args := []any{roomID, from, slot}
+	args := []any{roomID, from, userID}
 	cond := `n.stream_pos > $2`
 	var excl []string
 	for t, pos := range threads {
@@ -200,18 +187,20 @@ func (db *DB) unreadCounts(ctx context.Context, userID, roomID string) (map[stri
 		}
 	}
 	if len(excl) > maxThreadExclusions {
-		args = append(args[:3], userID)
-		cond += ` AND ` + unreadCondFor(`$4`)
+		args = args[:3]
+		cond += ` AND ` + unreadCondFor(`$3`)
 	} else if len(excl) > 0 {
 		cond += ` AND ` + strings.Join(excl, ` AND `)
 	}
 	// Every row in range is read, notifying the user or not, so that the
-	// next count starts after the last of them.
+	// next count starts after the last of them. A user without a slot in
+	// the room was never notified there: the join ends the count at once.
 	rows, err = q.QueryContext(ctx, `SELECT n.thread_id,
-			SUM(CASE WHEN `+slotBitCond(`n.notified`, `CAST($3 AS INTEGER)`)+` THEN 1 ELSE 0 END),
-			SUM(CASE WHEN `+slotBitCond(`n.highlighted`, `CAST($3 AS INTEGER)`)+` THEN 1 ELSE 0 END),
+			SUM(CASE WHEN `+slotBitCond(`n.notified`, `s.slot`)+` THEN 1 ELSE 0 END),
+			SUM(CASE WHEN `+slotBitCond(`n.highlighted`, `s.slot`)+` THEN 1 ELSE 0 END),
 			MAX(n.stream_pos)
-		FROM push_event_notifications n WHERE n.room_id = $1 AND `+cond+` GROUP BY n.thread_id`, args...)
+		FROM push_room_slots s CROSS JOIN push_event_notifications n
+		WHERE s.room_id = $1 AND s.user_id = $3 AND n.room_id = $1 AND `+cond+` GROUP BY n.thread_id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("storage: unread counts: %w", err)
 	}

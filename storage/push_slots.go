@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strings"
-	"sync"
 
 	"homeserver/push"
 )
@@ -154,132 +152,53 @@ func groupByEvent(ns []push.Notification) [][]push.Notification {
 	return out
 }
 
-// slotCache remembers slots given, by room and user. A slot never changes
-// once given, so an entry read from a committed row stays true; a user
-// missing here is looked up.
-type slotCache struct {
-	mu sync.Mutex
-	m  map[string]map[string]int
-	n  int
-}
-
-// maxSlotEntries bounds the cache; it is emptied when full.
-const maxSlotEntries = 1_000_000
-
-func (c *slotCache) get(roomID, userID string) (int, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s, ok := c.m[roomID][userID]
-	return s, ok
-}
-
-func (c *slotCache) put(roomID string, slots map[string]int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || c.n+len(slots) > maxSlotEntries {
-		c.m, c.n = map[string]map[string]int{}, 0
-	}
-	r := c.m[roomID]
-	if r == nil {
-		r = map[string]int{}
-		c.m[roomID] = r
-	}
-	for u, s := range slots {
-		if _, ok := r[u]; !ok {
-			c.n++
-		}
-		r[u] = s
-	}
-}
-
-// forget drops a purged room's slots.
-func (c *slotCache) forget(roomID string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.n -= len(c.m[roomID])
-	delete(c.m, roomID)
-}
-
-// slotOf returns the user's slot in the room, if the user has one.
-func (db *DB) slotOf(ctx context.Context, q querier, roomID, userID string) (int, bool, error) {
-	if s, ok := db.slots.get(roomID, userID); ok {
-		return s, true, nil
-	}
-	rows, err := q.QueryContext(ctx, `SELECT slot FROM push_room_slots WHERE room_id = $1 AND user_id = $2`, roomID, userID)
-	if err != nil {
-		return 0, false, fmt.Errorf("storage: notification slot: %w", err)
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		return 0, false, rows.Err()
-	}
-	var s int
-	if err := rows.Scan(&s); err != nil {
-		return 0, false, fmt.Errorf("storage: notification slot: %w", err)
-	}
-	db.slots.put(roomID, map[string]int{userID: s})
-	return s, true, nil
-}
-
-// giveSlots returns the slots of the users of events in their rooms, giving
-// slots to those without, in tx. given holds the slots given, to be cached
-// once tx commits.
-func giveSlots(ctx context.Context, tx *txn, cache *slotCache, events [][]push.Notification) (slots map[string]map[string]int, given map[string]map[string]int, err error) {
-	slots, given = map[string]map[string]int{}, map[string]map[string]int{}
-	need := map[string][]string{}
+// giveSlots returns the slots of the users of events in their rooms,
+// giving slots to those without, in tx. Each room's slots are read afresh:
+// a few rows per member and batch, and never stale, whichever process gave
+// them or purged the room meanwhile.
+func giveSlots(ctx context.Context, tx *txn, events [][]push.Notification) (map[string]map[string]int, error) {
+	slots := map[string]map[string]int{}
+	next := map[string]int{}
 	for _, ev := range events {
 		room := ev[0].RoomID
 		if slots[room] == nil {
-			slots[room] = map[string]int{}
+			stored, n, err := roomSlots(ctx, tx, room)
+			if err != nil {
+				return nil, err
+			}
+			slots[room], next[room] = stored, n
 		}
 		for _, n := range ev {
 			if _, ok := slots[room][n.UserID]; ok {
 				continue
 			}
-			if s, ok := cache.get(room, n.UserID); ok {
-				slots[room][n.UserID] = s
-			} else {
-				slots[room][n.UserID] = -1
-				need[room] = append(need[room], n.UserID)
+			s := next[room]
+			if _, err := tx.ExecContext(ctx, `INSERT INTO push_room_slots (room_id, user_id, slot) VALUES ($1, $2, $3)`, room, n.UserID, s); err != nil {
+				return nil, fmt.Errorf("storage: notification slots: %w", err)
 			}
+			slots[room][n.UserID], next[room] = s, s+1
 		}
 	}
-	for room, users := range need {
-		// The room's slots as stored: the next slot follows the greatest.
-		rows, err := tx.QueryContext(ctx, `SELECT user_id, slot FROM push_room_slots WHERE room_id = $1`, room)
-		if err != nil {
-			return nil, nil, fmt.Errorf("storage: notification slots: %w", err)
-		}
-		stored, next := map[string]int{}, 0
-		for rows.Next() {
-			var u string
-			var s int
-			if err := rows.Scan(&u, &s); err != nil {
-				rows.Close()
-				return nil, nil, fmt.Errorf("storage: notification slots: %w", err)
-			}
-			stored[u], next = s, max(next, s+1)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, nil, fmt.Errorf("storage: notification slots: %w", err)
-		}
-		given[room] = stored
-		slices.Sort(users)
-		for _, u := range users {
-			s, ok := stored[u]
-			if !ok {
-				s = next
-				next++
-				if _, err := tx.ExecContext(ctx, `INSERT INTO push_room_slots (room_id, user_id, slot) VALUES ($1, $2, $3)`, room, u, s); err != nil {
-					return nil, nil, fmt.Errorf("storage: notification slots: %w", err)
-				}
-				stored[u] = s
-			}
-			slots[room][u] = s
-		}
+	return slots, nil
+}
+
+// roomSlots reads a room's slots and the next slot to give.
+func roomSlots(ctx context.Context, tx *txn, roomID string) (map[string]int, int, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT user_id, slot FROM push_room_slots WHERE room_id = $1`, roomID)
+	if err != nil {
+		return nil, 0, fmt.Errorf("storage: notification slots: %w", err)
 	}
-	return slots, given, nil
+	defer rows.Close()
+	stored, next := map[string]int{}, 0
+	for rows.Next() {
+		var u string
+		var s int
+		if err := rows.Scan(&u, &s); err != nil {
+			return nil, 0, fmt.Errorf("storage: notification slots: %w", err)
+		}
+		stored[u], next = s, max(next, s+1)
+	}
+	return stored, next, rows.Err()
 }
 
 // insertEventNotificationsSQL is the INSERT of rows events' notifications.
