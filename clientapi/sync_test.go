@@ -648,6 +648,54 @@ func TestSyncLongPollWakesForRoomEvent(t *testing.T) {
 	}
 }
 
+// What happens between an answer and the client's next long-poll is not
+// waited past: the long-poll answers at once (a 60 s timeout would
+// otherwise fail the test's deadline), a join between polls included, and
+// the newly joined room's events wake it.
+func TestSyncLongPollAfterEventBetweenPolls(t *testing.T) {
+	s := testserver.Start(t, "")
+	u := syUsers(s, "alice", "bob")
+	alice, bob := u[0], u[1]
+	room := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	s.Join(bob, room)
+	other := s.CreateRoom(bob, nil)
+	since := sySync(t, s, bob, "").NextBatch
+	for i := range 3 {
+		id := s.SendText(alice, room, fmt.Sprintf("between %d", i))
+		r := syStart(s, bob, url.Values{"since": {since}, "timeout": {"60000"}}.Encode()).result(t)
+		if got := syIDs(r.Rooms.Join[room].Timeline.Events); !slices.Equal(got, []string{id}) {
+			t.Fatalf("round %d: timeline %v, want [%s]: %s", i, got, id, r.Raw)
+		}
+		since = r.NextBatch
+	}
+	// A join between polls wakes too, and the new room's events follow.
+	third := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	s.Join(bob, third)
+	r := syStart(s, bob, url.Values{"since": {since}, "timeout": {"60000"}}.Encode()).result(t)
+	if _, ok := r.Rooms.Join[third]; !ok {
+		t.Fatalf("join between polls not answered: %s", r.Raw)
+	}
+	w := syStart(s, bob, url.Values{"since": {r.NextBatch}, "timeout": {"60000"}}.Encode())
+	time.Sleep(100 * time.Millisecond)
+	id := s.SendText(alice, third, "in the new room")
+	// Updated unread counts of the first room may come first, each in an
+	// answer of its own.
+	for range 5 {
+		r = w.result(t)
+		if _, ok := r.Rooms.Join[other]; ok {
+			t.Fatalf("quiet room in the answer: %s", r.Raw)
+		}
+		if got := syIDs(r.Rooms.Join[third].Timeline.Events); len(got) > 0 {
+			if !slices.Equal(got, []string{id}) {
+				t.Fatalf("new room's timeline %v, want [%s]: %s", got, id, r.Raw)
+			}
+			return
+		}
+		w = syStart(s, bob, url.Values{"since": {r.NextBatch}, "timeout": {"60000"}}.Encode())
+	}
+	t.Fatalf("the new room's event never came: %s", r.Raw)
+}
+
 func TestSyncLongPollIgnoresOtherRooms(t *testing.T) {
 	s := testserver.Start(t, "")
 	u := syUsers(s, "alice", "bob")
