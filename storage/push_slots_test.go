@@ -56,6 +56,53 @@ func TestMigrateEventNotificationsRoundTrip(t *testing.T) {
 		return out
 	}
 	before := page(db)
+	// Pages of three, merged from both rooms, and the highlights alone,
+	// give the same notifications in the same order.
+	for _, u := range users {
+		var paged []push.Notification
+		for from := int64(0); ; {
+			got, err := db.Notifications(ctx, u, from, 3, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) == 0 {
+				break
+			}
+			paged, from = append(paged, got...), got[len(got)-1].ID
+		}
+		if !slices.EqualFunc(paged, before[u], func(a, b push.Notification) bool { return a.ID == b.ID && a.RoomID == b.RoomID }) {
+			t.Fatalf("%s: paged %+v\nwant %+v", u, paged, before[u])
+		}
+		highlights, err := db.Notifications(ctx, u, 0, 100, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []push.Notification
+		for _, n := range before[u] {
+			if n.Highlight {
+				want = append(want, n)
+			}
+		}
+		if len(want) == 0 || !slices.EqualFunc(highlights, want, func(a, b push.Notification) bool { return a.ID == b.ID }) {
+			t.Fatalf("%s: highlights %+v\nwant %+v", u, highlights, want)
+		}
+		// Pushers read forwards after an ID, and /sync asks which rooms.
+		after, err := db.NotificationsAfter(ctx, u, before[u][4].ID, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		newer := slices.Clone(before[u][:4])
+		slices.Reverse(newer)
+		if !slices.EqualFunc(after, newer, func(a, b push.Notification) bool {
+			return a.ID == b.ID && string(a.Actions) == string(b.Actions) && a.Highlight == b.Highlight
+		}) {
+			t.Fatalf("%s: after %d: %+v\nwant %+v", u, before[u][4].ID, after, newer)
+		}
+		rooms, err := db.RoomsNotifiedBetween(ctx, u, before[u][1].ID, before[u][0].ID)
+		if err != nil || !slices.Equal(rooms, []string{before[u][0].RoomID}) {
+			t.Fatalf("%s: rooms notified between %d and %d: %v, %v", u, before[u][1].ID, before[u][0].ID, rooms, err)
+		}
+	}
 	for _, u := range users {
 		var want []push.Notification
 		for _, n := range ns {
