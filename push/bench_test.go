@@ -31,6 +31,10 @@ func (b *benchStore) PushRules(_ context.Context, users []string) (map[string][]
 	return map[string][]byte{}, nil
 }
 
+func (b *benchStore) IgnoredUserLists(context.Context, []string) (map[string][]byte, error) {
+	return map[string][]byte{}, nil
+}
+
 func benchRoom(n int) *benchStore {
 	b := &benchStore{power: rooms.Stored{Type: "m.room.power_levels",
 		JSON: []byte(`{"type":"m.room.power_levels","sender":"@user0000:hs","content":{"users":{"@user0000:hs":100}}}`)}}
