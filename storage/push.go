@@ -73,31 +73,16 @@ func (db *DB) AddNotifications(ctx context.Context, reader string, ns []push.Not
 		if len(events) == 0 {
 			return setReaderCursor(ctx, tx, reader, stream.Events, cursor)
 		}
-		slots, err := giveSlots(ctx, tx, events)
-		if err != nil {
-			return err
-		}
 		last, err := nextStreamBlock(ctx, tx, string(stream.Notifications), int64(len(events)))
 		if err != nil {
 			return err
 		}
-		next := last - int64(len(events)) + 1
-		args := make([]any, 0, 9*min(len(events), rowsPer))
-		for start := 0; start < len(events); start += rowsPer {
-			chunk := events[start:min(start+rowsPer, len(events))]
-			args = args[:0]
-			for _, ev := range chunk {
-				room := slots[ev[0].RoomID]
-				row, err := eventRow(ev, func(u string) int { return room[u] })
-				if err != nil {
-					return err
-				}
-				args = append(args, next, row.roomID, row.eventID, row.pos, row.ts, row.threadID, row.notified, row.highlighted, row.actions)
-				next++
-			}
-			if _, err := tx.ExecContext(ctx, insertEventNotificationsSQL(len(chunk)), args...); err != nil {
-				return fmt.Errorf("storage: add notifications: %w", err)
-			}
+		ids := make([]int64, len(events))
+		for i := range ids {
+			ids[i] = last - int64(len(events)) + 1 + int64(i)
+		}
+		if err := storeEventNotifications(ctx, tx, events, ids, rowsPer); err != nil {
+			return err
 		}
 		return setReaderCursor(ctx, tx, reader, stream.Events, cursor)
 	})

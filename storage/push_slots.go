@@ -201,6 +201,32 @@ func roomSlots(ctx context.Context, tx *txn, roomID string) (map[string]int, int
 	return stored, next, rows.Err()
 }
 
+// storeEventNotifications writes one row per event, the i-th with ID
+// ids[i], giving slots to users without one, in rowsPer-row INSERTs.
+func storeEventNotifications(ctx context.Context, tx *txn, events [][]push.Notification, ids []int64, rowsPer int) error {
+	slots, err := giveSlots(ctx, tx, events)
+	if err != nil {
+		return err
+	}
+	args := make([]any, 0, 9*min(len(events), rowsPer))
+	for start := 0; start < len(events); start += rowsPer {
+		chunk := events[start:min(start+rowsPer, len(events))]
+		args = args[:0]
+		for i, ev := range chunk {
+			room := slots[ev[0].RoomID]
+			row, err := eventRow(ev, func(u string) int { return room[u] })
+			if err != nil {
+				return err
+			}
+			args = append(args, ids[start+i], row.roomID, row.eventID, row.pos, row.ts, row.threadID, row.notified, row.highlighted, row.actions)
+		}
+		if _, err := tx.ExecContext(ctx, insertEventNotificationsSQL(len(chunk)), args...); err != nil {
+			return fmt.Errorf("storage: store notifications: %w", err)
+		}
+	}
+	return nil
+}
+
 // insertEventNotificationsSQL is the INSERT of rows events' notifications.
 func insertEventNotificationsSQL(rows int) string {
 	var q strings.Builder

@@ -43,7 +43,6 @@ func upEventNotifications(ctx context.Context, tx *txn) error {
 			return fmt.Errorf("storage: migrate notifications: %w", err)
 		}
 	}
-	slots := map[string]map[string]int{}
 	room, pos := "", int64(-1<<62)
 	for limit := migrateChunk; ; {
 		ns, err := readOldNotifications(ctx, tx, room, pos, limit)
@@ -59,33 +58,19 @@ func upEventNotifications(ctx context.Context, tx *txn) error {
 		if full {
 			events = events[:len(events)-1] // may be cut short; read again next
 		}
-		for _, ev := range events {
-			r := ev[0].RoomID
-			if slots[r] == nil {
-				slots[r] = map[string]int{}
-			}
+		ids := make([]int64, len(events))
+		for i, ev := range events {
+			ids[i] = ev[0].ID
 			for _, n := range ev {
-				if _, ok := slots[r][n.UserID]; !ok {
-					s := len(slots[r])
-					slots[r][n.UserID] = s
-					if _, err := tx.ExecContext(ctx, `INSERT INTO push_room_slots (room_id, user_id, slot) VALUES ($1, $2, $3)`, r, n.UserID, s); err != nil {
-						return fmt.Errorf("storage: migrate notifications: %w", err)
-					}
-				}
+				ids[i] = min(ids[i], n.ID)
 			}
-			row, err := eventRow(ev, func(u string) int { return slots[r][u] })
-			if err != nil {
-				return err
-			}
-			id := ev[0].ID
-			for _, n := range ev {
-				id = min(id, n.ID)
-			}
-			if _, err := tx.ExecContext(ctx, insertEventNotificationsSQL(1), id, row.roomID, row.eventID, row.pos, row.ts,
-				row.threadID, row.notified, row.highlighted, row.actions); err != nil {
-				return fmt.Errorf("storage: migrate notifications: %w", err)
-			}
-			room, pos = r, ev[0].Pos
+		}
+		if err := storeEventNotifications(ctx, tx, events, ids, 1); err != nil {
+			return fmt.Errorf("storage: migrate notifications: %w", err)
+		}
+		if len(events) > 0 {
+			last := events[len(events)-1][0]
+			room, pos = last.RoomID, last.Pos
 		}
 		if !full {
 			break
