@@ -162,6 +162,14 @@ func (f *EventFilter) Match(eventType, sender string) bool {
 	return r.Match("", eventType, sender, nil)
 }
 
+// MatchesNothing reports whether the filter lets no event through: a
+// limit of 0, or an empty list of types or senders. What it filters need
+// not be read at all.
+func (f *EventFilter) MatchesNothing() bool {
+	return f != nil && ((f.Limit != nil && *f.Limit == 0) || (f.Types != nil && len(f.Types) == 0) ||
+		(f.Senders != nil && len(f.Senders) == 0))
+}
+
 // RoomFilter is the spec's RoomFilter.
 type RoomFilter struct {
 	Rooms        []string         `json:"rooms,omitempty"`

@@ -12,6 +12,7 @@ import (
 	"homeserver/filter"
 	"homeserver/mxhttp"
 	"homeserver/pdu"
+	"homeserver/presence"
 	"homeserver/push"
 	"homeserver/receipts"
 	"homeserver/rooms"
@@ -146,6 +147,9 @@ type builder struct {
 	notified map[string]bool
 	roomData map[string][]accountdata.Item
 	receipts map[string][]receipts.Receipt
+	// changes are memberChanges' answer, once changesRead.
+	changes     []rooms.MemberChange
+	changesRead bool
 }
 
 func set(xs []string) map[string]bool {
@@ -226,7 +230,7 @@ func (b *builder) joinedRoom(ctx context.Context, m rooms.Stored) error {
 		if full {
 			tfrom = 0
 		}
-		evs, limited, err := b.s.rooms.Timeline(ctx, b.req.UserID, roomID, tfrom, b.now.Events, b.limit, b.timelineF)
+		evs, limited, err := b.s.rooms.TimelineJoined(ctx, b.req.UserID, roomID, m.Pos, tfrom, b.now.Events, b.limit, b.timelineF)
 		if err != nil {
 			return err
 		}
@@ -511,12 +515,15 @@ func accountDataEvent(it accountdata.Item) json.RawMessage {
 }
 
 func (b *builder) presence(ctx context.Context, memberships []rooms.Stored) error {
-	if b.f.Presence != nil && b.f.Presence.Limit != nil && *b.f.Presence.Limit == 0 {
+	if b.f.Presence.MatchesNothing() {
 		return nil
 	}
-	sts, err := b.s.presence.Changed(ctx, b.from.Presence, b.now.Presence)
-	if err != nil {
-		return err
+	var sts []presence.Status
+	if b.initial || b.now.Presence > b.from.Presence {
+		var err error
+		if sts, err = b.s.presence.Changed(ctx, b.from.Presence, b.now.Presence); err != nil {
+			return err
+		}
 	}
 	sent := map[string]bool{}
 	for _, st := range sts {
@@ -566,19 +573,19 @@ func (b *builder) presence(ctx context.Context, memberships []rooms.Stored) erro
 // rooms they joined, every member. Only rooms with events in the span are
 // read.
 func (b *builder) newlyShared(ctx context.Context, memberships []rooms.Stored) ([]string, error) {
-	var roomIDs []string
+	joined := map[string]bool{}
 	for _, m := range memberships {
-		if m.Membership == "join" && b.changed[m.RoomID] {
-			roomIDs = append(roomIDs, m.RoomID)
+		if m.Membership == "join" {
+			joined[m.RoomID] = true
 		}
 	}
-	changes, err := b.s.rooms.MemberChangesBetween(ctx, roomIDs, b.from.Events, b.now.Events)
+	changes, err := b.memberChanges(ctx, memberships)
 	if err != nil {
 		return nil, err
 	}
 	users := map[string]bool{}
 	for _, c := range changes {
-		if c.Membership != "join" || c.Previous == "join" {
+		if !joined[c.RoomID] || c.Membership != "join" || c.Previous == "join" {
 			continue
 		}
 		if c.UserID != b.req.UserID {
@@ -595,4 +602,19 @@ func (b *builder) newlyShared(ctx context.Context, memberships []rooms.Stored) (
 	}
 	delete(users, b.req.UserID)
 	return slices.Sorted(maps.Keys(users)), nil
+}
+
+// memberChanges returns, read once per answer, the membership events in
+// (from, now] of the rooms with events in the span that the user is in or
+// left in it: presence and device lists both follow them.
+func (b *builder) memberChanges(ctx context.Context, memberships []rooms.Stored) ([]rooms.MemberChange, error) {
+	if b.changesRead {
+		return b.changes, nil
+	}
+	changes, err := b.s.rooms.MemberChangesBetween(ctx, concernedRooms(memberships, b.changed, b.from.Events), b.from.Events, b.now.Events)
+	if err != nil {
+		return nil, err
+	}
+	b.changes, b.changesRead = changes, true
+	return changes, nil
 }

@@ -27,13 +27,11 @@ func (b *builder) e2ee(ctx context.Context, memberships []rooms.Stored) error {
 		return nil
 	}
 	if !b.initial {
-		var relevant []string
-		for _, m := range memberships {
-			if b.changed[m.RoomID] && (m.Membership == "join" || m.Pos > b.from.Events) {
-				relevant = append(relevant, m.RoomID)
-			}
+		changes, err := b.memberChanges(ctx, memberships)
+		if err != nil {
+			return err
 		}
-		dl, err := s.deviceLists(ctx, b.req.UserID, relevant, b.from, b.now)
+		dl, err := s.deviceLists(ctx, b.req.UserID, changes, b.from, b.now)
 		if err != nil {
 			return err
 		}
@@ -76,14 +74,11 @@ func (s *Service) KeyChanges(ctx context.Context, userID, from, to string) (Devi
 	if err != nil {
 		return DeviceLists{}, err
 	}
-	inWindow := set(changedRooms)
-	var relevant []string
-	for _, m := range memberships {
-		if inWindow[m.RoomID] && (m.Membership == "join" || m.Pos > f.Events) {
-			relevant = append(relevant, m.RoomID)
-		}
+	changes, err := s.rooms.MemberChangesBetween(ctx, concernedRooms(memberships, set(changedRooms), f.Events), f.Events, t.Events)
+	if err != nil {
+		return DeviceLists{}, err
 	}
-	return s.deviceLists(ctx, userID, relevant, f, t)
+	return s.deviceLists(ctx, userID, changes, f, t)
 }
 
 // deviceLists computes which users' devices the user should fetch again,
@@ -91,15 +86,11 @@ func (s *Service) KeyChanges(ctx context.Context, userID, from, to string) (Devi
 // a room with them and changed their devices or keys, those who came to
 // share a room (all members of a room the user joined, anyone who joined a
 // room of theirs) and, as left, those with whom they no longer share any
-// room after a leave. Rooms are those with membership events in the window
-// that the user is in, or left in it.
-func (s *Service) deviceLists(ctx context.Context, userID string, roomIDs []string, from, to Token) (DeviceLists, error) {
+// room after a leave. The changes are the membership events in the window
+// of the rooms the user is in, or left in it.
+func (s *Service) deviceLists(ctx context.Context, userID string, changes []rooms.MemberChange, from, to Token) (DeviceLists, error) {
 	out := DeviceLists{Changed: []string{}, Left: []string{}}
 	changed, leaving := map[string]bool{}, map[string]bool{}
-	changes, err := s.rooms.MemberChangesBetween(ctx, roomIDs, from.Events, to.Events)
-	if err != nil {
-		return out, err
-	}
 	for _, c := range changes {
 		joined, wasJoined := c.Membership == "join", c.Previous == "join"
 		if joined == wasJoined {
@@ -170,4 +161,17 @@ func (s *Service) deviceLists(ctx context.Context, userID string, roomIDs []stri
 	sort.Strings(out.Changed)
 	sort.Strings(out.Left)
 	return out, nil
+}
+
+// concernedRooms are the rooms whose membership changes since position
+// from concern the user's device lists and presence: those with events
+// since (changed) that the user is in, or left since.
+func concernedRooms(memberships []rooms.Stored, changed map[string]bool, from int64) []string {
+	var out []string
+	for _, m := range memberships {
+		if changed[m.RoomID] && (m.Membership == "join" || m.Pos > from) {
+			out = append(out, m.RoomID)
+		}
+	}
+	return out
 }

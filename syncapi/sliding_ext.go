@@ -82,13 +82,11 @@ func (b *slidingBuilder) extensions(ctx context.Context, memberships []rooms.Sto
 	if ext.E2EE.on() && b.s.keys != nil {
 		res := &E2EEExtension{DeviceLists: DeviceLists{Changed: []string{}, Left: []string{}}, DeviceOneTimeKeysCount: map[string]int{}, DeviceUnusedFallbackKeyTypes: []string{}}
 		if b.since != nil {
-			var relevant []string
-			for _, m := range memberships {
-				if b.changed[m.RoomID] && (m.Membership == "join" || m.Pos > b.since.Events) {
-					relevant = append(relevant, m.RoomID)
-				}
+			changes, err := b.s.rooms.MemberChangesBetween(ctx, concernedRooms(memberships, b.changed, b.since.Events), b.since.Events, b.now.Events)
+			if err != nil {
+				return err
 			}
-			dl, err := b.s.deviceLists(ctx, b.req.UserID, relevant, *b.since, b.now)
+			dl, err := b.s.deviceLists(ctx, b.req.UserID, changes, *b.since, b.now)
 			if err != nil {
 				return err
 			}

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"homeserver/mxhttp"
@@ -89,6 +90,36 @@ type Service struct {
 	log    *slog.Logger
 	wake   []func(userID string)
 	remote Remote
+	// empty spares long-polling devices with nothing waiting a read per
+	// /sync: for each device, the position up to which a read found it no
+	// messages. Positions are the stream's, so it is right for every
+	// process: a message to the device takes the stream past it.
+	empty emptyDevices
+}
+
+// emptyDevices maps user and device to a position up to which the device
+// had no messages.
+type emptyDevices struct {
+	mu sync.Mutex
+	m  map[[2]string]int64
+}
+
+// maxEmptyDevices bounds the map; it is emptied when full.
+const maxEmptyDevices = 100_000
+
+func (e *emptyDevices) upTo(userID, deviceID string) int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.m[[2]string{userID, deviceID}]
+}
+
+func (e *emptyDevices) set(userID, deviceID string, pos int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.m == nil || len(e.m) >= maxEmptyDevices {
+		e.m = map[[2]string]int64{}
+	}
+	e.m[[2]string{userID, deviceID}] = pos
 }
 
 // New returns the service.
@@ -268,9 +299,16 @@ func (s *Service) Deliver(ctx context.Context, userID, deviceID string, since, n
 	// One read serves the common cases: nothing waiting, or only new
 	// messages. Only when delivered ones are still there is there a write
 	// (every /sync comes through here, and SQLite has one writer).
-	msgs, err := s.store.ToDeviceMessages(ctx, userID, deviceID, 0, max(now, since), SyncLimit)
+	upTo := max(now, since)
+	if upTo <= s.empty.upTo(userID, deviceID) {
+		return nil, upTo, nil
+	}
+	msgs, err := s.store.ToDeviceMessages(ctx, userID, deviceID, 0, upTo, SyncLimit)
 	if err != nil {
 		return nil, since, err
+	}
+	if len(msgs) == 0 {
+		s.empty.set(userID, deviceID, upTo)
 	}
 	if len(msgs) > 0 && msgs[0].Pos <= since {
 		if err := s.store.DeleteToDevice(ctx, userID, deviceID, since); err != nil {
