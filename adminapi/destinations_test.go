@@ -3,6 +3,7 @@ package adminapi_test
 import (
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,8 +98,32 @@ func TestAdminDestinations(t *testing.T) {
 	}
 	mrdWantErr(t, a.Do("POST", destinationsPath+"/hs2.test/reset_connection", alice.Token, map[string]any{}), http.StatusForbidden, "M_FORBIDDEN")
 
-	// hs2 goes down: the failures are recorded.
-	delivered := d["last_successful_stream_ordering"].(float64)
+	// hs2 goes down: the failures are recorded. First the message must
+	// have reached hs2 and its delivery been recorded (the first delivery
+	// seen above may be of an earlier event): the last delivery then stays.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r := b.MustDo(http.StatusOK, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/messages?dir=b&limit=5", bob.Token, nil)
+		if strings.Contains(string(r.Body), "hello hs2") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hs2 never got the message: %s", r.Body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var delivered float64
+	for stable := 0; stable < 3; {
+		d = destWait(t, a, admin, "hs2.test", "a delivery", func(d map[string]any) bool {
+			return d["last_successful_stream_ordering"] != nil
+		})
+		if v := d["last_successful_stream_ordering"].(float64); v == delivered {
+			stable++
+		} else {
+			delivered, stable = v, 0
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	b.Stop()
 	a.SendText(alice, room, "while hs2 is down")
 	failing := destWait(t, a, admin, "hs2.test", "a failure", func(d map[string]any) bool {
