@@ -63,7 +63,7 @@ func (db *DB) UpdateAccountData(ctx context.Context, userID, roomID, eventType s
 	return pos, nil
 }
 
-func (db *DB) GetAccountData(ctx context.Context, userID, roomID, eventType string) (json.RawMessage, error) {
+func (db *DB) getAccountData(ctx context.Context, userID, roomID, eventType string) (json.RawMessage, error) {
 	defer db.observe("get_account_data", time.Now())
 	var s string
 	err := db.r.QueryRowContext(ctx, `SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3`,

@@ -281,6 +281,7 @@ var purgeByRoom = []string{
 
 func (db *DB) PurgeRoom(ctx context.Context, roomID string) error {
 	defer db.unread.invalidate()
+	defer db.shared.changing()()
 	return db.tx(ctx, "purge_room", func(tx *txn) error {
 		if db.engine == SQLite {
 			// The full-text index is keyed by the entries' stream positions.
@@ -390,6 +391,8 @@ func (db *DB) PurgeHistory(ctx context.Context, roomID string, beforeDepth int64
 		args = append(args, len(keepSuffix), keepSuffix)
 	}
 	var deleted int64
+	end := db.shared.changing()
+	defer end()
 	err := db.tx(ctx, "purge_history", func(tx *txn) error {
 		if db.engine == SQLite {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM event_search_fts WHERE rowid IN

@@ -55,6 +55,7 @@ func (db *DB) PromoteBackfilled(ctx context.Context, roomID string, events []*pd
 	for _, ev := range events {
 		batch[ev.ID()] = true
 	}
+	defer db.shared.changing()()
 	return db.tx(ctx, "promote_backfilled", func(tx *txn) error {
 		for _, ev := range events {
 			if ev.RoomID() != roomID {

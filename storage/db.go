@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"homeserver/stream"
 	"io/fs"
 	"log/slog"
 	"net/url"
@@ -72,6 +73,8 @@ type DB struct {
 	unread *unreadCache
 	// snapshots bounds the read snapshots held at once (SQLite).
 	snapshots chan struct{}
+	// shared keeps what the snapshots of one moment read alike.
+	shared *sharedReads
 }
 
 // Open opens the database and applies pending migrations. It refuses a
@@ -143,7 +146,7 @@ func openPostgres(ctx context.Context, o Options) (*DB, error) {
 		c.Close()
 	}
 	gated := newPool(p, o.ReadConns, o.MaxConnWait)
-	return &DB{engine: Postgres, dsn: o.DSN, w: gated, r: gated, log: o.Logger, unread: &unreadCache{}}, nil
+	return &DB{engine: Postgres, dsn: o.DSN, w: gated, r: gated, log: o.Logger, unread: &unreadCache{}, shared: &sharedReads{}}, nil
 }
 
 func openSQLite(ctx context.Context, o Options) (*DB, error) {
@@ -158,7 +161,7 @@ func openSQLite(ctx context.Context, o Options) (*DB, error) {
 	w.SetConnMaxIdleTime(0)
 	writer := newPool(w, 1, o.MaxConnWait)
 	writer.cacheStatements()
-	db := &DB{engine: SQLite, w: writer, r: writer, log: o.Logger, unread: &unreadCache{}}
+	db := &DB{engine: SQLite, w: writer, r: writer, log: o.Logger, unread: &unreadCache{}, shared: &sharedReads{}}
 	if o.Path != ":memory:" {
 		// Several processes need PostgreSQL: their announcements and
 		// leases travel through it. Refuse a second one here.
@@ -341,6 +344,10 @@ type txn struct {
 	// A read snapshot's queries may come from several goroutines.
 	mu     sync.Mutex
 	missed []string
+	// A read snapshot's stream heads, once read, and the shared reads'
+	// epoch when it began (see sharedReads).
+	heads map[stream.Name]int64
+	epoch uint64
 }
 
 // stmt is the transaction's form of the pool's prepared statement for
@@ -429,11 +436,14 @@ func (db *DB) ReadSnapshot(ctx context.Context, fn func(context.Context) error) 
 		return fmt.Errorf("storage: read snapshot: %w", err)
 	}
 	defer db.r.leave()
+	// The epoch is taken before the snapshot: one begun after a bump
+	// may carry the old epoch, and then shares nothing.
+	epoch := db.shared.currentEpoch()
 	tx, err := db.r.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("storage: read snapshot: begin: %w", err)
 	}
-	t := &txn{Tx: tx, p: db.r}
+	t := &txn{Tx: tx, p: db.r, epoch: epoch}
 	err = fn(context.WithValue(ctx, readSnapshotKey{}, t))
 	_ = tx.Rollback()
 	t.prepareMissed(ctx)

@@ -69,6 +69,7 @@ func insertOutliers(ctx context.Context, tx *txn, events []*pdu.Event) error {
 // PersistOutliers stores events outside the timeline (an event that failed
 // the checks against the room's current state, an auth chain).
 func (db *DB) PersistOutliers(ctx context.Context, events []*pdu.Event) error {
+	defer db.shared.changing()()
 	return db.tx(ctx, "persist_outliers", func(tx *txn) error { return insertOutliers(ctx, tx, events) })
 }
 
@@ -77,6 +78,7 @@ func (db *DB) PersistOutliers(ctx context.Context, events []*pdu.Event) error {
 // outliers, the state as the room's current state (one full state group),
 // and the forward extremities the join event will replace.
 func (db *DB) ImportRoom(ctx context.Context, room rooms.Room, outliers, state []*pdu.Event, extremities []string) error {
+	defer db.shared.changing()()
 	return db.tx(ctx, "import_room", func(tx *txn) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO rooms (room_id, room_version, creator, published, created_ts) VALUES ($1, $2, $3, FALSE, $4)
 			ON CONFLICT (room_id) DO UPDATE SET room_version = excluded.room_version, creator = excluded.creator`,

@@ -123,33 +123,11 @@ func (db *DB) UnreadCounts(ctx context.Context, userID, roomID string) (map[stri
 // deleted by this process, counts afresh.
 func (db *DB) unreadCounts(ctx context.Context, userID, roomID string) (map[string]push.Counts, error) {
 	q := db.r
-	rows, err := q.QueryContext(ctx, `SELECT r.thread_id, MAX(e.stream_pos) FROM receipts r
-		JOIN events e ON e.event_id = r.event_id
-		WHERE r.room_id = $1 AND r.receipt_type IN ('m.read', 'm.read.private') AND r.user_id = $2
-		GROUP BY r.thread_id`, roomID, userID)
+	rp, err := db.readReceipts(ctx, userID, roomID)
 	if err != nil {
-		return nil, fmt.Errorf("storage: unread counts: %w", err)
+		return nil, err
 	}
-	unthreaded := int64(noReceipt)
-	threads := map[string]int64{}
-	for rows.Next() {
-		var t string
-		var pos int64
-		if err := rows.Scan(&t, &pos); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("storage: unread counts: %w", err)
-		}
-		if t == "" {
-			unthreaded = pos
-		} else {
-			threads[t] = pos
-		}
-	}
-	err = rows.Err()
-	rows.Close()
-	if err != nil {
-		return nil, fmt.Errorf("storage: unread counts: %w", err)
-	}
+	unthreaded, threads := rp.unthreaded, rp.threads
 	key := unreadKey{userID, roomID}
 	// The generation is read first: notifications deleted from here on
 	// make both the entry read and the one written stale.
@@ -180,7 +158,7 @@ func (db *DB) unreadCounts(ctx context.Context, userID, roomID string) (map[stri
 	// Every row in range is read, notifying the user or not, so that the
 	// next count starts after the last of them. A user without a slot in
 	// the room was never notified there: the join ends the count at once.
-	rows, err = q.QueryContext(ctx, `SELECT n.thread_id,
+	rows, err := q.QueryContext(ctx, `SELECT n.thread_id,
 			SUM(CASE WHEN `+slotBitCond(`n.notified`, `s.slot`)+` THEN 1 ELSE 0 END),
 			SUM(CASE WHEN `+slotBitCond(`n.highlighted`, `s.slot`)+` THEN 1 ELSE 0 END),
 			MAX(n.stream_pos)
@@ -514,3 +492,48 @@ func (db *DB) UnreadTotal(ctx context.Context, userID string) (int, error) {
 	}
 	return total, nil
 }
+
+// receiptPositions are where a user's read receipts in a room stand in
+// its log: the unthreaded one (noReceipt when none) and each thread's.
+type receiptPositions struct {
+	unthreaded int64
+	threads    map[string]int64
+}
+
+// readReceipts reads the user's read receipts in the room. Which events
+// they name moves the receipts stream; where those stand, the events
+// stream (an event may arrive after a receipt naming it).
+func (db *DB) readReceipts(ctx context.Context, userID, roomID string) (receiptPositions, error) {
+	clone := func(r receiptPositions) receiptPositions {
+		return receiptPositions{r.unthreaded, maps.Clone(r.threads)}
+	}
+	return sharedRead(ctx, db, "read_receipts\x00"+userID+"\x00"+roomID, receiptsAndEvents, clone, func() (receiptPositions, error) {
+		rows, err := db.r.QueryContext(ctx, `SELECT r.thread_id, MAX(e.stream_pos) FROM receipts r
+			JOIN events e ON e.event_id = r.event_id
+			WHERE r.room_id = $1 AND r.receipt_type IN ('m.read', 'm.read.private') AND r.user_id = $2
+			GROUP BY r.thread_id`, roomID, userID)
+		if err != nil {
+			return receiptPositions{}, fmt.Errorf("storage: unread counts: %w", err)
+		}
+		defer rows.Close()
+		out := receiptPositions{unthreaded: noReceipt, threads: map[string]int64{}}
+		for rows.Next() {
+			var t string
+			var pos int64
+			if err := rows.Scan(&t, &pos); err != nil {
+				return receiptPositions{}, fmt.Errorf("storage: unread counts: %w", err)
+			}
+			if t == "" {
+				out.unthreaded = pos
+			} else {
+				out.threads[t] = pos
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return receiptPositions{}, fmt.Errorf("storage: unread counts: %w", err)
+		}
+		return out, nil
+	})
+}
+
+var receiptsAndEvents = []stream.Name{stream.Receipts, stream.Events}

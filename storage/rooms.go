@@ -367,7 +367,7 @@ func keyFilter(keys []pdu.StateKey, scope, typeCol, keyCol string, args []any) (
 	return "(" + strings.Join(parts, " OR ") + ")", args
 }
 
-func (db *DB) CurrentState(ctx context.Context, roomID string, keys []pdu.StateKey) ([]rooms.Stored, error) {
+func (db *DB) currentState(ctx context.Context, roomID string, keys []pdu.StateKey) ([]rooms.Stored, error) {
 	defer db.observe("current_state", time.Now())
 	q := `SELECT ` + prefixed("e", eventColumns) + ` FROM current_state c JOIN events e ON e.event_id = c.event_id WHERE `
 	args := []any{roomID}
@@ -505,7 +505,7 @@ func (db *DB) TypeEvents(ctx context.Context, roomID, eventType string) ([]rooms
 		WHERE room_id = $1 AND state_key = '' AND type = $2 ORDER BY stream_pos`, roomID, eventType))
 }
 
-func (db *DB) RoomEvents(ctx context.Context, roomID string, from, to int64, forward bool, limit int) ([]rooms.Stored, error) {
+func (db *DB) roomEvents(ctx context.Context, roomID string, from, to int64, forward bool, limit int) ([]rooms.Stored, error) {
 	defer db.observe("room_events", time.Now())
 	order := "DESC"
 	if forward {
@@ -537,7 +537,7 @@ func (db *DB) StateGroupAt(ctx context.Context, roomID string, pos int64) (int64
 	return g, nil
 }
 
-func (db *DB) StateGroupAtCurrent(ctx context.Context, roomID string, pos int64) (int64, bool, error) {
+func (db *DB) stateGroupAtCurrent(ctx context.Context, roomID string, pos int64) (int64, bool, error) {
 	defer db.observe("state_group_at_current", time.Now())
 	var g, current int64
 	err := db.r.QueryRowContext(ctx, `SELECT e.state_group, r.state_group FROM events e JOIN rooms r ON r.room_id = e.room_id
@@ -950,7 +950,7 @@ func (db *DB) UserMembershipHeads(ctx context.Context, userID string) ([]rooms.S
 	return out, nil
 }
 
-func (db *DB) RoomsWithEventsBetween(ctx context.Context, from, to int64) ([]string, error) {
+func (db *DB) roomsWithEventsBetween(ctx context.Context, from, to int64) ([]string, error) {
 	defer db.observe("rooms_with_events_between", time.Now())
 	return queryStrings(ctx, db.r, `SELECT DISTINCT room_id FROM events WHERE stream_pos > $1 AND stream_pos <= $2`, from, to)
 }
@@ -1017,7 +1017,7 @@ func (db *DB) UsersSharingRoom(ctx context.Context, user string, candidates []st
 	return out, nil
 }
 
-func (db *DB) MemberChangesBetween(ctx context.Context, roomIDs []string, from, to int64) ([]rooms.MemberChange, error) {
+func (db *DB) memberChangesBetween(ctx context.Context, roomIDs []string, from, to int64) ([]rooms.MemberChange, error) {
 	defer db.observe("member_changes_between", time.Now())
 	var out []rooms.MemberChange
 	for start := 0; start < len(roomIDs); start += 500 {

@@ -121,7 +121,9 @@ func (db *DB) StreamHeads(ctx context.Context, names []stream.Name) (map[stream.
 		marks[i] = fmt.Sprintf("$%d", i+1)
 		out[n] = 0
 	}
-	rows, err := db.r.QueryContext(ctx, `SELECT name, MAX(pos) FROM stream_counters WHERE name IN (`+strings.Join(marks, ", ")+`) GROUP BY name`, args...)
+	// One row per stream (name is the key): no grouping, which SQLite
+	// would sort through a temporary b-tree on every /sync.
+	rows, err := db.r.QueryContext(ctx, `SELECT name, pos FROM stream_counters WHERE name IN (`+strings.Join(marks, ", ")+`)`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("storage: stream heads: %w", err)
 	}
@@ -134,5 +136,11 @@ func (db *DB) StreamHeads(ctx context.Context, names []stream.Name) (map[stream.
 		}
 		out[stream.Name(name)] = pos.Int64
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("storage: stream heads: %w", err)
+	}
+	if t := db.r.pinned(ctx); t != nil {
+		t.setHeads(out)
+	}
+	return out, nil
 }

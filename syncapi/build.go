@@ -234,7 +234,7 @@ func (b *builder) joinedRoom(ctx context.Context, m rooms.Stored) error {
 		if err != nil {
 			return err
 		}
-		state, membersChanged, err := b.stateFor(ctx, roomID, evs, limited, full, b.now.Events, false)
+		state, membersChanged, err := b.stateFor(ctx, roomID, evs, limited, full, b.now.Events, &m)
 		if err != nil {
 			return err
 		}
@@ -307,7 +307,7 @@ func (b *builder) leftRoom(ctx context.Context, m rooms.Stored) error {
 	if err != nil {
 		return err
 	}
-	state, _, err := b.stateFor(ctx, m.RoomID, evs, limited, full, m.Pos, true)
+	state, _, err := b.stateFor(ctx, m.RoomID, evs, limited, full, m.Pos, nil)
 	if err != nil {
 		return err
 	}
@@ -342,8 +342,10 @@ func (b *builder) leftRoom(ctx context.Context, m rooms.Stored) error {
 // is filtered and, with lazy loading, reduced to the members the timeline
 // needs. It also reports whether memberships changed in what it covers (the
 // summary is sent then), which the members added for lazy loading do not
-// count as.
-func (b *builder) stateFor(ctx context.Context, roomID string, timeline []rooms.Stored, limited, full bool, end int64, left bool) ([]rooms.Stored, bool, error) {
+// count as. joined is the user's membership in a room they are joined to
+// (nil for a room they left).
+func (b *builder) stateFor(ctx context.Context, roomID string, timeline []rooms.Stored, limited, full bool, end int64, joined *rooms.Stored) ([]rooms.Stored, bool, error) {
+	left := joined == nil
 	start := end
 	if len(timeline) > 0 {
 		start = timeline[0].Pos - 1
@@ -418,9 +420,17 @@ func (b *builder) stateFor(ctx context.Context, roomID string, timeline []rooms.
 		// theirs, and only theirs, from the state at the timeline's start.
 		var keys []pdu.StateKey
 		for u := range senders {
-			if !have[u] {
-				keys = append(keys, pdu.StateKey{Type: "m.room.member", StateKey: u})
+			if have[u] {
+				continue
 			}
+			// The user's own membership at the timeline's start is the
+			// one they hold now when it is no later: not read again when
+			// the device has it.
+			if u == b.req.UserID && joined != nil && joined.EventID != "" && joined.Pos <= start && skipKnown &&
+				b.s.lazy.known(b.req.UserID, b.req.DeviceID, roomID, u, joined.EventID, b.from.Events) {
+				continue
+			}
+			keys = append(keys, pdu.StateKey{Type: "m.room.member", StateKey: u})
 		}
 		slices.SortFunc(keys, func(x, y pdu.StateKey) int { return strings.Compare(x.StateKey, y.StateKey) })
 		members, err := b.s.rooms.StateAfterKeys(ctx, roomID, start, keys)
