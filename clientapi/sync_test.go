@@ -1451,3 +1451,117 @@ func TestSyncFilteredTimelineScanCapIsLimited(t *testing.T) {
 		t.Fatalf("/messages from prev_batch %s never reaches %s", jr.Timeline.PrevBatch, old)
 	}
 }
+
+// The members of a room woken by one message read alike (the room's new
+// events, its membership changes) and may share those reads; what is each
+// one's own must stay so: the sender's transaction ID, an ignored sender's
+// messages, a member's own leave. Two rounds: a message, then a leave.
+func TestSyncWokenTogetherKeepWhatIsTheirs(t *testing.T) {
+	s := testserver.Start(t, "")
+	u := syUsers(s, "alice", "bob", "carol", "dan", "erin", "frank")
+	alice, frank := u[0], u[5]
+	room := s.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	for _, m := range u[1:] {
+		s.Join(m, room)
+	}
+	s.MustDo(http.StatusOK, "PUT", v3+"/user/"+url.PathEscape(frank.ID)+"/account_data/m.ignored_user_list", frank.Token,
+		map[string]any{"ignored_users": map[string]any{alice.ID: map[string]any{}}})
+	const lazy = `{"room":{"state":{"lazy_load_members":true},"timeline":{"limit":20}}}`
+	since := map[string]string{}
+	for _, m := range u {
+		since[m.ID] = sySync(t, s, m, url.Values{"filter": {lazy}}.Encode()).NextBatch
+	}
+	poll := func(m testserver.User, timeout string) *syWait {
+		return syStart(s, m, url.Values{"since": {since[m.ID]}, "timeout": {timeout}, "filter": {lazy}}.Encode())
+	}
+	// waitFor long-polls until the answer has the event in the room (in
+	// the timeline of a joined room, or of a left one), skipping answers
+	// that bring only unread counts.
+	waitFor := func(m testserver.User, w *syWait, id string) syEvent {
+		t.Helper()
+		for range 5 {
+			r := w.result(t)
+			since[m.ID] = r.NextBatch
+			evs := append(r.Rooms.Join[room].Timeline.Events, r.Rooms.Leave[room].Timeline.Events...)
+			for _, e := range evs {
+				if e.EventID == id {
+					return e
+				}
+			}
+			if len(evs) > 0 {
+				t.Fatalf("%s: timeline without %s: %s", m.ID, id, r.Raw)
+			}
+			w = poll(m, "60000")
+		}
+		t.Fatalf("%s never got %s", m.ID, id)
+		return syEvent{}
+	}
+
+	waits := map[string]*syWait{}
+	for _, m := range u[:5] {
+		waits[m.ID] = poll(m, "60000")
+	}
+	frankWait := poll(frank, "1500")
+	time.Sleep(100 * time.Millisecond)
+	r := s.MustDo(http.StatusOK, "PUT", testserver.RoomPath(room, "/send/m.room.message/shared-1"), alice.Token,
+		map[string]any{"msgtype": "m.text", "body": "to all of you"})
+	id := r.String("event_id")
+	for _, m := range u[:5] {
+		e := waitFor(m, waits[m.ID], id)
+		txn, has := e.Unsigned["transaction_id"]
+		if m.ID == alice.ID && txn != "shared-1" {
+			t.Errorf("the sender's own echo lacks its transaction ID: %v", e.Unsigned)
+		}
+		if m.ID != alice.ID && has {
+			t.Errorf("%s sees the sender's transaction ID: %v", m.ID, e.Unsigned)
+		}
+		if e.Unsigned["membership"] != "join" {
+			t.Errorf("%s: unsigned.membership %v, want join", m.ID, e.Unsigned["membership"])
+		}
+	}
+	for range 5 {
+		fr := frankWait.result(t)
+		since[frank.ID] = fr.NextBatch
+		for _, e := range fr.Rooms.Join[room].Timeline.Events {
+			if e.Sender == alice.ID {
+				t.Fatalf("frank ignores alice, yet got her message: %s", fr.Raw)
+			}
+		}
+		if len(fr.Rooms.Join) == 0 {
+			break
+		}
+		frankWait = poll(frank, "1500")
+	}
+
+	// Bob leaves: he gets his leave in rooms.leave, the others in their
+	// timelines.
+	bob := u[1]
+	for _, m := range u[:5] {
+		waits[m.ID] = poll(m, "60000")
+	}
+	time.Sleep(100 * time.Millisecond)
+	leave := s.MustDo(http.StatusOK, "PUT", testserver.RoomPath(room, "/state/m.room.member/"+url.PathEscape(bob.ID)), bob.Token,
+		map[string]any{"membership": "leave"}).String("event_id")
+	for _, m := range u[:5] {
+		w := waits[m.ID]
+		if m.ID == bob.ID {
+			// Answers with only the first round's unread counts may come
+			// first.
+			for i := 0; ; i++ {
+				lr := w.result(t)
+				since[bob.ID] = lr.NextBatch
+				if _, ok := lr.Rooms.Leave[room]; ok || i == 4 {
+					if got := syIDs(lr.Rooms.Leave[room].Timeline.Events); !slices.Contains(got, leave) {
+						t.Errorf("bob's own leave not in rooms.leave: %s", lr.Raw)
+					}
+					break
+				}
+				w = poll(bob, "60000")
+			}
+			continue
+		}
+		if e := waitFor(m, w, leave); e.Content["membership"] != "leave" {
+			t.Errorf("%s: the leave reads %v", m.ID, e.Content)
+		}
+	}
+}

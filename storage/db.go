@@ -42,7 +42,7 @@ type Options struct {
 	Path string
 	// DSN of the PostgreSQL database (URL or key=value form).
 	DSN string
-	// ReadConns is the size of the SQLite reader pool (default 4), or the
+	// ReadConns is the size of the SQLite reader pool (default 6), or the
 	// maximum size of the PostgreSQL pool (default 10).
 	ReadConns int
 	// MinConns PostgreSQL connections are opened at start (Synapse's
@@ -75,6 +75,8 @@ type DB struct {
 	snapshots chan struct{}
 	// shared keeps what the snapshots of one moment read alike.
 	shared *sharedReads
+	// presence keeps users' presence rows (SQLite; nil with PostgreSQL).
+	presence *presenceCache
 }
 
 // Open opens the database and applies pending migrations. It refuses a
@@ -151,7 +153,10 @@ func openPostgres(ctx context.Context, o Options) (*DB, error) {
 
 func openSQLite(ctx context.Context, o Options) (*DB, error) {
 	if o.ReadConns <= 0 {
-		o.ReadConns = 4
+		// Half of them may hold read snapshots: three /syncs woken by one
+		// commit read under one each and share what they read alike
+		// (measured against four: BENCHMARKS.md, fourth pass).
+		o.ReadConns = 6
 	}
 	w, err := sql.Open("sqlite", sqliteDSN(o.Path, false))
 	if err != nil {
@@ -161,7 +166,7 @@ func openSQLite(ctx context.Context, o Options) (*DB, error) {
 	w.SetConnMaxIdleTime(0)
 	writer := newPool(w, 1, o.MaxConnWait)
 	writer.cacheStatements()
-	db := &DB{engine: SQLite, w: writer, r: writer, log: o.Logger, unread: &unreadCache{}, shared: &sharedReads{}}
+	db := &DB{engine: SQLite, w: writer, r: writer, log: o.Logger, unread: &unreadCache{}, shared: &sharedReads{}, presence: &presenceCache{}}
 	if o.Path != ":memory:" {
 		// Several processes need PostgreSQL: their announcements and
 		// leases travel through it. Refuse a second one here.
