@@ -501,15 +501,16 @@ type receiptPositions struct {
 }
 
 // readReceipts reads the user's read receipts in the room. Which events
-// they name moves the receipts stream; where those stand, the events
-// stream (an event may arrive after a receipt naming it).
+// they name moves the receipts stream alone, as long as those events are
+// here: an answer with a receipt for an event not here yet (it may come
+// over federation, and the receipt then counts) is not shared.
 func (db *DB) readReceipts(ctx context.Context, userID, roomID string) (receiptPositions, error) {
 	clone := func(r receiptPositions) receiptPositions {
 		return receiptPositions{r.unthreaded, maps.Clone(r.threads)}
 	}
-	return sharedRead(ctx, db, "read_receipts\x00"+userID+"\x00"+roomID, receiptsAndEvents, clone, func() (receiptPositions, error) {
-		rows, err := db.r.QueryContext(ctx, `SELECT r.thread_id, MAX(e.stream_pos) FROM receipts r
-			JOIN events e ON e.event_id = r.event_id
+	r, err := sharedRead(ctx, db, "read_receipts\x00"+userID+"\x00"+roomID, receiptsStream, clone, func() (receiptPositions, error) {
+		rows, err := db.r.QueryContext(ctx, `SELECT r.thread_id, MAX(e.stream_pos), COUNT(*) - COUNT(e.stream_pos) FROM receipts r
+			LEFT JOIN events e ON e.event_id = r.event_id
 			WHERE r.room_id = $1 AND r.receipt_type IN ('m.read', 'm.read.private') AND r.user_id = $2
 			GROUP BY r.thread_id`, roomID, userID)
 		if err != nil {
@@ -517,23 +518,38 @@ func (db *DB) readReceipts(ctx context.Context, userID, roomID string) (receiptP
 		}
 		defer rows.Close()
 		out := receiptPositions{unthreaded: noReceipt, threads: map[string]int64{}}
+		unresolved := false
 		for rows.Next() {
 			var t string
-			var pos int64
-			if err := rows.Scan(&t, &pos); err != nil {
+			var pos sql.NullInt64
+			var missing int64
+			if err := rows.Scan(&t, &pos, &missing); err != nil {
 				return receiptPositions{}, fmt.Errorf("storage: unread counts: %w", err)
 			}
-			if t == "" {
-				out.unthreaded = pos
-			} else {
-				out.threads[t] = pos
+			unresolved = unresolved || missing > 0
+			switch {
+			case !pos.Valid:
+			case t == "":
+				out.unthreaded = pos.Int64
+			default:
+				out.threads[t] = pos.Int64
 			}
 		}
 		if err := rows.Err(); err != nil {
 			return receiptPositions{}, fmt.Errorf("storage: unread counts: %w", err)
 		}
+		if unresolved {
+			return out, errUnresolvedReceipt
+		}
 		return out, nil
 	})
+	if errors.Is(err, errUnresolvedReceipt) {
+		return r, nil
+	}
+	return r, err
 }
 
-var receiptsAndEvents = []stream.Name{stream.Receipts, stream.Events}
+// errUnresolvedReceipt keeps an answer from being shared (readReceipts).
+var errUnresolvedReceipt = errors.New("storage: a receipt names an event not here")
+
+var receiptsStream = []stream.Name{stream.Receipts}

@@ -1,6 +1,9 @@
 package syncapi
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // Notifier wakes the long-polling syncs that care about a change: those of
 // the rooms it happened in and of the users it concerns. Waiting costs
@@ -40,6 +43,82 @@ func (n *Notifier) Listen(user string, rooms []string) *Waiter {
 
 // C is signalled (at most once until read) when something changed.
 func (w *Waiter) C() <-chan struct{} { return w.ch }
+
+// signalled reports, without waiting, whether something changed (and
+// takes the signal).
+func (w *Waiter) signalled() bool {
+	select {
+	case <-w.ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// parkedWaiters keeps, after an answer, the waiter that listened through
+// it, under the user and the token the answer handed out: the client's
+// next long-poll, which usually comes at once, finds it unsignalled when
+// nothing happened for the user since, and waits without reading the
+// database first. A client that does not come back leaves it registered
+// until it expires.
+type parkedWaiters struct {
+	mu        sync.Mutex
+	m         map[parkedKey]parkedWaiter
+	lastSweep time.Time
+}
+
+type parkedKey struct{ user, token string }
+
+type parkedWaiter struct {
+	w  *Waiter
+	at time.Time
+}
+
+const (
+	maxParked = 10_000
+	parkedTTL = time.Minute
+)
+
+func (p *parkedWaiters) put(user, token string, w *Waiter) {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[parkedKey]parkedWaiter{}
+	}
+	k := parkedKey{user, token}
+	if old, ok := p.m[k]; ok {
+		old.w.Close()
+	}
+	if len(p.m) >= maxParked || now.Sub(p.lastSweep) > parkedTTL {
+		p.lastSweep = now
+		for k, e := range p.m {
+			if len(p.m) >= maxParked || now.Sub(e.at) > parkedTTL {
+				e.w.Close()
+				delete(p.m, k)
+			}
+		}
+	}
+	p.m[k] = parkedWaiter{w: w, at: now}
+}
+
+// take returns the waiter parked under the user and token, if any, which
+// is then the caller's to close.
+func (p *parkedWaiters) take(user, token string) *Waiter {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := parkedKey{user, token}
+	e, ok := p.m[k]
+	if !ok {
+		return nil
+	}
+	delete(p.m, k)
+	if time.Since(e.at) > parkedTTL {
+		e.w.Close()
+		return nil
+	}
+	return e.w
+}
 
 // Close unregisters the waiter.
 func (w *Waiter) Close() {

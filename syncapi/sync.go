@@ -51,6 +51,7 @@ type Service struct {
 	heads    StreamHeads
 	reads    ReadSnapshots
 	joined   joinedCache
+	parked   parkedWaiters
 	lazy     *lazyMembers
 	log      *slog.Logger
 
@@ -308,6 +309,8 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	// whose token is every stream's present position builds nothing (nil):
 	// nothing can have happened for it. That is every long-poll coming
 	// back after an answer, and most of what woken clients ask.
+	// answeredAt is the snapshot the last answer was built from.
+	var answeredAt Token
 	answer := func(skipUnchanged bool) (*Response, *Waiter, error) {
 		var resp *Response
 		w, err := s.listenAndRead(ctx, req.UserID, func(ctx context.Context, memberships []rooms.Stored, now Token) error {
@@ -319,9 +322,21 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 			}
 			var err error
 			resp, err = s.build(ctx, req, since, now, memberships)
+			answeredAt = now
 			return err
 		})
 		return resp, w, err
+	}
+	// done hands the answer out; its waiter, which listened from before
+	// the answer's snapshot, is parked under the answer's token for the
+	// client's next long-poll when the token is the snapshot's.
+	done := func(resp *Response, w *Waiter) *Response {
+		if resp.NextBatch == answeredAt.String() {
+			s.parked.put(req.UserID, resp.NextBatch, w)
+		} else {
+			w.Close()
+		}
+		return resp
 	}
 	// last answers a long-poll that ends without news: built in full
 	// when the last look skipped building.
@@ -333,20 +348,36 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 		if err != nil {
 			return nil, err
 		}
-		w.Close()
-		return resp, nil
+		return done(resp, w), nil
+	}
+	wait := since != nil && !req.FullState && timeout > 0
+	// A long-poll from the token of this process's last answer to the
+	// user finds that answer's waiter parked: unsignalled, nothing
+	// happened for the user since, and it waits without a first read.
+	var parked *Waiter
+	if wait {
+		parked = s.parked.take(req.UserID, req.Since)
 	}
 	for {
-		wait := since != nil && !req.FullState && timeout > 0
-		resp, w, err := answer(wait)
-		if err != nil {
-			return nil, err
+		var resp *Response
+		var w *Waiter
+		if parked != nil && !parked.signalled() {
+			w = parked
+		} else {
+			if parked != nil {
+				parked.Close()
+			}
+			var err error
+			if resp, w, err = answer(wait); err != nil {
+				return nil, err
+			}
 		}
+		parked = nil
 		if !wait || (resp != nil && !resp.empty()) {
-			w.Close()
-			return resp, nil
+			return done(resp, w), nil
 		}
 		if p == nil {
+			var err error
 			if p, err = s.polls.admit(req.UserID); err != nil {
 				w.Close()
 				return nil, err
