@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -236,19 +238,19 @@ func (q *sender) fanoutStep(ctx context.Context) (stream.Progress, error) {
 	}
 	var entries []OutboxEntry
 	woken := map[string]bool{}
-	serversOf := map[string][]string{}
+	members := map[string]*membersSince{}
 	for _, e := range events {
 		if !q.s.isLocal(e.Sender) {
 			continue // its own server sends it
 		}
-		servers, ok := serversOf[e.RoomID]
-		if !ok || e.Type == "m.room.member" {
-			if servers, err = q.s.rooms.JoinedServers(ctx, e.RoomID); err != nil {
+		m, ok := members[e.RoomID]
+		if !ok {
+			if m, err = q.membersSince(ctx, e.RoomID, e.Pos); err != nil {
 				return stream.Progress{}, err
 			}
-			serversOf[e.RoomID] = servers
+			members[e.RoomID] = m
 		}
-		dests := slices.Clone(servers)
+		dests := m.serversAt(e.Pos)
 		if e.Type == "m.room.member" && e.StateKey != nil {
 			// A member who just left or was kicked still hears of it; an
 			// invitee's server got its invite through /invite.
@@ -566,4 +568,69 @@ func keys[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// membersSince knows a room's servers as of any position from one on: the
+// servers with a joined member now, and, when memberships changed since
+// that position, the joined members now and those changes, to wind back.
+// An event goes to the servers in the room at it, not to one that joined
+// after it (which was not to see it, by the history visibility) as the
+// room's current servers would have it when the fanout runs behind.
+type membersSince struct {
+	servers []string // now, when nothing changed since
+	// wind is set when something did: the joined members now and the
+	// changes.
+	wind    bool
+	joined  []string
+	changes []rooms.MemberChange
+}
+
+func (q *sender) membersSince(ctx context.Context, roomID string, pos int64) (*membersSince, error) {
+	servers, err := q.s.rooms.JoinedServers(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	changes, err := q.s.rooms.MemberChangesBetween(ctx, []string{roomID}, pos, math.MaxInt64)
+	if err != nil || len(changes) == 0 {
+		return &membersSince{servers: servers}, err
+	}
+	// The members are read before the changes are read again: a member
+	// not among those changes held the same membership from pos until
+	// the members were read.
+	joined, err := q.s.rooms.JoinedUserIDs(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	if changes, err = q.s.rooms.MemberChangesBetween(ctx, []string{roomID}, pos, math.MaxInt64); err != nil {
+		return nil, err
+	}
+	return &membersSince{wind: true, joined: joined, changes: changes}, nil
+}
+
+// serversAt returns the servers with a joined member just after the
+// event at pos (its own change included).
+func (m *membersSince) serversAt(pos int64) []string {
+	if !m.wind {
+		return slices.Clone(m.servers)
+	}
+	// A member's membership at pos is what their first change after it
+	// replaced; the others' is what they hold now.
+	then := map[string]string{}
+	for _, c := range m.changes {
+		if _, seen := then[c.UserID]; !seen && c.Pos > pos {
+			then[c.UserID] = c.Previous
+		}
+	}
+	set := map[string]bool{}
+	for _, u := range m.joined {
+		if _, changed := then[u]; !changed {
+			set[serverOf(u)] = true
+		}
+	}
+	for u, was := range then {
+		if was == "join" {
+			set[serverOf(u)] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(set))
 }

@@ -50,6 +50,8 @@ type Stored struct {
 type MemberChange struct {
 	RoomID, UserID       string
 	Membership, Previous string
+	// Pos is the membership event's position.
+	Pos int64
 }
 
 // TxnRef identifies a client transaction. The spec scopes a transaction ID

@@ -1023,7 +1023,7 @@ func (db *DB) memberChangesBetween(ctx context.Context, roomIDs []string, from, 
 	for start := 0; start < len(roomIDs); start += 500 {
 		chunk := roomIDs[start:min(start+500, len(roomIDs))]
 		in, args := inList(chunk, []any{from, to})
-		rows, err := db.r.QueryContext(ctx, `SELECT e.room_id, e.state_key, COALESCE(e.membership, ''), COALESCE(p.membership, '')
+		rows, err := db.r.QueryContext(ctx, `SELECT e.room_id, e.state_key, COALESCE(e.membership, ''), COALESCE(p.membership, ''), e.stream_pos
 			FROM events e LEFT JOIN events p ON p.event_id = e.replaces_state
 			WHERE e.type = 'm.room.member' AND e.stream_pos > $1 AND e.stream_pos <= $2 AND e.room_id IN (`+in+`)
 			ORDER BY e.stream_pos`, args...)
@@ -1032,7 +1032,7 @@ func (db *DB) memberChangesBetween(ctx context.Context, roomIDs []string, from, 
 		}
 		for rows.Next() {
 			var c rooms.MemberChange
-			if err := rows.Scan(&c.RoomID, &c.UserID, &c.Membership, &c.Previous); err != nil {
+			if err := rows.Scan(&c.RoomID, &c.UserID, &c.Membership, &c.Previous, &c.Pos); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("storage: member changes: %w", err)
 			}
