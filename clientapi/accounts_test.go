@@ -63,3 +63,35 @@ func TestAccountLifecycleSurvivesRestart(t *testing.T) {
 		t.Fatalf("%d devices after delete and restart, want 1: %s", n, r.Body)
 	}
 }
+
+// What a token resolves to may be kept between requests (SQLite): a
+// token logged out, or logged out with all the others, is refused at
+// once, however often it was used just before.
+func TestTokenRefusedRightAfterLogout(t *testing.T) {
+	s := testserver.Start(t, "")
+	s.Register("alice", "pw")
+	one, two, three := s.Login("alice", "pw"), s.Login("alice", "pw"), s.Login("alice", "pw")
+	whoami := func(u testserver.User) *testserver.Response {
+		return s.Do("GET", "/_matrix/client/v3/account/whoami", u.Token, nil)
+	}
+	for range 3 {
+		for _, u := range []testserver.User{one, two, three} {
+			if r := whoami(u); r.Status != http.StatusOK {
+				t.Fatalf("whoami: %d %s", r.Status, r.Body)
+			}
+		}
+	}
+	s.MustDo(http.StatusOK, "POST", "/_matrix/client/v3/logout", one.Token, map[string]any{})
+	if r := whoami(one); r.Status != http.StatusUnauthorized || r.Errcode() != "M_UNKNOWN_TOKEN" {
+		t.Fatalf("a logged-out token: %d %s", r.Status, r.Body)
+	}
+	if r := whoami(two); r.Status != http.StatusOK {
+		t.Fatalf("another device's token after one logout: %d %s", r.Status, r.Body)
+	}
+	s.MustDo(http.StatusOK, "POST", "/_matrix/client/v3/logout/all", three.Token, map[string]any{})
+	for _, u := range []testserver.User{two, three} {
+		if r := whoami(u); r.Status != http.StatusUnauthorized || r.Errcode() != "M_UNKNOWN_TOKEN" {
+			t.Fatalf("a token after logout/all: %d %s", r.Status, r.Body)
+		}
+	}
+}

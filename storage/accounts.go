@@ -141,7 +141,23 @@ func insertTokens(ctx context.Context, tx *txn, userID, deviceID string, tok acc
 	return nil
 }
 
+// LookupAccessToken is asked on every request: with SQLite its answers
+// are kept until a write to the tables it reads (tableGens). Unknown
+// tokens are not kept.
 func (db *DB) LookupAccessToken(ctx context.Context, hash string) (accounts.TokenOwner, error) {
+	clone := func(o accounts.TokenOwner) accounts.TokenOwner {
+		if o.MessageRate != nil {
+			r := *o.MessageRate
+			o.MessageRate = &r
+		}
+		return o
+	}
+	return cachedRead(db.w.gens, authTables, db.tokens, hash, clone, func() (accounts.TokenOwner, error) {
+		return db.lookupAccessToken(ctx, hash)
+	})
+}
+
+func (db *DB) lookupAccessToken(ctx context.Context, hash string) (accounts.TokenOwner, error) {
 	defer db.observe("lookup_access_token", time.Now())
 	var o accounts.TokenOwner
 	var stale sql.NullString

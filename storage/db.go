@@ -10,6 +10,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"homeserver/accounts"
+	"homeserver/e2ee"
 	"homeserver/stream"
 	"io/fs"
 	"log/slog"
@@ -77,6 +79,10 @@ type DB struct {
 	shared *sharedReads
 	// presence keeps users' presence rows (SQLite; nil with PostgreSQL).
 	presence *presenceCache
+	// tokens and keyCounts keep what access tokens resolve to and
+	// devices' key counts (SQLite, see tableGens).
+	tokens    *genCache[accounts.TokenOwner]
+	keyCounts *genCache[e2ee.Counts]
 }
 
 // Open opens the database and applies pending migrations. It refuses a
@@ -166,7 +172,9 @@ func openSQLite(ctx context.Context, o Options) (*DB, error) {
 	w.SetConnMaxIdleTime(0)
 	writer := newPool(w, 1, o.MaxConnWait)
 	writer.cacheStatements()
-	db := &DB{engine: SQLite, w: writer, r: writer, log: o.Logger, unread: &unreadCache{}, shared: &sharedReads{}, presence: &presenceCache{}}
+	writer.gens = &tableGens{}
+	db := &DB{engine: SQLite, w: writer, r: writer, log: o.Logger, unread: &unreadCache{}, shared: &sharedReads{}, presence: &presenceCache{},
+		tokens: &genCache[accounts.TokenOwner]{}, keyCounts: &genCache[e2ee.Counts]{}}
 	if o.Path != ":memory:" {
 		// Several processes need PostgreSQL: their announcements and
 		// leases travel through it. Refuse a second one here.
@@ -320,11 +328,17 @@ func (db *DB) tx(ctx context.Context, op string, fn func(*txn) error) error {
 	if err != nil {
 		return fmt.Errorf("storage: %s: begin: %w", op, err)
 	}
-	t := &txn{Tx: tx, p: db.w}
+	t := &txn{Tx: tx, p: db.w, gens: db.w.gens}
 	// Statements seen for the first time are prepared once the
 	// transaction has ended: the writer's one connection is the
 	// transaction's until then.
 	defer t.prepareMissed(ctx)
+	// The cached tables it wrote are settled once it has ended.
+	defer func() {
+		if t.gens != nil {
+			t.gens.end(t.dirty)
+		}
+	}()
 	if err := fn(t); err != nil {
 		_ = tx.Rollback()
 		return err
@@ -353,6 +367,21 @@ type txn struct {
 	// epoch when it began (see sharedReads).
 	heads map[stream.Name]int64
 	epoch uint64
+	// A write transaction's cached tables (see tableGens): those it named.
+	gens  *tableGens
+	dirty groupMask
+}
+
+// note marks the cached tables a statement of a write transaction names
+// as being written, until the transaction ends.
+func (t *txn) note(query string) {
+	if t.gens == nil {
+		return
+	}
+	if m := groupsNamed(query) &^ t.dirty; m != 0 {
+		t.gens.begin(m)
+		t.dirty |= m
+	}
 }
 
 // stmt is the transaction's form of the pool's prepared statement for
@@ -383,6 +412,7 @@ func (t *txn) prepareMissed(ctx context.Context) {
 }
 
 func (t *txn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	t.note(query)
 	if st := t.stmt(ctx, query); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
@@ -390,6 +420,7 @@ func (t *txn) ExecContext(ctx context.Context, query string, args ...any) (sql.R
 }
 
 func (t *txn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	t.note(query)
 	if st := t.stmt(ctx, query); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
@@ -397,6 +428,7 @@ func (t *txn) QueryContext(ctx context.Context, query string, args ...any) (*sql
 }
 
 func (t *txn) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	t.note(query)
 	if st := t.stmt(ctx, query); st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}

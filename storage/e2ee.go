@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -256,7 +258,18 @@ func claimOne(ctx context.Context, tx *txn, w e2ee.ClaimRequest) (e2ee.Key, bool
 	return k, true, nil
 }
 
+// KeyCounts is asked on every /sync: with SQLite its answers are kept
+// until a write to the tables it reads (tableGens).
 func (db *DB) KeyCounts(ctx context.Context, userID, deviceID string) (e2ee.Counts, error) {
+	clone := func(c e2ee.Counts) e2ee.Counts {
+		return e2ee.Counts{OneTimeKeys: maps.Clone(c.OneTimeKeys), FallbackKeys: slices.Clone(c.FallbackKeys)}
+	}
+	return cachedRead(db.w.gens, keyCountTables, db.keyCounts, userID+"\x00"+deviceID, clone, func() (e2ee.Counts, error) {
+		return db.keyCountsOf(ctx, userID, deviceID)
+	})
+}
+
+func (db *DB) keyCountsOf(ctx context.Context, userID, deviceID string) (e2ee.Counts, error) {
 	defer db.observe("key_counts", time.Now())
 	// One statement: every /sync asks.
 	rows, err := db.r.QueryContext(ctx, `SELECT 'otk', algorithm, COUNT(*) FROM one_time_keys

@@ -44,6 +44,8 @@ type pool struct {
 	// spends a good part of a small query compiling it (pgx keeps its own
 	// cache for PostgreSQL).
 	stmts *stmtCache
+	// gens, on SQLite's writer, follows its writes to cached tables.
+	gens *tableGens
 }
 
 // maxCachedStmts bounds the statements kept; queries built with varying
@@ -129,6 +131,9 @@ func (p *pool) QueryContext(ctx context.Context, query string, args ...any) (*sq
 	if t := p.pinned(ctx); t != nil {
 		return t.QueryContext(ctx, query, args...)
 	}
+	if p.gens != nil {
+		p.gens.stopCaching(groupsNamed(query))
+	}
 	if err := p.admit(ctx); err != nil {
 		return nil, err
 	}
@@ -142,6 +147,9 @@ func (p *pool) QueryContext(ctx context.Context, query string, args ...any) (*sq
 func (p *pool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
 	if t := p.pinned(ctx); t != nil {
 		return t.QueryRowContext(ctx, query, args...)
+	}
+	if p.gens != nil {
+		p.gens.stopCaching(groupsNamed(query))
 	}
 	if err := p.admit(ctx); err != nil {
 		// Only database/sql can make a *sql.Row: it fails the query with
@@ -160,6 +168,11 @@ func (p *pool) ExecContext(ctx context.Context, query string, args ...any) (sql.
 		return nil, err
 	}
 	defer p.leave()
+	if p.gens != nil {
+		m := groupsNamed(query)
+		p.gens.begin(m)
+		defer p.gens.end(m)
+	}
 	if st := p.stmt(ctx, query); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
