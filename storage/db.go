@@ -77,12 +77,11 @@ type DB struct {
 	snapshots chan struct{}
 	// shared keeps what the snapshots of one moment read alike.
 	shared *sharedReads
-	// presence keeps users' presence rows (SQLite; nil with PostgreSQL).
-	presence *presenceCache
-	// tokens and keyCounts keep what access tokens resolve to and
-	// devices' key counts (SQLite, see tableGens).
+	// tokens, keyCounts and presence keep what access tokens resolve to,
+	// devices' key counts and users' presence (SQLite, see tableGens).
 	tokens    *genCache[accounts.TokenOwner]
 	keyCounts *genCache[e2ee.Counts]
+	presence  *genCache[presenceRow]
 }
 
 // Open opens the database and applies pending migrations. It refuses a
@@ -173,8 +172,8 @@ func openSQLite(ctx context.Context, o Options) (*DB, error) {
 	writer := newPool(w, 1, o.MaxConnWait)
 	writer.cacheStatements()
 	writer.gens = &tableGens{}
-	db := &DB{engine: SQLite, w: writer, r: writer, log: o.Logger, unread: &unreadCache{}, shared: &sharedReads{}, presence: &presenceCache{},
-		tokens: &genCache[accounts.TokenOwner]{}, keyCounts: &genCache[e2ee.Counts]{}}
+	db := &DB{engine: SQLite, w: writer, r: writer, log: o.Logger, unread: &unreadCache{}, shared: &sharedReads{},
+		tokens: &genCache[accounts.TokenOwner]{}, keyCounts: &genCache[e2ee.Counts]{}, presence: &genCache[presenceRow]{}}
 	if o.Path != ":memory:" {
 		// Several processes need PostgreSQL: their announcements and
 		// leases travel through it. Refuse a second one here.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"homeserver/presence"
@@ -33,19 +32,20 @@ func scanPresence(s scanner) (presence.Status, error) {
 	return st, err
 }
 
+// GetPresence is asked on every /sync (to mark the user active): with
+// SQLite its answers are kept until a write to presence (tableGens).
 func (db *DB) GetPresence(ctx context.Context, userID string) (presence.Status, bool, error) {
-	c := db.presence
-	if c != nil {
-		if e, ok := c.get(userID); ok {
-			return e.st, e.found, nil
-		}
-	}
-	version := c.current()
-	st, found, err := db.readPresence(ctx, userID)
-	if err == nil && c != nil {
-		c.put(userID, version, presenceEntry{st, found})
-	}
-	return st, found, err
+	e, err := cachedRead(db.w.gens, presenceTables, db.presence, userID, func(e presenceRow) presenceRow { return e },
+		func() (presenceRow, error) {
+			st, found, err := db.readPresence(ctx, userID)
+			return presenceRow{st, found}, err
+		})
+	return e.st, e.found, err
+}
+
+type presenceRow struct {
+	st    presence.Status
+	found bool
 }
 
 func (db *DB) readPresence(ctx context.Context, userID string) (presence.Status, bool, error) {
@@ -60,74 +60,9 @@ func (db *DB) readPresence(ctx context.Context, userID string) (presence.Status,
 	return st, true, nil
 }
 
-// presenceCache keeps users' presence rows between their /syncs, each of
-// which reads its user's (to mark them active). Only with SQLite: this
-// process is then the database's one writer, and every presence write
-// goes through UpdatePresence, which drops the user's entry before and
-// after. A read that a write overlapped is not kept (the version is odd
-// during a write and moves at both ends).
-type presenceCache struct {
-	mu      sync.Mutex
-	version uint64
-	m       map[string]presenceEntry
-}
-
-type presenceEntry struct {
-	st    presence.Status
-	found bool
-}
-
-// maxPresenceCached bounds the cache; it is emptied when full.
-const maxPresenceCached = 100_000
-
-func (c *presenceCache) get(userID string) (presenceEntry, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.m[userID]
-	return e, ok
-}
-
-func (c *presenceCache) current() uint64 {
-	if c == nil {
-		return 0
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.version
-}
-
-func (c *presenceCache) put(userID string, version uint64, e presenceEntry) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if version != c.version || version%2 == 1 {
-		return
-	}
-	if c.m == nil || len(c.m) >= maxPresenceCached {
-		c.m = map[string]presenceEntry{}
-	}
-	c.m[userID] = e
-}
-
-// writing drops the user's entry and holds off caching reads until the
-// returned function runs, after the write.
-func (c *presenceCache) writing(userID string) (done func()) {
-	if c == nil {
-		return func() {}
-	}
-	step := func() {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		c.version++
-		delete(c.m, userID)
-	}
-	step()
-	return step
-}
-
 func (db *DB) UpdatePresence(ctx context.Context, userID string, decide func(presence.Status, bool) (presence.Status, bool)) (presence.Status, bool, error) {
 	var out presence.Status
 	var written bool
-	defer db.presence.writing(userID)()
 	err := db.tx(ctx, "update_presence", func(tx *txn) error {
 		if db.engine == Postgres {
 			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, presenceLockKey); err != nil {

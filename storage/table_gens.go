@@ -21,12 +21,14 @@ type tableGroup int
 const (
 	authTables     tableGroup = iota // what an access token resolves to
 	keyCountTables                   // a device's one-time and fallback key counts
+	presenceTables                   // users' presence
 	numTableGroups
 )
 
 var groupTables = [numTableGroups][]string{
 	authTables:     {"access_tokens", "users", "devices", "refresh_tokens", "ratelimit_override"},
 	keyCountTables: {"one_time_keys", "fallback_keys", "devices", "users"},
+	presenceTables: {"presence"},
 }
 
 type groupMask uint8
@@ -74,21 +76,11 @@ type tableGens struct {
 	uncached groupMask
 }
 
-func (g *tableGens) begin(m groupMask) {
-	if m == 0 {
-		return
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for i := range numTableGroups {
-		if m&(1<<i) != 0 {
-			g.inflight[i]++
-			g.gen[i]++
-		}
-	}
-}
+// begin and end bracket a write to the groups.
+func (g *tableGens) begin(m groupMask) { g.move(m, 1) }
+func (g *tableGens) end(m groupMask)   { g.move(m, -1) }
 
-func (g *tableGens) end(m groupMask) {
+func (g *tableGens) move(m groupMask, inflight int) {
 	if m == 0 {
 		return
 	}
@@ -96,7 +88,7 @@ func (g *tableGens) end(m groupMask) {
 	defer g.mu.Unlock()
 	for i := range numTableGroups {
 		if m&(1<<i) != 0 {
-			g.inflight[i]--
+			g.inflight[i] += inflight
 			g.gen[i]++
 		}
 	}
