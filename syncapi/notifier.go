@@ -75,7 +75,7 @@ type parkedWaiter struct {
 }
 
 const (
-	maxParked = 10_000
+	maxParked = 100_000
 	parkedTTL = time.Minute
 )
 
