@@ -371,13 +371,13 @@ type txn struct {
 	dirty groupMask
 }
 
-// note marks the cached tables a statement of a write transaction names
-// as being written, until the transaction ends.
+// note marks the cached tables a statement of a write transaction may
+// write as being written, until the transaction ends.
 func (t *txn) note(query string) {
 	if t.gens == nil {
 		return
 	}
-	if m := groupsNamed(query) &^ t.dirty; m != 0 {
+	if m := groupsWritten(query) &^ t.dirty; m != 0 {
 		t.gens.begin(m)
 		t.dirty |= m
 	}

@@ -132,7 +132,7 @@ func (p *pool) QueryContext(ctx context.Context, query string, args ...any) (*sq
 		return t.QueryContext(ctx, query, args...)
 	}
 	if p.gens != nil {
-		p.gens.stopCaching(groupsNamed(query))
+		p.gens.stopCaching(groupsWritten(query))
 	}
 	if err := p.admit(ctx); err != nil {
 		return nil, err
@@ -149,7 +149,7 @@ func (p *pool) QueryRowContext(ctx context.Context, query string, args ...any) *
 		return t.QueryRowContext(ctx, query, args...)
 	}
 	if p.gens != nil {
-		p.gens.stopCaching(groupsNamed(query))
+		p.gens.stopCaching(groupsWritten(query))
 	}
 	if err := p.admit(ctx); err != nil {
 		// Only database/sql can make a *sql.Row: it fails the query with
@@ -169,7 +169,7 @@ func (p *pool) ExecContext(ctx context.Context, query string, args ...any) (sql.
 	}
 	defer p.leave()
 	if p.gens != nil {
-		m := groupsNamed(query)
+		m := groupsWritten(query)
 		p.gens.begin(m)
 		defer p.gens.end(m)
 	}

@@ -12,9 +12,9 @@ import (
 // statement of the writer naming one of its tables moves when it starts
 // and again once it is committed or rolled back; a read is kept only when
 // no such write was under way and none began or ended while it ran, and is
-// used only while the generation stays the same. Naming a table is enough,
-// reads included: a statement the check misjudges costs a cache miss,
-// never a stale answer. PostgreSQL, with several processes, keeps no such
+// used only while the generation stays the same. Any statement but a plain
+// SELECT that names a table counts: one the check misjudges costs a cache
+// miss, never a stale answer. PostgreSQL, with several processes, keeps no such
 // cache.
 type tableGroup int
 
@@ -32,6 +32,17 @@ var groupTables = [numTableGroups][]string{
 }
 
 type groupMask uint8
+
+// groupsWritten returns the groups one of whose tables a statement that
+// may write names (as a whole identifier): any statement but a plain
+// SELECT.
+func groupsWritten(query string) groupMask {
+	q := strings.TrimLeft(query, " \t\r\n(")
+	if len(q) >= 6 && strings.EqualFold(q[:6], "SELECT") {
+		return 0
+	}
+	return groupsNamed(query)
+}
 
 // groupsNamed returns the groups one of whose tables the statement names
 // (as a whole identifier).
@@ -71,8 +82,9 @@ type tableGens struct {
 	gen      [numTableGroups]uint64
 	inflight [numTableGroups]int
 	// uncached are groups written by a query of the pool itself, outside
-	// a transaction: its rows are read after it returns, so its end is
-	// not seen, and the group is kept no more. (Write through db.tx.)
+	// a transaction (a DELETE ... RETURNING): its rows are read after it
+	// returns, so its end is not seen, and the group is kept no more.
+	// (Write those through db.tx.)
 	uncached groupMask
 }
 

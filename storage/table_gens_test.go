@@ -20,8 +20,12 @@ func TestGroupsNamed(t *testing.T) {
 		{`SELECT devices_count FROM stats`, 0},
 		{`DELETE FROM room_devices_x`, 0},
 		{`devices`, 1<<authTables | 1<<keyCountTables},
+		{`WITH x AS (SELECT 1) DELETE FROM devices WHERE 1 = 0`, 1<<authTables | 1<<keyCountTables},
+		// A plain read writes nothing.
+		{`SELECT user_id FROM users WHERE user_id = $1`, 0},
+		{`  (SELECT 1 FROM access_tokens)`, 0},
 	} {
-		if got := groupsNamed(c.query); got != c.want {
+		if got := groupsWritten(c.query); got != c.want {
 			t.Errorf("%q: %b, want %b", c.query, got, c.want)
 		}
 	}
