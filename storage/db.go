@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"homeserver/accounts"
 	"homeserver/e2ee"
+	"homeserver/rooms"
 	"homeserver/stream"
 	"io/fs"
 	"log/slog"
@@ -77,11 +78,13 @@ type DB struct {
 	snapshots chan struct{}
 	// shared keeps what the snapshots of one moment read alike.
 	shared *sharedReads
-	// tokens, keyCounts and presence keep what access tokens resolve to,
-	// devices' key counts and users' presence (SQLite, see tableGens).
-	tokens    *genCache[accounts.TokenOwner]
-	keyCounts *genCache[e2ee.Counts]
-	presence  *genCache[presenceRow]
+	// tokens, keyCounts, presence and memberships keep what access tokens
+	// resolve to, devices' key counts, users' presence and memberships
+	// (SQLite, see tableGens).
+	tokens      *genCache[accounts.TokenOwner]
+	keyCounts   *genCache[e2ee.Counts]
+	presence    *genCache[presenceRow]
+	memberships *genCache[[]rooms.Stored]
 }
 
 // Open opens the database and applies pending migrations. It refuses a
@@ -173,7 +176,8 @@ func openSQLite(ctx context.Context, o Options) (*DB, error) {
 	writer.cacheStatements()
 	writer.gens = &tableGens{}
 	db := &DB{engine: SQLite, w: writer, r: writer, log: o.Logger, unread: &unreadCache{}, shared: &sharedReads{},
-		tokens: &genCache[accounts.TokenOwner]{}, keyCounts: &genCache[e2ee.Counts]{}, presence: &genCache[presenceRow]{}}
+		tokens: &genCache[accounts.TokenOwner]{}, keyCounts: &genCache[e2ee.Counts]{}, presence: &genCache[presenceRow]{},
+		memberships: &genCache[[]rooms.Stored]{}}
 	if o.Path != ":memory:" {
 		// Several processes need PostgreSQL: their announcements and
 		// leases travel through it. Refuse a second one here.

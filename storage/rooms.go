@@ -898,7 +898,17 @@ func (db *DB) UserMemberships(ctx context.Context, userID string) ([]rooms.Store
 // current_state holds, and the sender where it matters (invites, leaves
 // and bans), so that a user in many rooms costs an index walk and not a
 // read of every membership event.
+//
+// With SQLite the answer is kept until the next write to current_state
+// (tableGens): it may then be newer than a read snapshot asking for it,
+// which /sync allows for (a membership past its snapshot's position is
+// read as it stood at that position).
 func (db *DB) UserMembershipHeads(ctx context.Context, userID string) ([]rooms.Stored, error) {
+	return cachedRead(db.w.gens, membershipTables, db.memberships, userID, cloneSlice,
+		func() ([]rooms.Stored, error) { return db.userMembershipHeads(ctx, userID) })
+}
+
+func (db *DB) userMembershipHeads(ctx context.Context, userID string) ([]rooms.Stored, error) {
 	defer db.observe("user_membership_heads", time.Now())
 	rows, err := db.r.QueryContext(ctx, `SELECT room_id, event_id, stream_pos, membership FROM current_state
 		WHERE state_key = $1 AND type = 'm.room.member' ORDER BY room_id`, userID)

@@ -19,16 +19,18 @@ import (
 type tableGroup int
 
 const (
-	authTables     tableGroup = iota // what an access token resolves to
-	keyCountTables                   // a device's one-time and fallback key counts
-	presenceTables                   // users' presence
+	authTables       tableGroup = iota // what an access token resolves to
+	keyCountTables                     // a device's one-time and fallback key counts
+	presenceTables                     // users' presence
+	membershipTables                   // a user's memberships, from the rooms' current state
 	numTableGroups
 )
 
 var groupTables = [numTableGroups][]string{
-	authTables:     {"access_tokens", "users", "devices", "refresh_tokens", "ratelimit_override"},
-	keyCountTables: {"one_time_keys", "fallback_keys", "devices", "users"},
-	presenceTables: {"presence"},
+	authTables:       {"access_tokens", "users", "devices", "refresh_tokens", "ratelimit_override"},
+	keyCountTables:   {"one_time_keys", "fallback_keys", "devices", "users"},
+	presenceTables:   {"presence"},
+	membershipTables: {"current_state"},
 }
 
 type groupMask uint8
