@@ -7,15 +7,16 @@ import (
 
 // With SQLite this process is the database's one writer, and every write
 // goes through the writer pool: a cache of rows that every request reads
-// (what an access token resolves to, a device's key counts) can then be
-// kept exactly. Each cached group of tables has a generation, which any
-// statement of the writer naming one of its tables moves when it starts
-// and again once it is committed or rolled back; a read is kept only when
-// no such write was under way and none began or ended while it ran, and is
-// used only while the generation stays the same. Any statement but a plain
-// SELECT that names a table counts: one the check misjudges costs a cache
-// miss, never a stale answer. PostgreSQL, with several processes, keeps no such
-// cache.
+// (what an access token resolves to, a device's key counts, the user's
+// presence and memberships, which each /sync reads) can then be kept
+// exactly. Each cached group of tables has a generation, which every
+// statement of the writer that may write one of its tables (any statement
+// but a plain SELECT that names it) moves when it starts and again once
+// its transaction is committed or rolled back. A read is kept only when no
+// such write was under way and none began or ended while it ran, and is
+// used only while the generation stays the same: a statement the check
+// misjudges costs a cache miss, never a stale answer. PostgreSQL, with
+// several processes, keeps no such cache.
 type tableGroup int
 
 const (
