@@ -18,9 +18,9 @@ import (
 
 // sharedReads keeps the answers of reads that the /syncs woken by one
 // commit all make alike (which rooms have new events, the room's new
-// events, its membership changes, the sender's member event), so that the
-// first answer reads them and the others, a room's whole membership
-// woken at once, take its copy.
+// events, its membership changes, the sender's member event), and of
+// reads each user makes again at every answer (their ignore list, their
+// read receipts), so that those are made once.
 //
 // An answer is kept with the position of the stream whose writes change
 // it, as the read snapshot that made it saw that position (StreamHeads
@@ -29,8 +29,9 @@ import (
 // takes a position of that stream in the same transaction. The few writes
 // that change them without one (purges, rooms imported or history
 // backfilled over federation) move the epoch before and after (see
-// changing); answers made under another epoch are not used. Only snapshots share (SQLite, where
-// one process owns the database): reads outside one run as ever.
+// changing); answers made under another epoch are not used. Only
+// snapshots share (SQLite, where one process owns the database): reads
+// outside one run as ever.
 type sharedReads struct {
 	mu    sync.Mutex
 	epoch uint64
