@@ -73,15 +73,80 @@ func roomExec(t *testing.T, db *sql.DB, query string, args ...any) {
 	}
 }
 
-// roomNoOrphanFTS checks that SQLite's full-text index holds no entry
-// whose event_search row is gone (PostgreSQL's index is a column of it).
-func roomNoOrphanFTS(t *testing.T, s *testserver.Server, db *sql.DB) {
+// roomSearch reads the server's search index: SQLite's file of its own
+// (storage.SearchIndexPath), or PostgreSQL's event_search table.
+type roomSearch struct {
+	t      *testing.T
+	main   *sql.DB
+	sqlite *sql.DB // nil on PostgreSQL
+}
+
+func openRoomSearch(t *testing.T, s *testserver.Server, main *sql.DB) roomSearch {
 	t.Helper()
-	if server.StorageOptions(s.Config.Database).Engine == storage.Postgres {
+	opts := server.StorageOptions(s.Config.Database)
+	if opts.Engine == storage.Postgres {
+		return roomSearch{t: t, main: main}
+	}
+	db, err := sql.Open("sqlite", "file:"+storage.SearchIndexPath(opts.Path)+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return roomSearch{t: t, main: main, sqlite: db}
+}
+
+// inRoom counts the room's entries.
+func (x roomSearch) inRoom(roomID string) int {
+	x.t.Helper()
+	if x.sqlite == nil {
+		return roomCount(x.t, x.main, `SELECT COUNT(*) FROM event_search WHERE room_id = $1`, roomID)
+	}
+	return roomCount(x.t, x.sqlite, `SELECT COUNT(*) FROM search_entries WHERE room_id = $1`, roomID)
+}
+
+// ofEvent counts the event's entries.
+func (x roomSearch) ofEvent(eventID string) int {
+	x.t.Helper()
+	if x.sqlite == nil {
+		return roomCount(x.t, x.main, `SELECT COUNT(*) FROM event_search WHERE event_id = $1`, eventID)
+	}
+	var pos int64
+	if err := x.main.QueryRow(`SELECT stream_pos FROM events WHERE event_id = $1`, eventID).Scan(&pos); err != nil {
+		x.t.Fatal(err)
+	}
+	return roomCount(x.t, x.sqlite, `SELECT COUNT(*) FROM search_entries WHERE stream_pos = $1`, pos)
+}
+
+// checkNoOrphans checks that the index holds no entry of an event that
+// is gone, and, on SQLite, no full-text row without its entry.
+func (x roomSearch) checkNoOrphans() {
+	x.t.Helper()
+	if x.sqlite == nil {
+		if n := roomCount(x.t, x.main, `SELECT COUNT(*) FROM event_search WHERE event_id NOT IN (SELECT event_id FROM events)`); n != 0 {
+			x.t.Errorf("search entries of purged events: %d", n)
+		}
 		return
 	}
-	if n := roomCount(t, db, `SELECT COUNT(*) FROM event_search_fts WHERE rowid NOT IN (SELECT stream_pos FROM event_search)`); n != 0 {
-		t.Errorf("full-text entries of purged events left: %d", n)
+	if n := roomCount(x.t, x.sqlite, `SELECT COUNT(*) FROM event_search_fts WHERE rowid NOT IN (SELECT stream_pos FROM search_entries)`); n != 0 {
+		x.t.Errorf("full-text entries of purged events left: %d", n)
+	}
+	rows, err := x.sqlite.Query(`SELECT stream_pos FROM search_entries`)
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	var positions []int64
+	for rows.Next() {
+		var pos int64
+		if err := rows.Scan(&pos); err != nil {
+			x.t.Fatal(err)
+		}
+		positions = append(positions, pos)
+	}
+	rows.Close()
+	for _, pos := range positions {
+		if roomCount(x.t, x.main, `SELECT COUNT(*) FROM events WHERE stream_pos = $1`, pos) == 0 {
+			x.t.Errorf("search entry of a purged event at %d", pos)
+		}
 	}
 }
 
@@ -410,9 +475,10 @@ func TestAdminRoomDelete(t *testing.T) {
 	keepEvent := s.SendText(alice, keep, "after all")
 	// The search index and push notifications fill in the background.
 	deadline := time.Now().Add(10 * time.Second)
-	for roomCount(t, db, `SELECT COUNT(*) FROM event_search WHERE room_id = $1`, doomed) == 0 ||
+	idx := openRoomSearch(t, s, db)
+	for idx.inRoom(doomed) == 0 ||
 		roomCount(t, db, `SELECT COUNT(*) FROM push_event_notifications WHERE room_id = $1`, doomed) == 0 ||
-		roomCount(t, db, `SELECT COUNT(*) FROM event_search WHERE event_id = $1`, keepEvent) == 0 ||
+		idx.ofEvent(keepEvent) == 0 ||
 		roomCount(t, db, `SELECT COUNT(*) FROM push_event_notifications WHERE event_id = $1`, keepEvent) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("search index or notifications never filled")
@@ -420,7 +486,7 @@ func TestAdminRoomDelete(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	// The room's rows are there to go.
-	for _, table := range []string{"rooms", "events", "current_state", "state_groups", "forward_extremities", "event_relations", "event_search",
+	for _, table := range []string{"rooms", "events", "current_state", "state_groups", "forward_extremities", "event_relations",
 		"receipts", "account_data", "push_event_notifications", "push_room_slots", "room_aliases", "room_servers"} {
 		if roomCount(t, db, roomTables[table], doomed) == 0 {
 			t.Fatalf("%s holds no rows of the room before its deletion", table)
@@ -430,6 +496,7 @@ func TestAdminRoomDelete(t *testing.T) {
 	for table, q := range roomTables {
 		keepCounts[table] = roomCount(t, db, q, keep)
 	}
+	keepIndexed := idx.inRoom(keep)
 
 	r := s.MustDo(http.StatusOK, "DELETE", roomAdminPath(roomAdminV2, doomed, ""), admin.Token, map[string]any{
 		"new_room_user_id": "@moderator:" + server, "room_name": "Gone", "message": "This room is gone", "block": true,
@@ -468,7 +535,13 @@ func TestAdminRoomDelete(t *testing.T) {
 	if n := roomCount(t, db, `SELECT COUNT(*) FROM event_txns WHERE event_id NOT IN (SELECT event_id FROM events)`); n != 0 {
 		t.Errorf("event_txns of purged events left: %d", n)
 	}
-	roomNoOrphanFTS(t, s, db)
+	if n := idx.inRoom(doomed); n != 0 {
+		t.Errorf("search index still holds %d entries of the room", n)
+	}
+	idx.checkNoOrphans()
+	if n := idx.inRoom(keep); n != keepIndexed {
+		t.Errorf("search index: the other room's entries went from %d to %d", keepIndexed, n)
+	}
 	// The other room is untouched.
 	for table, q := range roomTables {
 		if n := roomCount(t, db, q, keep); n != keepCounts[table] {
@@ -680,6 +753,13 @@ func TestAdminRoomPurgeHistory(t *testing.T) {
 	}
 	other := s.CreatePublicRoom(bob)
 	otherEvent := s.SendText(bob, other, "elsewhere")
+	// The history is indexed for search (in order) before it is purged.
+	idx := openRoomSearch(t, s, db)
+	for deadline := time.Now().Add(10 * time.Second); idx.ofEvent(otherEvent) == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("search index never filled")
+		}
+	}
 	stateBefore := roomCount(t, db, `SELECT COUNT(*) FROM events WHERE room_id = $1 AND state_key IS NOT NULL`, room)
 	currentBefore := roomCount(t, db, `SELECT COUNT(*) FROM current_state WHERE room_id = $1`, room)
 	purge := func(rest string, body any) *testserver.Response {
@@ -715,10 +795,10 @@ func TestAdminRoomPurgeHistory(t *testing.T) {
 	if n := roomCount(t, db, `SELECT COUNT(*) FROM current_state c WHERE room_id = $1 AND EXISTS (SELECT 1 FROM events e WHERE e.event_id = c.event_id)`, room); n != currentBefore {
 		t.Fatalf("current state: %d, want %d", n, currentBefore)
 	}
-	if n := roomCount(t, db, `SELECT COUNT(*) FROM event_search WHERE event_id NOT IN (SELECT event_id FROM events)`); n != 0 {
-		t.Fatalf("search entries of purged events: %d", n)
+	idx.checkNoOrphans()
+	if n := idx.ofEvent(ids[3]); n != 1 {
+		t.Errorf("search entries of a kept event: %d", n)
 	}
-	roomNoOrphanFTS(t, s, db)
 	msgs := s.MustDo(http.StatusOK, "GET", testserver.RoomPath(room, "/messages?dir=b&limit=100"), bob.Token, nil)
 	var bodies []string
 	for _, e := range msgs.JSON["chunk"].([]any) {

@@ -107,8 +107,7 @@ func (s *Service) Stop() { s.run.Stop() }
 // among them.
 func (s *Service) step(ctx context.Context) (stream.Progress, error) {
 	cursor, err := s.cursor.Get(ctx, func(ctx context.Context) (int64, error) {
-		c, _, err := s.store.ReaderCursor(ctx, readerName, stream.Events)
-		return c, err
+		return s.store.SearchCursor(ctx, readerName)
 	})
 	if err != nil {
 		return stream.Progress{}, err

@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"homeserver/rooms"
-	"homeserver/stream"
 )
 
 // Keys that can be searched, and the event type each belongs to.
@@ -65,7 +64,9 @@ type Hit struct {
 
 // Store is the persistence search needs; storage implements it.
 type Store interface {
-	ReaderCursor(ctx context.Context, reader string, s stream.Name) (pos int64, ok bool, err error)
+	// SearchCursor is the position in the events stream up to which the
+	// index is written (0 for none).
+	SearchCursor(ctx context.Context, reader string) (int64, error)
 	EventsAfter(ctx context.Context, from int64, limit int) ([]rooms.Stored, error)
 	// UpdateSearchIndex applies u and, when cursor >= 0, sets the reader's
 	// cursor in the events stream, in one transaction.

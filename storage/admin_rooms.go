@@ -282,14 +282,7 @@ var purgeByRoom = []string{
 func (db *DB) PurgeRoom(ctx context.Context, roomID string) error {
 	defer db.unread.invalidate()
 	defer db.shared.changing()()
-	return db.tx(ctx, "purge_room", func(tx *txn) error {
-		if db.engine == SQLite {
-			// The full-text index is keyed by the entries' stream positions.
-			if _, err := tx.ExecContext(ctx, `DELETE FROM event_search_fts WHERE rowid IN
-				(SELECT stream_pos FROM event_search WHERE room_id = $1)`, roomID); err != nil {
-				return fmt.Errorf("storage: purge room: event_search_fts: %w", err)
-			}
-		}
+	err := db.tx(ctx, "purge_room", func(tx *txn) error {
 		for _, t := range purgeByEvent {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM `+t.table+` WHERE `+t.col+` IN
 				(SELECT event_id FROM events WHERE room_id = $1)`, roomID); err != nil {
@@ -310,6 +303,12 @@ func (db *DB) PurgeRoom(ctx context.Context, roomID string) error {
 		}
 		return nil
 	})
+	if err == nil && db.search != nil {
+		// A failure here leaves entries whose events are gone, which
+		// searches skip; a retried purge removes them.
+		err = db.search.purgeRoom(ctx, db, roomID)
+	}
+	return err
 }
 
 func (db *DB) CreateDeleteTask(ctx context.Context, t adminapi.DeleteTask) error {
@@ -393,11 +392,27 @@ func (db *DB) PurgeHistory(ctx context.Context, roomID string, beforeDepth int64
 	var deleted int64
 	end := db.shared.changing()
 	defer end()
+	var positions []int64
 	err := db.tx(ctx, "purge_history", func(tx *txn) error {
-		if db.engine == SQLite {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM event_search_fts WHERE rowid IN
-				(SELECT stream_pos FROM event_search WHERE event_id IN (`+sel+`))`, args...); err != nil {
-				return fmt.Errorf("storage: purge history: event_search_fts: %w", err)
+		if db.search != nil {
+			// The index's entries are removed by their stream positions,
+			// once the events are.
+			rows, err := tx.QueryContext(ctx, `SELECT stream_pos FROM events WHERE event_id IN (`+sel+`)`, args...)
+			if err != nil {
+				return fmt.Errorf("storage: purge history: %w", err)
+			}
+			positions = positions[:0]
+			for rows.Next() {
+				var pos int64
+				if err := rows.Scan(&pos); err != nil {
+					rows.Close()
+					return fmt.Errorf("storage: purge history: %w", err)
+				}
+				positions = append(positions, pos)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return fmt.Errorf("storage: purge history: %w", err)
 			}
 		}
 		for _, table := range []string{"event_relations", "event_search", "push_event_notifications", "event_txns", "federation_outbox"} {
@@ -412,6 +427,9 @@ func (db *DB) PurgeHistory(ctx context.Context, roomID string, beforeDepth int64
 		deleted, _ = res.RowsAffected()
 		return nil
 	})
+	if err == nil && db.search != nil {
+		err = db.search.purgeEvents(ctx, db, positions)
+	}
 	db.unread.invalidate()
 	return deleted, err
 }

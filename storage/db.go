@@ -85,6 +85,9 @@ type DB struct {
 	keyCounts   *genCache[e2ee.Counts]
 	presence    *genCache[presenceRow]
 	memberships *genCache[[]rooms.Stored]
+	// search is SQLite's full-text index, in a file of its own (nil
+	// with PostgreSQL, which keeps it in event_search).
+	search *searchIndex
 }
 
 // Open opens the database and applies pending migrations. It refuses a
@@ -200,6 +203,10 @@ func openSQLite(ctx context.Context, o Options) (*DB, error) {
 		db.Close()
 		return nil, err
 	}
+	if db.search, err = openSearchIndex(ctx, o, db.w); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if o.Path != ":memory:" {
 		r, err := sql.Open("sqlite", sqliteDSN(o.Path, true))
 		if err != nil {
@@ -230,6 +237,12 @@ func (db *DB) registerMetrics(reg prometheus.Registerer) error {
 	if db.r != db.w {
 		cs = append(cs, collectors.NewDBStatsCollector(db.r.DB, "reader"))
 	}
+	if db.search != nil {
+		cs = append(cs, collectors.NewDBStatsCollector(db.search.w.DB, "search_writer"))
+		if db.search.r != db.search.w {
+			cs = append(cs, collectors.NewDBStatsCollector(db.search.r.DB, "search_reader"))
+		}
+	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("storage: metrics: %w", err)
@@ -238,20 +251,33 @@ func (db *DB) registerMetrics(reg prometheus.Registerer) error {
 	return nil
 }
 
-func sqliteDSN(path string, readOnly bool) string {
+// connTuning is what differs between the connections of the main
+// database and of the search index's (searchIndex).
+type connTuning struct {
+	// cacheKiB is each connection's page cache.
+	cacheKiB int
+	// walPages is the WAL length past which a commit checkpoints.
+	walPages int
+}
+
+// mainConns tunes the main database's connections. No mmap: in WAL mode
+// a connection drops its cached pages, and its mapping of the file,
+// whenever another connection has committed; mapped readers paid an
+// munmap and page faults after every event. A larger cache serves reads
+// of many rooms (initial sync) instead. The checkpointer keeps the WAL
+// short from a connection of its own; a commit that finds it this long
+// (40 MB at 4 KiB pages) checkpoints itself, as a safety net.
+var mainConns = connTuning{cacheKiB: 16384, walPages: walSafetyPages}
+
+func sqliteDSN(path string, readOnly bool) string { return tunedDSN(path, readOnly, mainConns) }
+
+func tunedDSN(path string, readOnly bool, t connTuning) string {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "synchronous(NORMAL)")
-	// No mmap: in WAL mode a connection drops its cached pages, and its
-	// mapping of the file, whenever another connection has committed;
-	// mapped readers paid an munmap and page faults after every event.
-	// A larger cache serves reads of many rooms (initial sync) instead.
-	q.Add("_pragma", "cache_size(-16384)")
-	// The checkpointer keeps the WAL short from a connection of its own;
-	// a commit that finds it this long (40 MB at 4 KiB pages) checkpoints
-	// itself, as a safety net.
-	q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", walSafetyPages))
+	q.Add("_pragma", fmt.Sprintf("cache_size(%d)", -t.cacheKiB))
+	q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", t.walPages))
 	if path != ":memory:" {
 		q.Add("_pragma", "journal_mode(WAL)")
 	}
@@ -306,6 +332,9 @@ func (db *DB) Close() error {
 	if db.r != db.w {
 		err = errors.Join(err, db.r.Close())
 	}
+	if db.search != nil {
+		err = errors.Join(err, db.search.close())
+	}
 	if db.lock != nil {
 		err = errors.Join(err, db.lock.Close())
 	}
@@ -323,15 +352,21 @@ func (db *DB) observe(op string, start time.Time) {
 // transaction holds its slot of the writer pool until it ends.
 func (db *DB) tx(ctx context.Context, op string, fn func(*txn) error) error {
 	defer db.observe(op, time.Now())
-	if err := db.w.admit(ctx); err != nil {
+	return txOn(ctx, db.w, op, fn)
+}
+
+// txOn runs fn in a write transaction of p, a writer pool: the main
+// database's or the search index's.
+func txOn(ctx context.Context, p *pool, op string, fn func(*txn) error) error {
+	if err := p.admit(ctx); err != nil {
 		return fmt.Errorf("storage: %s: %w", op, err)
 	}
-	defer db.w.leave()
-	tx, err := db.w.BeginTx(ctx, nil)
+	defer p.leave()
+	tx, err := p.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("storage: %s: begin: %w", op, err)
 	}
-	t := &txn{Tx: tx, p: db.w, gens: db.w.gens}
+	t := &txn{Tx: tx, p: p, gens: p.gens}
 	// Statements seen for the first time are prepared once the
 	// transaction has ended: the writer's one connection is the
 	// transaction's until then.

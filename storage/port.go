@@ -70,13 +70,12 @@ func Port(ctx context.Context, src, dst *DB, progress func(table string, rows in
 	return counts, nil
 }
 
-// sqliteTables lists the tables to copy: SQLite's full-text index of
-// search (a virtual table and its shadow tables) is left behind, as
-// PostgreSQL indexes event_search its own way.
+// sqliteTables lists the tables to copy. SQLite's full-text index of
+// search is in a file of its own, left behind: PostgreSQL's search reader
+// indexes the log afresh.
 func sqliteTables(ctx context.Context, db *sql.DB) ([]string, error) {
 	rows, err := db.QueryContext(ctx, `SELECT name FROM sqlite_master
-		WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name <> 'goose_db_version'
-		AND name NOT LIKE 'event_search_fts%' ORDER BY rowid`)
+		WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name <> 'goose_db_version' ORDER BY rowid`)
 	if err != nil {
 		return nil, fmt.Errorf("storage: listing tables: %w", err)
 	}

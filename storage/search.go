@@ -15,19 +15,16 @@ import (
 	"homeserver/stream"
 )
 
-// ensureSearchSchema creates the engine-specific full-text index over
-// event_search (migration 00027), idempotently, after the migrations: the
-// migrations are shared by both engines, and full-text search is where
-// their dialects part.
+// ensureSearchSchema prepares the engine-specific full-text index of
+// search, idempotently, after the migrations: the migrations are shared by
+// both engines, and full-text search is where their dialects part.
 //
-// SQLite: a contentless FTS5 table whose rowid is the event's stream
-// position (contentless_delete lets a redaction remove its row), with a
-// second column, meta, of tokens for the event's room, key and sender
-// (searchMeta), so that a search's restrictions are doclists the full-text
-// engine intersects, not a lookup of event_search for every match.
-// PostgreSQL: a generated tsvector column (english configuration) with a
-// GIN index, created under an advisory lock so that processes starting
-// together do not race.
+// PostgreSQL: a generated tsvector column of event_search (migration
+// 00027; english configuration) with a GIN index, created under an
+// advisory lock so that processes starting together do not race.
+// SQLite keeps its index in a file of its own (searchIndex); a database
+// that still holds the index it once kept here (an FTS5 table beside
+// event_search) loses it, and the file is built afresh from the log.
 func ensureSearchSchema(ctx context.Context, db *sql.DB, engine string) error {
 	if engine == Postgres {
 		tx, err := db.BeginTx(ctx, nil)
@@ -54,7 +51,7 @@ func ensureSearchSchema(ctx context.Context, db *sql.DB, engine string) error {
 	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE name = 'event_search_fts'`).Scan(&n); err != nil {
 		return fmt.Errorf("storage: search index: %w", err)
 	}
-	if n > 0 {
+	if n == 0 {
 		return nil
 	}
 	tx, err := db.BeginTx(ctx, nil)
@@ -62,29 +59,14 @@ func ensureSearchSchema(ctx context.Context, db *sql.DB, engine string) error {
 		return fmt.Errorf("storage: search index: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `CREATE VIRTUAL TABLE event_search_fts USING fts5(value, meta, content='', contentless_delete=1,
-			tokenize='unicode61 remove_diacritics 2')`); err != nil {
-		return fmt.Errorf("storage: search index: %w", err)
-	}
-	// Rows written before the index existed (none, unless a start was
-	// interrupted between the migration and here).
-	rows, err := tx.QueryContext(ctx, `SELECT event_id, room_id, sender, key, value, stream_pos FROM event_search`)
-	if err != nil {
-		return fmt.Errorf("storage: search index: %w", err)
-	}
-	var old []search.Entry
-	for rows.Next() {
-		var e search.Entry
-		if err := rows.Scan(&e.EventID, &e.RoomID, &e.Sender, &e.Key, &e.Value, &e.Pos); err != nil {
-			rows.Close()
+	for _, q := range []string{
+		`DROP TABLE event_search_fts`,
+		`DELETE FROM event_search`,
+		// The search package's reader, whose cursor was kept here.
+		`DELETE FROM reader_cursors WHERE reader = 'search'`,
+	} {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("storage: search index: %w", err)
-		}
-		old = append(old, e)
-	}
-	rows.Close()
-	for _, e := range old {
-		if err := putSearchFTS(ctx, &txn{Tx: tx}, e); err != nil {
-			return err
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -113,40 +95,45 @@ func putSearchFTS(ctx context.Context, tx *txn, e search.Entry) error {
 	return nil
 }
 
+// SearchCursor implements search.Store.
+func (db *DB) SearchCursor(ctx context.Context, reader string) (int64, error) {
+	if db.search != nil {
+		return db.search.cursor(ctx)
+	}
+	pos, _, err := db.ReaderCursor(ctx, reader, stream.Events)
+	return pos, err
+}
+
 // UpdateSearchIndex implements search.Store. A redaction removes the
 // entry only when the rooms package marked the event redacted (an
 // unauthorised redaction hides nothing).
 func (db *DB) UpdateSearchIndex(ctx context.Context, reader string, u search.Update, cursor int64) error {
-	return db.tx(ctx, "update_search_index", func(tx *txn) error {
-		for _, e := range u.Put {
-			res, err := tx.ExecContext(ctx, `INSERT INTO event_search (event_id, room_id, sender, key, value, stream_pos, origin_server_ts)
-				VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
-				e.EventID, e.RoomID, e.Sender, e.Key, e.Value, e.Pos, e.TS)
-			if err != nil {
-				return fmt.Errorf("storage: put search entry: %w", err)
-			}
-			if n, _ := res.RowsAffected(); n == 1 && db.engine == SQLite {
-				if err := putSearchFTS(ctx, tx, e); err != nil {
-					return err
-				}
-			}
-		}
+	if db.search != nil {
+		var redacted []int64
 		for _, id := range u.Redacted {
 			var pos int64
-			err := tx.QueryRowContext(ctx, `SELECT s.stream_pos FROM event_search s JOIN events e ON e.event_id = s.event_id
-				WHERE s.event_id = $1 AND e.redacted_by IS NOT NULL`, id).Scan(&pos)
+			err := db.r.QueryRowContext(ctx, `SELECT stream_pos FROM events WHERE event_id = $1 AND redacted_by IS NOT NULL`, id).Scan(&pos)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue
 			}
 			if err != nil {
 				return fmt.Errorf("storage: delete search entry: %w", err)
 			}
-			if db.engine == SQLite {
-				if _, err := tx.ExecContext(ctx, `DELETE FROM event_search_fts WHERE rowid = $1`, pos); err != nil {
-					return fmt.Errorf("storage: delete search entry: %w", err)
-				}
+			redacted = append(redacted, pos)
+		}
+		return db.search.update(ctx, db, u, redacted, cursor)
+	}
+	return db.tx(ctx, "update_search_index", func(tx *txn) error {
+		for _, e := range u.Put {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO event_search (event_id, room_id, sender, key, value, stream_pos, origin_server_ts)
+				VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
+				e.EventID, e.RoomID, e.Sender, e.Key, e.Value, e.Pos, e.TS); err != nil {
+				return fmt.Errorf("storage: put search entry: %w", err)
 			}
-			if _, err := tx.ExecContext(ctx, `DELETE FROM event_search WHERE event_id = $1`, id); err != nil {
+		}
+		for _, id := range u.Redacted {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM event_search WHERE event_id = $1
+				AND EXISTS (SELECT 1 FROM events e WHERE e.event_id = $1 AND e.redacted_by IS NOT NULL)`, id); err != nil {
 				return fmt.Errorf("storage: delete search entry: %w", err)
 			}
 		}
@@ -270,6 +257,9 @@ func (db *DB) SearchEvents(ctx context.Context, q search.Query) ([]search.Hit, e
 		b.WriteString(` ORDER BY score DESC, ` + pos + ` DESC`)
 	}
 	b.WriteString(` LIMIT ` + arg(q.Limit))
+	if db.search != nil {
+		return db.search.hits(ctx, db, b.String(), args)
+	}
 	order := `m.score DESC, m.pos DESC`
 	if q.Recent {
 		order = `m.pos DESC`
@@ -315,8 +305,12 @@ func (db *DB) CountSearchEvents(ctx context.Context, q search.Query, max int) (i
 		return "$" + strconv.Itoa(len(args))
 	}
 	from, _, _ := db.searchSQL(q, arg)
+	r := db.r
+	if db.search != nil {
+		r = db.search.r
+	}
 	var n int
-	err := db.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 `+from+` LIMIT `+arg(max)+`) c`, args...).Scan(&n)
+	err := r.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 `+from+` LIMIT `+arg(max)+`) c`, args...).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("storage: count search events: %w", err)
 	}
