@@ -59,7 +59,7 @@ func (s *Service) Start(ctx context.Context) error {
 		Name: evaluatorReader, Step: s.evaluateBatch, Wake: s.wake, Poll: 5 * time.Second, Spacing: minBatchInterval,
 		// Events another process evaluated may have changed the rooms
 		// this one remembers.
-		Start:   func(context.Context) error { clear(s.roomCache); return nil },
+		Start:   func(context.Context) error { clear(s.roomCache); s.cursor.Reset(); return nil },
 		Backoff: func() (time.Duration, time.Duration) { return 100 * time.Millisecond, 30 * time.Second },
 		Log:     s.log, Metrics: s.metrics,
 	}
@@ -176,7 +176,10 @@ func threadOf(e *Event) string {
 // evaluateBatch evaluates the events after the cursor, stores the
 // notifications and moves the cursor in one transaction.
 func (s *Service) evaluateBatch(ctx context.Context) (stream.Progress, error) {
-	cursor, _, err := s.store.ReaderCursor(ctx, evaluatorReader, stream.Events)
+	cursor, err := s.cursor.Get(ctx, func(ctx context.Context) (int64, error) {
+		c, _, err := s.store.ReaderCursor(ctx, evaluatorReader, stream.Events)
+		return c, err
+	})
 	if err != nil {
 		return stream.Progress{}, err
 	}
@@ -214,9 +217,18 @@ func (s *Service) evaluateBatch(ctx context.Context) (stream.Progress, error) {
 		ns = append(ns, got...)
 	}
 	last := evs[len(evs)-1].Pos
+	more := len(evs) == evalBatch
+	// A batch that notifies no one (a room of one, a bridge's own
+	// events) writes nothing: the main database's one writer is the
+	// senders'.
+	if len(ns) == 0 && !s.cursor.StoreDue(last) {
+		s.cursor.Moved(last)
+		return stream.Progress{More: more, Pos: last, Head: last}, nil
+	}
 	if err := s.store.AddNotifications(ctx, evaluatorReader, ns, last); err != nil {
 		return stream.Progress{}, err
 	}
+	s.cursor.Stored(last)
 	if len(ns) > 0 {
 		users := map[string]bool{}
 		var list []string
@@ -229,7 +241,7 @@ func (s *Service) evaluateBatch(ctx context.Context) (stream.Progress, error) {
 		// Pushers and the users' syncs learn of it through the hub.
 		s.hub.Announce(stream.Change{Stream: stream.Notifications, Users: list})
 	}
-	return stream.Progress{More: len(evs) == evalBatch, Pos: last, Head: last}, nil
+	return stream.Progress{More: more, Pos: last, Head: last}, nil
 }
 
 // evaluate runs the rules of the room's local members (and of a local

@@ -30,6 +30,9 @@ type Service struct {
 	// roomCache is the evaluator's view of rooms' members and power
 	// levels, dropped when it sees an event that changes them.
 	roomCache map[string]*roomInfo
+	// cursor is the evaluator's (its goroutine alone uses it): a batch
+	// that notifies no one moves it in memory only.
+	cursor stream.LazyCursor
 	// batchIgnores holds the ignore lists read during one batch of the
 	// evaluator (its goroutine alone uses it).
 	batchIgnores map[string]map[string]bool
