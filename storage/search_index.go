@@ -38,10 +38,11 @@ type searchIndex struct {
 // searchSchemaVersion is the index file's PRAGMA user_version.
 const searchSchemaVersion = 1
 
-// searchConns tunes the index's connections: a smaller page cache than
-// the main file's, and checkpoints made by the indexer's own commits (no
+// searchConns tunes the index's connections: the main file's page cache
+// (with 4 MiB, searches of a 100,000-event index took half as long again:
+// BENCHMARKS.md), and checkpoints made by the indexer's own commits (no
 // one waits for them).
-var searchConns = connTuning{cacheKiB: 4096, walPages: 1000}
+var searchConns = connTuning{cacheKiB: mainConns.cacheKiB, walPages: 1000}
 
 // searchReadConns is the size of the index's reader pool.
 const searchReadConns = 2
