@@ -397,21 +397,9 @@ func (db *DB) PurgeHistory(ctx context.Context, roomID string, beforeDepth int64
 		if db.search != nil {
 			// The index's entries are removed by their stream positions,
 			// once the events are.
-			rows, err := tx.QueryContext(ctx, `SELECT stream_pos FROM events WHERE event_id IN (`+sel+`)`, args...)
+			var err error
+			positions, err = queryValues[int64](ctx, tx, `SELECT stream_pos FROM events WHERE event_id IN (`+sel+`)`, args...)
 			if err != nil {
-				return fmt.Errorf("storage: purge history: %w", err)
-			}
-			positions = positions[:0]
-			for rows.Next() {
-				var pos int64
-				if err := rows.Scan(&pos); err != nil {
-					rows.Close()
-					return fmt.Errorf("storage: purge history: %w", err)
-				}
-				positions = append(positions, pos)
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
 				return fmt.Errorf("storage: purge history: %w", err)
 			}
 		}

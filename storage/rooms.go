@@ -619,18 +619,23 @@ func (db *DB) Forgotten(ctx context.Context, userID, roomID string) (bool, error
 }
 
 func queryStrings(ctx context.Context, db querier, q string, args ...any) ([]string, error) {
+	return queryValues[string](ctx, db, q, args...)
+}
+
+// queryValues reads the one column of q's rows.
+func queryValues[T any](ctx context.Context, db querier, q string, args ...any) ([]T, error) {
 	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("storage: query: %w", err)
 	}
 	defer rows.Close()
-	var out []string
+	var out []T
 	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
+		var v T
+		if err := rows.Scan(&v); err != nil {
 			return nil, fmt.Errorf("storage: query: %w", err)
 		}
-		out = append(out, s)
+		out = append(out, v)
 	}
 	return out, rows.Err()
 }

@@ -234,21 +234,13 @@ func (x *searchIndex) notPurged(ctx context.Context, db *DB, put []search.Entry)
 	for _, e := range put {
 		lo, hi = min(lo, e.Pos), max(hi, e.Pos)
 	}
-	rows, err := db.r.QueryContext(ctx, `SELECT stream_pos FROM events WHERE stream_pos >= $1 AND stream_pos <= $2`, lo, hi)
+	positions, err := queryValues[int64](ctx, db.r, `SELECT stream_pos FROM events WHERE stream_pos >= $1 AND stream_pos <= $2`, lo, hi)
 	if err != nil {
 		return nil, fmt.Errorf("storage: search entries' events: %w", err)
 	}
-	defer rows.Close()
-	have := map[int64]bool{}
-	for rows.Next() {
-		var pos int64
-		if err := rows.Scan(&pos); err != nil {
-			return nil, fmt.Errorf("storage: search entries' events: %w", err)
-		}
+	have := make(map[int64]bool, len(positions))
+	for _, pos := range positions {
 		have[pos] = true
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("storage: search entries' events: %w", err)
 	}
 	var out []search.Entry
 	for _, e := range put {
