@@ -18,11 +18,12 @@ type queuedEvent struct {
 }
 
 // batchable tells whether an event may share its commit with others: it
-// changes no state and creates no room, so the events after it in the
-// same batch are authorised against the same state, and it is this
-// server's own (it extends the room's extremities).
-func batchable(p pdu.Proto, ne NewEvent) bool {
-	return p.StateKey == nil && ne.Room == nil && ne.StateAfter == nil && ne.CurrentState == nil && !ne.Received
+// creates no room and is this server's own, so that the state after it is
+// the room's current state with it applied (no branches to resolve). The
+// events after a state event in the same batch are authorised against the
+// state it made (writeBatch).
+func batchable(ne NewEvent) bool {
+	return ne.Room == nil && ne.StateAfter == nil && ne.CurrentState == nil && !ne.Received
 }
 
 // submitBatched queues the event and waits for the write lock; whoever
@@ -88,6 +89,8 @@ func (s *Service) writeBatch(ctx context.Context, batch []*queuedEvent) {
 		version string
 		prevs   []string
 		depth   int64
+		// changed is the state the batch's events built so far changed.
+		changed authState
 	}
 	heads := map[string]*head{}
 	txns := map[TxnRef]*queuedEvent{}
@@ -114,7 +117,7 @@ func (s *Service) writeBatch(ctx context.Context, batch []*queuedEvent) {
 				q.err = err
 				continue
 			}
-			h = &head{version, prevs, depth}
+			h = &head{version: version, prevs: prevs, depth: depth}
 			heads[q.p.RoomID] = h
 		}
 		state, err := s.authStateFor(ctx, q.p, h.version)
@@ -122,12 +125,28 @@ func (s *Service) writeBatch(ctx context.Context, batch []*queuedEvent) {
 			q.err = err
 			continue
 		}
+		if len(h.changed) > 0 {
+			// authStateFor read the state before the batch: the keys it
+			// needed are taken from the batch where it changed them.
+			keys, _ := pdu.NeededForAuth(q.p, h.version)
+			for _, k := range keys {
+				if ev, ok := h.changed[k]; ok {
+					state[k] = ev
+				}
+			}
+		}
 		ev, err := s.buildAllowed(q.p, h.version, h.prevs, h.depth+1, state)
 		if err != nil {
 			q.err = err
 			continue
 		}
 		h.prevs, h.depth = []string{ev.ID()}, ev.Depth()
+		if sk := ev.StateKey(); sk != nil {
+			if h.changed == nil {
+				h.changed = authState{}
+			}
+			h.changed[pdu.StateKey{Type: ev.Type(), StateKey: *sk}] = ev
+		}
 		q.ev, q.ne.Event = ev, ev
 		built = append(built, q)
 		nes = append(nes, q.ne)

@@ -8,11 +8,14 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"homeserver/internal/testserver"
 	"homeserver/pdu"
 	"homeserver/rooms"
+	"homeserver/storage"
 )
 
 // rtBenchRoom is a room to send into, with the user who sends.
@@ -202,4 +205,32 @@ func BenchmarkSend(b *testing.B) {
 			room.sent += b.N
 		})
 	}
+}
+
+// BenchmarkConcurrentJoins: users join one public room, 16 at a time (a
+// bridge bringing its puppets into a portal room): state events sharing
+// commits, each authorised against the joins before it in its batch.
+// PostgreSQL when HOMESERVER_TEST_POSTGRES is set.
+func BenchmarkConcurrentJoins(b *testing.B) {
+	e := rtOpen(b, filepath.Join(b.TempDir(), "rooms.db"))
+	if dsn := os.Getenv(testserver.PostgresEnv); dsn != "" {
+		e = rtOpenWith(b, storage.Options{Engine: storage.Postgres, DSN: testserver.PostgresDSNFor(dsn, testserver.CreatePostgresDB(b, dsn)),
+			Logger: rtQuiet}, b.Cleanup)
+	}
+	ctx := context.Background()
+	room, err := e.svc.CreateRoom(ctx, rtUser("owner"), rooms.CreateRoomRequest{Preset: rooms.PresetPublic})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var next atomic.Int64
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := e.svc.Join(ctx, rtUser(fmt.Sprint("joiner", next.Add(1))), room, ""); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

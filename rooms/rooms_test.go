@@ -52,7 +52,12 @@ func rtOpen(tb testing.TB, path string) *rtEnv {
 // registers its closing.
 func rtOpenUntil(tb testing.TB, path string, cleanup func(func())) *rtEnv {
 	tb.Helper()
-	db, err := storage.Open(context.Background(), storage.Options{Path: path, Logger: rtQuiet})
+	return rtOpenWith(tb, storage.Options{Path: path, Logger: rtQuiet}, cleanup)
+}
+
+func rtOpenWith(tb testing.TB, opts storage.Options, cleanup func(func())) *rtEnv {
+	tb.Helper()
+	db, err := storage.Open(context.Background(), opts)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -162,7 +162,7 @@ func (s *Service) submit(ctx context.Context, p pdu.Proto, ne NewEvent) (*pdu.Ev
 	if err := checkProto(p); err != nil {
 		return nil, err
 	}
-	if batchable(p, ne) {
+	if batchable(ne) {
 		return s.submitBatched(ctx, p, ne)
 	}
 	s.write.Lock()
