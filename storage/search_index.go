@@ -216,8 +216,8 @@ func (x *searchIndex) update(ctx context.Context, db *DB, u search.Update, redac
 		return nil
 	})
 	if err == nil {
-		// A purge counted after this load had its events gone before
-		// the indexer's next read of the log.
+		// The purges this load counted had committed before the
+		// indexer's next read of the log; a later one moves the count.
 		x.seenPurges.Store(seen)
 	}
 	return err
